@@ -1,0 +1,59 @@
+"""The one ``xp`` fixture: every layer and net test runs on each importable namespace.
+
+numpy, array_api_strict, torch (CPU) and jax (float64 enabled) run where they are
+installed; cupy runs only where a CUDA device is usable. A backend that cannot run
+is skipped with the reason, never silently passed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from array_api_compat import array_namespace, device
+
+from xbackprop.backend import BackendUnavailableError, backend_name, get_namespace, to_numpy
+
+TEST_BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "cupy")
+
+
+@pytest.fixture(params=TEST_BACKENDS)
+def xp(request):
+    """An Array API namespace; skipped with the reason when that backend cannot run here."""
+    try:
+        return get_namespace(request.param, strict=True)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"{request.param}: {exc}")
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """``$XBACKPROP_DATA`` (one sub-folder per dataset); skips when unset or missing."""
+    root = os.environ.get("XBACKPROP_DATA")
+    if not root or not Path(root).is_dir():
+        pytest.skip("real data not available: set XBACKPROP_DATA (CI uses ../shared/data)")
+    return Path(root)
+
+
+def assert_close(actual, expected, *, xp, rtol=1e-12, atol=0.0, dtype=None, like=None):
+    """Check namespace, shape, dtype and device of ``actual``, then its values against ``expected``.
+
+    ``expected`` is a host NumPy (float64) reference. ``dtype`` defaults to float64;
+    ``like`` is an array whose device ``actual`` must share.
+    """
+    assert backend_name(array_namespace(actual)) == backend_name(xp)
+    assert tuple(actual.shape) == tuple(np.shape(expected)), (tuple(actual.shape), np.shape(expected))
+    assert actual.dtype == (xp.float64 if dtype is None else dtype)
+    if like is not None:
+        assert device(actual) == device(like)
+    np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol, atol=atol)
+
+
+def asarray(xp, host, dtype=None):
+    """Move a host array into ``xp`` (float64 by default for floating input)."""
+    host = np.asarray(host)
+    if dtype is None and host.dtype.kind == "f":
+        dtype = xp.float64
+    return xp.asarray(host, dtype=dtype)

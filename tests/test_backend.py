@@ -1,0 +1,97 @@
+"""The backend module: names, the XP variable, the CuPy fallback and its strict switch, host copies."""
+
+from __future__ import annotations
+
+import sys
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+from xbackprop import backend
+from xbackprop.backend import BackendUnavailableError, backend_name, get_namespace, to_numpy
+
+
+def test_numpy_by_default(monkeypatch):
+    monkeypatch.delenv("XP", raising=False)
+    assert backend_name(get_namespace()) == "numpy"
+
+
+def test_xp_variable_picks_the_backend(monkeypatch):
+    monkeypatch.setenv("XP", "array_api_strict")
+    assert backend_name(get_namespace()) == "array_api_strict"
+    monkeypatch.setenv("XP", "array-api-strict")
+    assert backend_name(get_namespace()) == "array_api_strict"
+
+
+def test_a_namespace_passes_through(xp):
+    assert get_namespace(xp) is xp
+    assert backend_name(xp) in backend.BACKENDS
+
+
+def test_unknown_backend_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown backend 'tensorflow'; known backends: numpy, cupy, torch"):
+        get_namespace("tensorflow")
+
+
+@pytest.fixture
+def cupy_without_gpu(monkeypatch):
+    """A ``cupy`` that imports fine but has no CUDA device, as on a laptop."""
+    fake = types.ModuleType("cupy")
+
+    def no_device():
+        raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_device))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.delenv("XBACKPROP_STRICT_BACKEND", raising=False)
+    return fake
+
+
+def test_cupy_without_gpu_falls_back_with_one_warning(cupy_without_gpu):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        xp = get_namespace("cupy")
+    assert backend_name(xp) == "numpy"
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "CuPy" in message and "no CUDA-capable device" in message and "falling back to NumPy" in message
+
+
+def test_cupy_fallback_is_an_error_when_strict(cupy_without_gpu, monkeypatch):
+    with pytest.raises(BackendUnavailableError, match="CuPy found no usable CUDA device"):
+        get_namespace("cupy", strict=True)
+    monkeypatch.setenv("XBACKPROP_STRICT_BACKEND", "1")
+    with pytest.raises(BackendUnavailableError):
+        get_namespace("cupy")
+
+
+def test_cupy_with_zero_devices_falls_back(monkeypatch):
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 0))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.warns(RuntimeWarning, match="CuPy found no CUDA device"):
+        assert backend_name(get_namespace("cupy", strict=False)) == "numpy"
+
+
+def test_missing_backend_is_an_error_not_a_fallback(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    with pytest.raises(BackendUnavailableError, match="backend 'torch' is not installed"):
+        get_namespace("torch")
+
+
+def test_to_numpy_and_dtypes(xp):
+    x = xp.asarray([[1.0, 2.0]], dtype=xp.float32)
+    host = to_numpy(x)
+    assert isinstance(host, np.ndarray) and host.dtype == np.float32
+    np.testing.assert_array_equal(host, [[1.0, 2.0]])
+    assert backend.resolve_dtype(xp) == xp.float32
+    assert backend.resolve_dtype(xp, "float64") == xp.float64
+    assert isinstance(backend.describe_device(xp), str)
+
+
+def test_host_arrays_reach_the_device(xp):
+    x = backend.from_host(np.arange(6.0).reshape(2, 3), xp, dtype=xp.float32)
+    assert backend_name(backend.array_api_compat.array_namespace(x)) == backend_name(xp)
+    assert x.dtype == xp.float32

@@ -1,0 +1,104 @@
+"""IDX parsing and local look-up: synthetic files always, the real files when XBACKPROP_DATA is set."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from xbackprop.datasets import DataError, find_dataset_dir, load_split, read_idx
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_split(folder, split, images, labels, *, compress=True):
+    stems = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}[split]
+    for stem, array in zip(stems, (images, labels)):
+        data = idx_bytes(array)
+        if compress:
+            (folder / f"{stem}.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / stem).write_bytes(data)
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_round_trip(tmp_path, compress):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 5, dtype=np.uint8)
+    write_split(tmp_path, "test", images, labels, compress=compress)
+    got_images, got_labels = load_split(tmp_path, "test")
+    np.testing.assert_array_equal(got_images, images)
+    np.testing.assert_array_equal(got_labels, labels)
+    assert got_images.dtype == np.uint8 and got_images.flags.writeable
+
+
+def test_bad_magic(tmp_path):
+    path = tmp_path / "x-idx1-ubyte"
+    path.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(DataError, match=r"x-idx1-ubyte: not an IDX file"):
+        read_idx(path)
+
+
+def test_truncated_payload(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    path.write_bytes(idx_bytes(np.zeros(10, np.uint8))[:-3])
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: header says shape \(10,\) \(10 bytes\) but the file holds 7"):
+        read_idx(path)
+
+
+def test_truncated_gzip(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros(1000, np.uint8)))[:-20])
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: cannot read"):
+        read_idx(path)
+
+
+def test_wrong_rank(tmp_path):
+    path = tmp_path / "labels"
+    path.write_bytes(idx_bytes(np.zeros((2, 2), np.uint8)))
+    with pytest.raises(DataError, match="expected 1 dimensions, the header says 2"):
+        read_idx(path, ndim=1)
+
+
+def test_mismatched_counts(tmp_path):
+    write_split(tmp_path, "test", np.zeros((10, 28, 28), np.uint8), np.zeros(60, np.uint8))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: 60 labels for 10 images"):
+        load_split(tmp_path, "test")
+
+
+def test_look_up_order(tmp_path, monkeypatch):
+    explicit, env = tmp_path / "explicit", tmp_path / "env"
+    (env / "mnist").mkdir(parents=True)
+    explicit.mkdir()
+    write_split(env / "mnist", "test", np.zeros((1, 2, 2), np.uint8), np.zeros(1, np.uint8))
+    monkeypatch.setenv("XBACKPROP_DATA", str(env))
+    assert find_dataset_dir("mnist") == env / "mnist"
+    assert find_dataset_dir("mnist", explicit) == env / "mnist"  # empty explicit folder: next candidate
+    write_split(explicit, "test", np.zeros((1, 2, 2), np.uint8), np.zeros(1, np.uint8))
+    assert find_dataset_dir("mnist", explicit) == explicit
+    assert find_dataset_dir("mnist", split="train") is None
+
+
+def test_real_mnist_test_split(data_dir):
+    folder = find_dataset_dir("mnist", data_dir / "mnist")
+    if folder is None:
+        pytest.skip("MNIST test split not in XBACKPROP_DATA")
+    images, labels = load_split(folder, "test")
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_real_fashion_mnist(data_dir):
+    folder = find_dataset_dir("fashion-mnist", data_dir / "fashion-mnist", split="train")
+    if folder is None:
+        pytest.skip("Fashion-MNIST not in XBACKPROP_DATA")
+    images, labels = load_split(folder, "train")
+    assert images.shape == (60000, 28, 28)
+    assert np.bincount(labels).tolist() == [6000] * 10

@@ -1,0 +1,150 @@
+"""Nets: parameters, backprop against numerical gradients and PyTorch autograd, updates on any backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from array_api_compat import device, is_writeable_array
+
+from conftest import asarray, assert_close
+from xbackprop import MultiLayerNet, TwoLayerNet
+from xbackprop.backend import to_numpy
+
+RNG = np.random.default_rng(99)
+
+
+def small_batch(xp, n=4, d=5, c=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x_host = rng.standard_normal((n, d))
+    labels = rng.integers(0, c, size=n)
+    return x_host, labels, asarray(xp, x_host), xp.asarray(labels, dtype=xp.int64)
+
+
+def test_two_layer_net_params(xp):
+    net = TwoLayerNet(784, 50, 10, seed=0, xp=xp)
+    shapes = {key: tuple(value.shape) for key, value in net.params.items()}
+    assert shapes == {"W1": (784, 50), "b1": (50,), "W2": (50, 10), "b2": (10,)}
+    assert all(value.dtype == xp.float32 for value in net.params.values())
+    assert list(net.layers) == ["Affine1", "Relu1", "Affine2"]
+    assert net.lastLayer is net.last_layer
+    w1 = to_numpy(net.params["W1"])
+    assert abs(w1.std() - 0.01) < 5e-4 and np.all(to_numpy(net.params["b1"]) == 0)
+    again = TwoLayerNet(784, 50, 10, seed=0, xp=xp)
+    np.testing.assert_array_equal(to_numpy(again.params["W1"]), w1)
+
+
+def test_params_take_the_requested_dtype_and_device(xp):
+    net = TwoLayerNet(4, 3, 2, xp=xp, dtype="float64", device=None, seed=1)
+    reference = xp.zeros((1,))
+    for value in net.params.values():
+        assert value.dtype == xp.float64
+        assert device(value) == device(reference)
+
+
+@pytest.mark.parametrize(
+    ("init", "expected_std"), [("he", np.sqrt(2 / 400)), ("xavier", np.sqrt(1 / 400)), (0.5, 0.5)]
+)
+def test_weight_init_std(init, expected_std):
+    net = MultiLayerNet(400, [300], 10, weight_init_std=init, seed=0, xp="numpy")
+    assert abs(to_numpy(net.params["W1"]).std() / expected_std - 1) < 0.01
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("weight_decay_lambda", [0.0, 0.1])
+def test_backprop_matches_numerical_gradient(xp, activation, weight_decay_lambda):
+    net = MultiLayerNet(
+        5, [4, 3], 3, activation=activation, weight_init_std=1.0, weight_decay_lambda=weight_decay_lambda,
+        xp=xp, dtype="float64", seed=3,
+    )
+    for key in ("b1", "b2", "b3"):  # zero biases put ReLU's kink where a dead row lands
+        net.params[key] = asarray(xp, RNG.uniform(0.1, 0.5, tuple(net.params[key].shape)))
+    x_host, labels, x, t = small_batch(xp)
+    backprop = net.gradient(x, t)
+    numerical = net.numerical_gradient(x, t)
+    assert list(backprop) == list(net.params) == ["W1", "b1", "W2", "b2", "W3", "b3"]
+    for key, value in net.params.items():
+        assert_close(backprop[key], to_numpy(numerical[key]), xp=xp, rtol=1e-6, atol=1e-9, like=value)
+    np.testing.assert_array_equal(to_numpy(x), x_host)
+    np.testing.assert_array_equal(to_numpy(t), labels)
+
+
+def test_backprop_matches_torch_autograd(xp):
+    torch = pytest.importorskip("torch", reason="PyTorch is the autograd reference")
+    net = MultiLayerNet(6, [5, 4], 3, activation="sigmoid", weight_init_std=0.8, weight_decay_lambda=0.05,
+                        xp=xp, dtype="float64", seed=5)
+    x_host, labels, x, t = small_batch(xp, n=7, d=6)
+    params = {key: torch.tensor(to_numpy(value), requires_grad=True) for key, value in net.params.items()}
+    h = torch.sigmoid(torch.tensor(x_host) @ params["W1"] + params["b1"])
+    h = torch.sigmoid(h @ params["W2"] + params["b2"])
+    scores = h @ params["W3"] + params["b3"]
+    loss = torch.nn.functional.cross_entropy(scores, torch.tensor(labels))
+    loss = loss + 0.5 * 0.05 * sum((params[k] ** 2).sum() for k in ("W1", "W2", "W3"))
+    loss.backward()
+    assert_close(net.loss(x, t), loss.item(), xp=xp, rtol=1e-13)
+    ours = net.gradient(x, t)
+    for key, value in params.items():
+        assert_close(ours[key], value.grad.numpy(), xp=xp, rtol=1e-10, atol=1e-16)
+
+
+def test_relu_net_matches_torch_autograd(xp):
+    torch = pytest.importorskip("torch", reason="PyTorch is the autograd reference")
+    net = TwoLayerNet(8, 6, 4, weight_init_std=1.0, xp=xp, dtype="float64", seed=7)
+    x_host, labels, x, _ = small_batch(xp, n=5, d=8, c=4)
+    onehot = np.eye(4)[labels]
+    params = {key: torch.tensor(to_numpy(value), requires_grad=True) for key, value in net.params.items()}
+    scores = torch.relu(torch.tensor(x_host) @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
+    torch.nn.functional.cross_entropy(scores, torch.tensor(onehot)).backward()
+    ours = net.gradient(x, asarray(xp, onehot))
+    for key, value in params.items():
+        assert_close(ours[key], value.grad.numpy(), xp=xp, rtol=1e-10, atol=1e-16)
+
+
+def test_both_update_styles_take_effect(xp):
+    net = TwoLayerNet(5, 4, 3, weight_init_std=1.0, xp=xp, dtype="float64", seed=2)
+    _, _, x, t = small_batch(xp)
+    grads = net.gradient(x, t)
+    stepped = {key: net.params[key] - 0.1 * grads[key] for key in net.params}
+    expected = float(net.loss(x, t, stepped))
+    assert expected != float(net.loss(x, t))
+    for key in net.params:  # rebinding works everywhere, JAX included
+        net.params[key] = stepped[key]
+    assert float(net.loss(x, t)) == expected
+
+    g1 = net.gradient(x, t)["W1"]
+    expected = float(net.loss(x, t, {**net.params, "W1": net.params["W1"] - 0.1 * g1}))
+    if not is_writeable_array(net.params["W1"]):
+        pytest.skip("arrays of this backend are immutable: only rebinding applies")
+    net.params["W1"] -= 0.1 * g1  # in place, as the book's training loop does
+    assert float(net.loss(x, t)) == expected
+
+
+def test_params_override_leaves_net_alone(xp):
+    net = TwoLayerNet(5, 4, 3, weight_init_std=1.0, xp=xp, dtype="float64", seed=2)
+    _, _, x, t = small_batch(xp)
+    base = float(net.loss(x, t))
+    zeros = {key: xp.zeros_like(value) for key, value in net.params.items()}
+    assert float(net.loss(x, t, zeros)) == pytest.approx(np.log(3), rel=1e-12)
+    assert float(net.loss(x, t)) == base
+
+
+def test_predict_flattens_images_and_accuracy_is_a_float(xp):
+    net = TwoLayerNet(12, 4, 3, weight_init_std=1.0, xp=xp, seed=0)
+    x = xp.asarray(RNG.standard_normal((6, 1, 3, 4)), dtype=xp.float32)
+    scores = net.predict(x)
+    assert tuple(scores.shape) == (6, 3) and scores.dtype == xp.float32
+    predicted = to_numpy(xp.argmax(scores, axis=1))
+    labels = xp.asarray(predicted, dtype=xp.uint8)
+    accuracy = net.accuracy(x, labels)
+    assert type(accuracy) is float and accuracy == 1.0
+    assert net.accuracy(x, asarray(xp, np.eye(3)[(predicted + 1) % 3])) == 0.0
+
+
+def test_net_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="unknown activation 'tanh'"):
+        MultiLayerNet(4, [3], 2, activation="tanh", xp="numpy")
+    with pytest.raises(ValueError, match="unknown weight_init_std 'glorot'"):
+        MultiLayerNet(4, [3], 2, weight_init_std="glorot", xp="numpy")
+    with pytest.raises(ValueError, match="positive integers"):
+        TwoLayerNet(4, 0, 2, xp="numpy")
+    with pytest.raises(ValueError, match="unsupported dtype 'int8'"):
+        TwoLayerNet(4, 3, 2, xp="numpy", dtype="int8")

@@ -1,0 +1,238 @@
+"""The one module that knows array libraries by name.
+
+Everything else in xbackprop takes its namespace from its inputs with
+``array_api_compat.array_namespace``. This module picks a namespace by name
+(``numpy``, ``cupy``, ``torch``, ``jax``, ``dask``, ``array_api_strict``),
+falls back from CuPy to NumPy where no GPU is usable, resolves dtypes and
+devices, and moves arrays back to host NumPy for printing, plotting and saving.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailableError",
+    "get_namespace",
+    "backend_name",
+    "resolve_dtype",
+    "resolve_device",
+    "device_of",
+    "describe_device",
+    "from_host",
+    "to_numpy",
+    "host_rng",
+    "synchronize",
+]
+
+#: Backend names accepted by :func:`get_namespace` and the ``XP`` variable.
+BACKENDS = ("numpy", "cupy", "torch", "jax", "dask", "array_api_strict")
+
+#: Environment variable that names the backend when none is passed.
+BACKEND_ENV = "XP"
+#: Set to ``1`` to make an unusable CuPy an error instead of a NumPy fallback.
+STRICT_ENV = "XBACKPROP_STRICT_BACKEND"
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested array library is not installed or cannot run here."""
+
+
+def _cupy_namespace() -> ModuleType:
+    """CuPy's namespace, or BackendUnavailableError saying why it cannot run."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise BackendUnavailableError(f"CuPy is not installed ({exc})") from None
+    # ``import cupy`` succeeds on machines without a GPU or driver: only asking
+    # the runtime for devices tells whether CuPy can actually run.
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError, missing libcuda, ...
+        raise BackendUnavailableError(f"CuPy found no usable CUDA device ({exc})") from None
+    if count < 1:
+        raise BackendUnavailableError("CuPy found no CUDA device")
+    return importlib.import_module("array_api_compat.cupy")
+
+
+def _import_namespace(name: str) -> ModuleType:
+    if name == "numpy":
+        return importlib.import_module("array_api_compat.numpy")
+    if name == "cupy":
+        return _cupy_namespace()
+    try:
+        if name == "torch":
+            importlib.import_module("torch")
+            return importlib.import_module("array_api_compat.torch")
+        if name == "jax":
+            jax = importlib.import_module("jax")
+            # Gradient checks need float64; float32 stays the default for training
+            # because every array xbackprop makes has an explicit dtype.
+            jax.config.update("jax_enable_x64", True)
+            return importlib.import_module("jax.numpy")
+        if name == "dask":
+            importlib.import_module("dask.array")
+            return importlib.import_module("array_api_compat.dask.array")
+        if name == "array_api_strict":
+            return importlib.import_module("array_api_strict")
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"backend {name!r} is not installed ({exc}); pip install {name.replace('_', '-')}"
+        ) from None
+    raise AssertionError(name)
+
+
+def get_namespace(name: str | ModuleType | None = None, *, strict: bool | None = None) -> ModuleType:
+    """Return the Array API namespace for a backend name.
+
+    Parameters
+    ----------
+    name : str, namespace or None
+        One of :data:`BACKENDS`. ``None`` reads the ``XP`` environment variable
+        (default ``"numpy"``). A namespace module is returned unchanged.
+    strict : bool, optional
+        When CuPy is asked for but cannot run (not installed, no GPU, no driver),
+        ``strict=False`` warns once and returns NumPy; ``strict=True`` raises
+        :class:`BackendUnavailableError`. ``None`` reads ``XBACKPROP_STRICT_BACKEND``
+        (``1``/``true``/``yes`` mean strict; default not strict).
+
+    Raises
+    ------
+    ValueError
+        For a name that is not one of :data:`BACKENDS`.
+    BackendUnavailableError
+        For an installed-but-unusable or missing backend other than the CuPy fallback.
+    """
+    if isinstance(name, ModuleType):
+        return name
+    if name is None:
+        name = os.environ.get(BACKEND_ENV, "").strip() or "numpy"
+    key = name.strip().lower().replace("-", "_")
+    if key not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}")
+    if strict is None:
+        strict = os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    try:
+        return _import_namespace(key)
+    except BackendUnavailableError as exc:
+        if key != "cupy" or strict:
+            raise
+        warnings.warn(f"{exc}; falling back to NumPy on the CPU", RuntimeWarning, stacklevel=2)
+        return _import_namespace("numpy")
+
+
+def backend_name(xp: ModuleType) -> str:
+    """The :data:`BACKENDS` name of a namespace (``"numpy"``, ``"torch"``, ...)."""
+    checks = (
+        ("numpy", array_api_compat.is_numpy_namespace),
+        ("cupy", array_api_compat.is_cupy_namespace),
+        ("torch", array_api_compat.is_torch_namespace),
+        ("jax", array_api_compat.is_jax_namespace),
+        ("dask", array_api_compat.is_dask_namespace),
+        ("array_api_strict", array_api_compat.is_array_api_strict_namespace),
+    )
+    for label, check in checks:
+        if check(xp):
+            return label
+    return getattr(xp, "__name__", repr(xp))
+
+
+def resolve_dtype(xp: ModuleType, dtype: Any = None) -> Any:
+    """A dtype of ``xp``: ``None`` gives ``float32``; a name such as ``"float64"`` is looked up."""
+    if dtype is None:
+        return xp.float32
+    if isinstance(dtype, str):
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"unsupported dtype {dtype!r}; use 'float32' or 'float64'")
+        return getattr(xp, dtype)
+    return dtype
+
+
+def resolve_device(xp: ModuleType, device: Any = None) -> Any:
+    """A device of ``xp``: ``None`` gives its default; a string such as ``"cuda:1"`` is parsed."""
+    if device is None or not isinstance(device, str):
+        return device
+    name = backend_name(xp)
+    if name == "torch":
+        import torch
+
+        return torch.device(device)
+    if name == "cupy":
+        import cupy
+
+        return cupy.cuda.Device(int(device.rsplit(":", 1)[-1]) if ":" in device else 0)
+    if name == "jax":
+        import jax
+
+        platform, _, index = device.partition(":")
+        return jax.devices(platform)[int(index or 0)]
+    if name == "array_api_strict":
+        return xp.Device(device)
+    if device == "cpu":
+        return "cpu"
+    raise ValueError(f"device {device!r} is not available for backend {name!r}")
+
+
+def device_of(x: Any) -> Any:
+    """The device an array lives on (``array_api_compat.device``)."""
+    return array_api_compat.device(x)
+
+
+def describe_device(xp: ModuleType, device: Any = None) -> str:
+    """A short human-readable device name for log lines, e.g. ``"cpu"`` or ``"cuda:0 (NVIDIA H100)"``."""
+    if device is None:
+        device = device_of(xp.empty((0,)))
+    name = backend_name(xp)
+    if name == "cupy":
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(device.id)
+        return f"cuda:{device.id} ({props['name'].decode()})"
+    return str(device)
+
+
+def from_host(host_array: np.ndarray, xp: ModuleType, *, dtype: Any = None, device: Any = None) -> Any:
+    """Copy a host NumPy array into ``xp`` on ``device`` (with ``dtype`` when given)."""
+    return xp.asarray(host_array, dtype=dtype, device=device)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A host NumPy copy (or view) of any supported array, for printing, plotting and saving."""
+    if isinstance(x, np.ndarray):
+        return x
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if array_api_compat.is_dask_array(x):
+        return np.asarray(x.compute())
+    if array_api_compat.is_array_api_strict_namespace(array_api_compat.array_namespace(x)):
+        return np.from_dlpack(x)
+    return np.asarray(x)
+
+
+def host_rng(seed: int | None = None) -> np.random.Generator:
+    """NumPy's ``Generator`` on the host: the standard has no random numbers."""
+    return np.random.default_rng(seed)
+
+
+def synchronize(xp: ModuleType) -> None:
+    """Wait for queued device work (CuPy, torch CUDA); a no-op on the CPU backends."""
+    name = backend_name(xp)
+    if name == "cupy":
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+    elif name == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()

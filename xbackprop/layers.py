@@ -1,0 +1,182 @@
+"""The layers of *Deep Learning from Scratch*, chapter 5, on any Array API namespace.
+
+Every layer has ``forward(...)`` and ``backward(dout)``; ``forward`` caches what
+``backward`` needs, and ``backward`` returns the gradient with respect to the
+inputs of ``forward``. No layer writes into an array it was given, and every
+constant is made on the input's device, so the same code runs on NumPy, CuPy,
+PyTorch, JAX and array-api-strict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from .functions import log_softmax, one_hot, sigmoid
+
+__all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]
+
+
+class MulLayer:
+    """``out = x * y`` for Python numbers or arrays (the book's apple example)."""
+
+    def __init__(self) -> None:
+        self.x = None
+        self.y = None
+
+    def forward(self, x: Any, y: Any) -> Any:
+        self.x = x
+        self.y = y
+        return x * y
+
+    def backward(self, dout: Any) -> tuple[Any, Any]:
+        dx = dout * self.y  # the two inputs swap places
+        dy = dout * self.x
+        return dx, dy
+
+
+class AddLayer:
+    """``out = x + y`` for Python numbers or arrays; the gradient passes through unchanged."""
+
+    def __init__(self) -> None:
+        pass
+
+    def forward(self, x: Any, y: Any) -> Any:
+        return x + y
+
+    def backward(self, dout: Any) -> tuple[Any, Any]:
+        dx = dout * 1
+        dy = dout * 1
+        return dx, dy
+
+
+class Relu:
+    """``max(x, 0)`` elementwise. Caches the boolean ``mask`` of ``x <= 0``."""
+
+    def __init__(self) -> None:
+        self.mask = None
+
+    def forward(self, x: Any) -> Any:
+        xp = array_namespace(x)
+        self.mask = x <= 0
+        return xp.where(self.mask, 0.0, x)
+
+    def backward(self, dout: Any) -> Any:
+        xp = array_namespace(dout)
+        return xp.where(self.mask, 0.0, dout)  # a new array: the book writes into dout
+
+
+class Sigmoid:
+    """Logistic function (stable for any ``|x|``). Caches its output ``out``."""
+
+    def __init__(self) -> None:
+        self.out = None
+
+    def forward(self, x: Any) -> Any:
+        self.out = sigmoid(x)
+        return self.out
+
+    def backward(self, dout: Any) -> Any:
+        return dout * (1.0 - self.out) * self.out
+
+
+class Affine:
+    """``x @ W + b``.
+
+    ``W``: ``(D, M)``, ``b``: ``(M,)``; ``x``: ``(N, D)``, or any ``(N, ...)`` whose
+    trailing axes multiply to ``D`` (flattened, as for images). ``backward`` sets
+    ``dW`` ``(D, M)`` and ``db`` ``(M,)`` and returns ``dx`` in ``x``'s original shape.
+
+    ``input_grad=False`` skips ``dx`` (``backward`` returns ``None``): the first
+    layer of a network needs no gradient with respect to its data.
+    """
+
+    def __init__(self, W: Any, b: Any, *, input_grad: bool = True) -> None:
+        self.W = W
+        self.b = b
+        self.input_grad = input_grad
+        self.x = None
+        self.original_x_shape = None
+        self.dW = None
+        self.db = None
+
+    def forward(self, x: Any) -> Any:
+        xp = array_namespace(x, self.W, self.b)
+        self.original_x_shape = x.shape
+        if x.ndim != 2:
+            x = xp.reshape(x, (x.shape[0], -1))
+        if x.shape[1] != self.W.shape[0]:
+            raise ValueError(
+                f"Affine: input of shape {tuple(self.original_x_shape)} does not fit "
+                f"W of shape {tuple(self.W.shape)} (inner dimensions {x.shape[1]} != {self.W.shape[0]})"
+            )
+        self.x = x
+        return x @ self.W + self.b
+
+    def backward(self, dout: Any) -> Any:
+        xp = array_namespace(dout)
+        self.dW = self.x.T @ dout
+        self.db = xp.sum(dout, axis=0)
+        if not self.input_grad:
+            return None
+        dx = dout @ self.W.T
+        return xp.reshape(dx, self.original_x_shape)
+
+
+class SoftmaxWithLoss:
+    """Softmax followed by the mean cross-entropy over the batch.
+
+    ``forward(x, t)``: logits ``x`` ``(N, C)``; labels ``t`` either one-hot ``(N, C)``
+    or integer class indices ``(N,)`` (any integer dtype, ``uint8`` included), which
+    give identical results. Returns the loss as a 0-D array of ``x``'s dtype, computed
+    through a stable log-softmax (exact, finite for logits of 1e4). Caches the
+    probabilities ``y`` and the one-hot labels ``t``.
+
+    ``backward(dout=1)`` returns ``dout * (y - t) / N``.
+
+    ``check_labels=True`` verifies integer labels lie in ``[0, C)``, which reads two
+    numbers back from the device; a trainer that validated its data once can turn
+    it off.
+    """
+
+    def __init__(self, *, check_labels: bool = True) -> None:
+        self.check_labels = check_labels
+        self.loss = None
+        self.y = None
+        self.t = None
+
+    def forward(self, x: Any, t: Any) -> Any:
+        xp = array_namespace(x, t)
+        if x.ndim != 2:
+            raise ValueError(f"SoftmaxWithLoss: scores must be (N, C), got shape {tuple(x.shape)}")
+        n, c = x.shape
+        self.t = self._one_hot_labels(xp, t, n, c, x.dtype)
+        logp = log_softmax(x)
+        self.y = xp.exp(logp)
+        self.loss = -xp.sum(self.t * logp) / n
+        return self.loss
+
+    def backward(self, dout: Any = 1) -> Any:
+        batch_size = self.t.shape[0]
+        return (self.y - self.t) * (dout / batch_size)
+
+    def _one_hot_labels(self, xp: Any, t: Any, n: int, c: int, dtype: Any) -> Any:
+        if t.ndim == 2:
+            if tuple(t.shape) != (n, c):
+                raise ValueError(
+                    f"SoftmaxWithLoss: one-hot labels of shape {tuple(t.shape)} do not match scores ({n}, {c})"
+                )
+            return t if t.dtype == dtype else xp.astype(t, dtype)
+        if t.ndim != 1 or not xp.isdtype(t.dtype, "integral"):
+            raise ValueError(
+                "SoftmaxWithLoss: labels must be one-hot (N, C) or integer class indices (N,), "
+                f"got shape {tuple(t.shape)} and dtype {t.dtype}"
+            )
+        if t.shape[0] != n:
+            raise ValueError(f"SoftmaxWithLoss: {t.shape[0]} labels for a batch of {n} scores")
+        if self.check_labels and n > 0:
+            low, high = int(xp.min(t)), int(xp.max(t))
+            if low < 0 or high >= c:
+                raise ValueError(f"SoftmaxWithLoss: labels must lie in [0, {c}), got values from {low} to {high}")
+        return one_hot(t, c, dtype=dtype)

@@ -1,0 +1,218 @@
+"""Networks as the book builds them: a params dict, ordered layers and a last layer.
+
+``MultiLayerNet`` is the general fully connected network (Affine -> activation ...
+-> Affine -> SoftmaxWithLoss); ``TwoLayerNet`` is chapter 5's special case.
+
+Parameters are looked up in ``params`` (or in a ``params=`` mapping passed to a
+method) at every forward pass, so both ``net.params["W1"] -= lr * g`` on mutable
+arrays and ``net.params["W1"] = new_array`` on any backend (JAX included) take
+effect at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from array_api_compat import array_namespace
+
+from .backend import get_namespace, host_rng, resolve_device, resolve_dtype
+from .gradient import numerical_gradient
+from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+
+__all__ = ["MultiLayerNet", "TwoLayerNet"]
+
+_ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
+# The book's named scales: He for ReLU, Xavier for sigmoid (std = sqrt(k / fan_in)).
+_NAMED_INIT = {"he": 2.0, "relu": 2.0, "xavier": 1.0, "sigmoid": 1.0}
+
+
+class MultiLayerNet:
+    """Fully connected network ``input -> hidden_size_list... -> output`` with softmax loss.
+
+    Parameters
+    ----------
+    input_size, output_size : int
+        Sizes D of the input rows and C of the classes.
+    hidden_size_list : sequence of int
+        Hidden layer widths, e.g. ``[100, 100]``.
+    activation : {"relu", "sigmoid"}
+    weight_init_std : float or {"he", "xavier", "relu", "sigmoid"}
+        Standard deviation of the Gaussian weights, or a named scale
+        (``"he"``/``"relu"``: ``sqrt(2 / fan_in)``, ``"xavier"``/``"sigmoid"``: ``sqrt(1 / fan_in)``).
+        Biases start at zero.
+    weight_decay_lambda : float
+        L2 penalty ``0.5 * lambda * sum(W**2)`` added to the loss (the book's chapter 6).
+    xp : namespace or str, optional
+        Array namespace or backend name; ``None`` reads ``XP`` (see :func:`get_namespace`).
+    device : optional
+        Device for the parameters (a device object or string such as ``"cuda:0"``).
+    dtype : optional
+        Floating dtype of the parameters (a dtype of ``xp`` or ``"float32"``/``"float64"``);
+        default ``float32``.
+    seed : int, optional
+        Seed of NumPy's ``Generator`` that draws the weights on the host.
+
+    Attributes
+    ----------
+    params : dict
+        ``W1 (D, H1)``, ``b1 (H1,)``, ..., ``WL (H_{L-1}, C)``, ``bL (C,)``.
+    layers : OrderedDict
+        ``Affine1``, ``Relu1``, ..., ``AffineL``, in forward order.
+    last_layer : SoftmaxWithLoss
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size_list: Sequence[int],
+        output_size: int,
+        activation: str = "relu",
+        weight_init_std: float | str = 0.01,
+        weight_decay_lambda: float = 0.0,
+        *,
+        xp: Any = None,
+        device: Any = None,
+        dtype: Any = None,
+        seed: int | None = None,
+    ) -> None:
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; use one of {', '.join(_ACTIVATIONS)}")
+        sizes = [input_size, *hidden_size_list, output_size]
+        if any(not isinstance(s, int) or s < 1 for s in sizes):
+            raise ValueError(f"layer sizes must be positive integers, got {sizes}")
+        self.xp = get_namespace(xp)
+        self.device = resolve_device(self.xp, device)
+        self.dtype = resolve_dtype(self.xp, dtype)
+        self.sizes = sizes
+        self.activation = activation
+        self.weight_decay_lambda = weight_decay_lambda
+        self.params = self._init_params(weight_init_std, seed)
+
+        n_affine = len(sizes) - 1
+        self.layers: OrderedDict[str, Any] = OrderedDict()
+        for i in range(1, n_affine + 1):
+            # The first Affine sees data: its input gradient is never needed.
+            self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"], input_grad=i > 1)
+            if i < n_affine:
+                self.layers[f"{activation.capitalize()}{i}"] = _ACTIVATIONS[activation]()
+        self.last_layer = SoftmaxWithLoss()
+
+    @property
+    def lastLayer(self) -> SoftmaxWithLoss:  # noqa: N802 - the book's name
+        return self.last_layer
+
+    def _init_params(self, weight_init_std: float | str, seed: int | None) -> dict[str, Any]:
+        rng = host_rng(seed)
+        params = {}
+        for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
+            if isinstance(weight_init_std, str):
+                key = weight_init_std.lower()
+                if key not in _NAMED_INIT:
+                    raise ValueError(
+                        f"unknown weight_init_std {weight_init_std!r}; use a number or one of {', '.join(_NAMED_INIT)}"
+                    )
+                scale = math.sqrt(_NAMED_INIT[key] / fan_in)
+            else:
+                scale = float(weight_init_std)
+            w = scale * rng.standard_normal((fan_in, fan_out))
+            params[f"W{i}"] = self.xp.asarray(w, dtype=self.dtype, device=self.device)
+            params[f"b{i}"] = self.xp.zeros((fan_out,), dtype=self.dtype, device=self.device)
+        return params
+
+    def _bind(self, params: Mapping[str, Any] | None) -> None:
+        """Point every Affine at the current arrays in ``params`` (default ``self.params``)."""
+        params = self.params if params is None else params
+        for i in range(1, len(self.sizes)):
+            layer = self.layers[f"Affine{i}"]
+            layer.W = params[f"W{i}"]
+            layer.b = params[f"b{i}"]
+
+    def predict(self, x: Any, params: Mapping[str, Any] | None = None) -> Any:
+        """Scores ``(N, C)`` before softmax for inputs ``x`` ``(N, D)`` (or ``(N, ...)``)."""
+        self._bind(params)
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> Any:
+        """Mean cross-entropy (plus weight decay) as a 0-D array; ``t`` one-hot ``(N, C)`` or labels ``(N,)``."""
+        y = self.predict(x, params)
+        loss = self.last_layer.forward(y, t)
+        if self.weight_decay_lambda:
+            xp = array_namespace(y)
+            params = self.params if params is None else params
+            for i in range(1, len(self.sizes)):
+                loss = loss + 0.5 * self.weight_decay_lambda * xp.sum(params[f"W{i}"] ** 2)
+        return loss
+
+    def accuracy(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> float:
+        """Fraction of rows whose highest score is the true class, as a Python float."""
+        xp = array_namespace(x)
+        predicted = xp.argmax(self.predict(x, params), axis=1)
+        if t.ndim != 1:
+            t = xp.argmax(t, axis=1)
+        correct = xp.sum(xp.astype(predicted == xp.astype(t, predicted.dtype), xp.int64))
+        return float(correct) / x.shape[0]
+
+    def numerical_gradient(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Gradients of :meth:`loss` by central differences, element by element (slow: 2 losses per element)."""
+        params = dict(self.params if params is None else params)
+        grads = {}
+        for key, value in params.items():
+            grads[key] = numerical_gradient(lambda p, key=key: self.loss(x, t, {**params, key: p}), value)
+        return grads
+
+    def gradient(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Gradients of :meth:`loss` by backpropagation, shaped like ``params``."""
+        self.loss(x, t, params)
+
+        dout = self.last_layer.backward(1)
+        for layer in reversed(self.layers.values()):
+            dout = layer.backward(dout)
+
+        params = self.params if params is None else params
+        grads = {}
+        for i in range(1, len(self.sizes)):
+            affine = self.layers[f"Affine{i}"]
+            grads[f"W{i}"] = affine.dW
+            if self.weight_decay_lambda:
+                grads[f"W{i}"] = grads[f"W{i}"] + self.weight_decay_lambda * params[f"W{i}"]
+            grads[f"b{i}"] = affine.db
+        return grads
+
+
+class TwoLayerNet(MultiLayerNet):
+    """Chapter 5's ``Affine1 -> Relu1 -> Affine2 -> SoftmaxWithLoss`` network.
+
+    ``params``: ``W1 (input_size, hidden_size)``, ``b1 (hidden_size,)``,
+    ``W2 (hidden_size, output_size)``, ``b2 (output_size,)``; weights are
+    ``weight_init_std`` times standard normal draws, biases zero.
+    Keyword arguments as for :class:`MultiLayerNet`.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        weight_init_std: float | str = 0.01,
+        *,
+        xp: Any = None,
+        device: Any = None,
+        dtype: Any = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            input_size,
+            [hidden_size],
+            output_size,
+            activation="relu",
+            weight_init_std=weight_init_std,
+            xp=xp,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+        )
