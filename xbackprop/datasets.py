@@ -1,18 +1,43 @@
-"""MNIST-format datasets on the host: IDX parsing with validation and local look-up.
+"""Datasets on the host: MNIST and Fashion-MNIST (IDX files) and scikit-learn's 8x8 digits.
 
-Arrays here are host NumPy arrays; the trainer moves them to the device once.
-Nothing is ever unpickled.
+IDX files are looked up in ``--data-dir``, then ``$XBACKPROP_DATA/<dataset>/``, then
+the system folder (Debian's Fashion-MNIST), then the user cache, and are otherwise
+downloaded from public mirrors into the cache: each file goes to a staging folder,
+is checked against a known SHA-256 (of the compressed or of the decompressed
+bytes, since re-compressed copies exist) and only then renamed into the cache, so a
+partial or corrupt download is never where it would be trusted. Every file is
+parsed with its header validated. Arrays here are host NumPy arrays; the trainer
+moves them to the device once. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import logging
 import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
-__all__ = ["DataError", "IDX_FILES", "read_idx", "find_dataset_dir", "load_split"]
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "DataUnavailableError",
+    "Dataset",
+    "IDX_FILES",
+    "read_idx",
+    "find_dataset_dir",
+    "load_split",
+    "load_dataset",
+    "load_mnist",
+    "download_idx",
+    "default_cache_dir",
+]
 
 #: Environment variable naming a folder with one sub-folder per dataset.
 DATA_ENV = "XBACKPROP_DATA"
@@ -30,8 +55,83 @@ SYSTEM_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+#: Dataset names accepted by :func:`load_dataset`.
+DATASETS = ("mnist", "fashion-mnist", "digits")
+
+MIRRORS = {
+    "mnist": (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+    "fashion-mnist": (
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    ),
+}
+
+# Known SHA-256 of each file: "gz" of the canonical download, "raw" of the
+# decompressed IDX bytes. A file is accepted when either matches.
+CHECKSUMS = {
+    "mnist": {
+        "train-images-idx3-ubyte": {"gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"},
+        "train-labels-idx1-ubyte": {
+            "gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "raw": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        },
+        "t10k-images-idx3-ubyte": {
+            "gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "raw": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        },
+        "t10k-labels-idx1-ubyte": {
+            "gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            "raw": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte": {"raw": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"},
+        "train-labels-idx1-ubyte": {"raw": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"},
+        "t10k-images-idx3-ubyte": {"raw": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"},
+        "t10k-labels-idx1-ubyte": {"raw": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"},
+    },
+}
+
+#: Environment variable that overrides the download cache folder.
+CACHE_ENV = "XBACKPROP_CACHE"
+
+
 class DataError(ValueError):
     """A data file is missing, truncated, corrupt or inconsistent; the message names the file."""
+
+
+class DataUnavailableError(DataError):
+    """A dataset is neither on disk nor downloadable; the message lists where it was looked for."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset on the host.
+
+    ``x_train`` ``(N, H, W)`` and ``x_test`` ``(M, H, W)`` hold raw pixel values
+    (uint8) in ``[0, max_value]``; ``t_train`` ``(N,)`` and ``t_test`` ``(M,)`` hold
+    integer class labels (uint8). ``source`` says where the data came from.
+    """
+
+    name: str
+    x_train: np.ndarray
+    t_train: np.ndarray
+    x_test: np.ndarray
+    t_test: np.ndarray
+    max_value: int
+    source: str
+
+    @property
+    def num_features(self) -> int:
+        return int(np.prod(self.x_train.shape[1:]))
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.t_train.max(), self.t_test.max())) + 1
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -112,3 +212,198 @@ def load_split(folder: str | os.PathLike[str], split: str) -> tuple[np.ndarray, 
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{paths[1]}: {labels.shape[0]} labels for {images.shape[0]} images in {paths[0].name}")
     return images, labels
+
+
+def _stems(split: str | None = None) -> tuple[str, ...]:
+    splits = IDX_FILES.values() if split is None else (IDX_FILES[split],)
+    return tuple(stem for pair in splits for stem in pair)
+
+
+def default_cache_dir() -> Path:
+    """``$XBACKPROP_CACHE``, else the platform's user cache folder for xbackprop."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    import pooch
+
+    return Path(pooch.os_cache("xbackprop"))
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _verify(path: Path, expected: dict[str, str]) -> None:
+    """Raise DataError unless the file's compressed or decompressed bytes match a known SHA-256."""
+    data = path.read_bytes()
+    if expected.get("gz") == _sha256(data):
+        return
+    try:
+        raw = gzip.decompress(data)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path.name}: not a valid gzip file ({exc})") from None
+    if "raw" in expected and expected["raw"] == _sha256(raw):
+        return
+    raise DataError(f"{path.name}: SHA-256 does not match the published data")
+
+
+def _reason(exc: Exception) -> str:
+    """A few words on why a download failed."""
+    import requests
+
+    if isinstance(exc, DataError):
+        return str(exc)
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "connection broken mid-transfer"
+    if isinstance(exc, requests.ConnectionError):
+        text = str(exc)
+        return "host not found" if ("NameResolution" in text or "resolve" in text) else "cannot connect"
+    return f"{type(exc).__name__}: {exc}"[:120]
+
+
+def download_idx(
+    folder: str | os.PathLike[str],
+    files: dict[str, dict[str, str]],
+    mirrors: Sequence[str],
+    *,
+    timeout: float | tuple[float, float] = 30.0,
+    progressbar: bool = True,
+) -> None:
+    """Download ``{stem: checksums}`` as ``stem.gz`` into ``folder``, trying each mirror in turn.
+
+    Each file is fetched (with ``pooch``) into a staging folder beside ``folder``,
+    verified, then atomically renamed into place; failures leave nothing behind.
+    ``timeout`` bounds the connection and every read, in seconds (or a
+    ``(connect, read)`` pair). Raises
+    :class:`DataUnavailableError` naming every mirror's failure when a file
+    cannot be had.
+    """
+    import pooch
+
+    pooch.get_logger().setLevel(logging.WARNING)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, expected in files.items():
+        target = folder / f"{stem}.gz"
+        if target.is_file():
+            continue
+        failures = []
+        for mirror in mirrors:
+            url = mirror.rstrip("/") + f"/{stem}.gz"
+            with tempfile.TemporaryDirectory(dir=folder, prefix=".staging-") as staging:
+                try:
+                    downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout)
+                    fetched = Path(pooch.retrieve(url, None, fname=target.name, path=staging, downloader=downloader))
+                    _verify(fetched, expected)
+                except Exception as exc:  # noqa: BLE001 - every failure moves on to the next mirror
+                    failures.append(f"{urlsplit(url).netloc}: {_reason(exc)}")
+                    continue
+                os.replace(fetched, target)
+                break
+        else:
+            raise DataUnavailableError(f"download of {stem}.gz failed ({'; '.join(failures)})")
+
+
+def _load_idx_dataset(name: str, folder: Path, source: str) -> Dataset:
+    x_train, t_train = load_split(folder, "train")
+    x_test, t_test = load_split(folder, "test")
+    return Dataset(name, x_train, t_train, x_test, t_test, 255, source)
+
+
+def _load_digits() -> Dataset:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataUnavailableError("the digits dataset needs scikit-learn (pip install scikit-learn)") from None
+    digits = load_digits()
+    images = digits.images.astype(np.uint8)  # 8x8 values in [0, 16]
+    labels = digits.target.astype(np.uint8)
+    order = np.random.default_rng(0).permutation(len(labels))  # a fixed split, the same everywhere
+    n_test = len(labels) // 5
+    test, train = order[:n_test], order[n_test:]
+    return Dataset("digits", images[train], labels[train], images[test], labels[test], 16, "scikit-learn")
+
+
+def load_dataset(
+    name: str = "mnist",
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    mirrors: Sequence[str] | None = None,
+    timeout: float | tuple[float, float] = 30.0,
+    progressbar: bool = True,
+    checksums: dict[str, dict[str, str]] | None = None,
+) -> Dataset:
+    """Load ``"mnist"``, ``"fashion-mnist"`` or ``"digits"`` as a :class:`Dataset`.
+
+    An explicit ``data_dir`` must hold the four IDX files. Otherwise the files are
+    looked up in ``$XBACKPROP_DATA/<name>/``, the system folder, the cache
+    (``cache_dir``, default :func:`default_cache_dir`), and finally downloaded
+    into the cache when ``download`` (from ``mirrors``, verified against ``checksums``;
+    both default to the dataset's published ones). Raises :class:`DataUnavailableError` when
+    the data cannot be had and :class:`DataError` for corrupt files.
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if name == "digits":
+        return _load_digits()
+    if data_dir is not None:
+        folder = Path(data_dir)
+        missing = [stem for stem in _stems() if _find_file(folder, stem) is None]
+        if missing:
+            raise DataUnavailableError(f"{folder}: no {', '.join(missing)} (.gz) for {name}")
+        return _load_idx_dataset(name, folder, str(folder))
+
+    looked = []
+    if os.environ.get(DATA_ENV):
+        looked.append(Path(os.environ[DATA_ENV]) / name)
+    if name in SYSTEM_DIRS:
+        looked.append(SYSTEM_DIRS[name])
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / name
+    looked.append(cache)
+    for folder in looked:
+        if all(_find_file(folder, stem) for stem in _stems()):
+            return _load_idx_dataset(name, folder, str(folder))
+    if not download:
+        raise DataUnavailableError(f"{name} not found in {', '.join(map(str, looked))}")
+    try:
+        download_idx(
+            cache,
+            {stem: (checksums or CHECKSUMS[name])[stem] for stem in _stems() if _find_file(cache, stem) is None},
+            MIRRORS[name] if mirrors is None else mirrors,
+            timeout=timeout,
+            progressbar=progressbar,
+        )
+    except DataUnavailableError as exc:
+        raise DataUnavailableError(f"{name} not found in {', '.join(map(str, looked))}, and {exc}") from None
+    return _load_idx_dataset(name, cache, f"{cache} (downloaded)")
+
+
+def load_mnist(
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot_label: bool = False,
+    *,
+    dataset: str = "mnist",
+    **kwargs,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The book's ``load_mnist``: ``(x_train, t_train), (x_test, t_test)`` as host arrays.
+
+    ``normalize`` scales pixels to float32 in ``[0, 1]``; ``flatten`` gives rows
+    of 784; ``one_hot_label`` gives ``(N, 10)`` float32 labels. Other keyword
+    arguments go to :func:`load_dataset`.
+    """
+    data = load_dataset(dataset, **kwargs)
+
+    def images(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float32) / data.max_value if normalize else x
+        return x.reshape(len(x), -1) if flatten else x[:, np.newaxis]
+
+    def labels(t: np.ndarray) -> np.ndarray:
+        return np.eye(data.num_classes, dtype=np.float32)[t] if one_hot_label else t
+
+    return (images(data.x_train), labels(data.t_train)), (images(data.x_test), labels(data.t_test))

@@ -99,6 +99,7 @@ class MultiLayerNet:
             if i < n_affine:
                 self.layers[f"{activation.capitalize()}{i}"] = _ACTIVATIONS[activation]()
         self.last_layer = SoftmaxWithLoss()
+        self.last_loss = None
 
     @property
     def lastLayer(self) -> SoftmaxWithLoss:  # noqa: N802 - the book's name
@@ -148,14 +149,27 @@ class MultiLayerNet:
                 loss = loss + 0.5 * self.weight_decay_lambda * xp.sum(params[f"W{i}"] ** 2)
         return loss
 
-    def accuracy(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> float:
-        """Fraction of rows whose highest score is the true class, as a Python float."""
+    def accuracy(
+        self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, batch_size: int | None = None
+    ) -> float:
+        """Fraction of rows whose highest score is the true class, as a Python float.
+
+        ``t`` is one-hot ``(N, C)`` or labels ``(N,)``. ``batch_size`` bounds the rows
+        scored at once (the book's ``accuracy(x, t, batch_size=100)``); the count
+        stays on the device until the end.
+        """
         xp = array_namespace(x)
-        predicted = xp.argmax(self.predict(x, params), axis=1)
         if t.ndim != 1:
             t = xp.argmax(t, axis=1)
-        correct = xp.sum(xp.astype(predicted == xp.astype(t, predicted.dtype), xp.int64))
-        return float(correct) / x.shape[0]
+        n = x.shape[0]
+        step = n if batch_size is None else max(int(batch_size), 1)
+        correct = 0
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            predicted = xp.argmax(self.predict(x[start:stop, ...], params), axis=1)
+            hits = predicted == xp.astype(t[start:stop], predicted.dtype)
+            correct = correct + xp.sum(xp.astype(hits, xp.int64))
+        return float(correct) / n if n else 0.0
 
     def numerical_gradient(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Gradients of :meth:`loss` by central differences, element by element (slow: 2 losses per element)."""
@@ -166,8 +180,11 @@ class MultiLayerNet:
         return grads
 
     def gradient(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Gradients of :meth:`loss` by backpropagation, shaped like ``params``."""
-        self.loss(x, t, params)
+        """Gradients of :meth:`loss` by backpropagation, shaped like ``params``.
+
+        The loss of this forward pass is kept in ``last_loss`` (a 0-D array).
+        """
+        self.last_loss = self.loss(x, t, params)
 
         dout = self.last_layer.backward(1)
         for layer in reversed(self.layers.values()):

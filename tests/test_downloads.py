@@ -1,0 +1,119 @@
+"""Downloads against a local HTTP server on 127.0.0.1 serving files the test makes."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from test_datasets import idx_bytes
+from xbackprop.datasets import DataUnavailableError, download_idx, load_dataset
+
+pytest.importorskip("pooch", reason="downloads use pooch")
+
+RNG = np.random.default_rng(7)
+IMAGES = {"train": RNG.integers(0, 256, (30, 28, 28), dtype=np.uint8), "test": RNG.integers(0, 256, (10, 28, 28), dtype=np.uint8)}
+LABELS = {"train": RNG.integers(0, 10, 30, dtype=np.uint8), "test": RNG.integers(0, 10, 10, dtype=np.uint8)}
+RAW = {
+    "train-images-idx3-ubyte": idx_bytes(IMAGES["train"]),
+    "train-labels-idx1-ubyte": idx_bytes(LABELS["train"]),
+    "t10k-images-idx3-ubyte": idx_bytes(IMAGES["test"]),
+    "t10k-labels-idx1-ubyte": idx_bytes(LABELS["test"]),
+}
+CHECKSUMS = {stem: {"raw": hashlib.sha256(data).hexdigest()} for stem, data in RAW.items()}
+HANG_SECONDS = 3.0
+
+
+class Handler(BaseHTTPRequestHandler):
+    """``/good/``, ``/badsum/``, ``/truncated/``, ``/missing/`` and ``/hang/`` mirrors."""
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        mode, _, name = self.path.strip("/").partition("/")
+        stem = name.removesuffix(".gz")
+        if mode == "missing" or stem not in RAW:
+            self.send_error(404)
+            return
+        body = gzip.compress(RAW[stem])
+        if mode == "badsum":
+            body = gzip.compress(RAW[stem][:-1] + b"\x07")
+        if mode == "hang":
+            time.sleep(HANG_SECONDS)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if mode == "truncated":
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_good_mirror_fills_the_cache(server, tmp_path):
+    cache = tmp_path / "mnist"
+    download_idx(cache, CHECKSUMS, [f"{server}/good/"], timeout=5, progressbar=False)
+    assert leftovers(cache) == sorted(f"{stem}.gz" for stem in RAW)
+    assert gzip.decompress((cache / "t10k-labels-idx1-ubyte.gz").read_bytes()) == RAW["t10k-labels-idx1-ubyte"]
+
+
+def test_load_dataset_downloads_then_reads_the_cache(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("XBACKPROP_DATA", raising=False)
+    cache = tmp_path / "cache"
+    data = load_dataset("mnist", cache_dir=cache, mirrors=[f"{server}/missing/", f"{server}/good/"],
+                        timeout=5, progressbar=False, checksums=CHECKSUMS)
+    np.testing.assert_array_equal(data.x_train, IMAGES["train"])
+    np.testing.assert_array_equal(data.t_test, LABELS["test"])
+    assert data.source.endswith("(downloaded)")
+    again = load_dataset("mnist", cache_dir=cache, download=False)
+    assert again.source == str(cache)
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [("badsum", "SHA-256 does not match"), ("truncated", "connection broken mid-transfer"), ("missing", "HTTP 404")],
+)
+def test_bad_downloads_leave_nothing_behind(server, tmp_path, mode, reason):
+    cache = tmp_path / "mnist"
+    with pytest.raises(DataUnavailableError, match=reason):
+        download_idx(cache, CHECKSUMS, [f"{server}/{mode}/"], timeout=5, progressbar=False)
+    assert leftovers(cache) == []
+
+
+def test_a_hanging_server_times_out(server, tmp_path):
+    cache = tmp_path / "mnist"
+    start = time.perf_counter()
+    with pytest.raises(DataUnavailableError, match="timed out"):
+        download_idx(cache, {"t10k-labels-idx1-ubyte": CHECKSUMS["t10k-labels-idx1-ubyte"]},
+                     [f"{server}/hang/"], timeout=0.5, progressbar=False)
+    assert time.perf_counter() - start < HANG_SECONDS
+    assert leftovers(cache) == []
+
+
+def test_a_bad_mirror_falls_through_to_a_good_one(server, tmp_path):
+    cache = tmp_path / "mnist"
+    download_idx(cache, CHECKSUMS, [f"{server}/badsum/", f"{server}/truncated/", f"{server}/good/"],
+                 timeout=5, progressbar=False)
+    assert len(leftovers(cache)) == 4

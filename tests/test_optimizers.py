@@ -1,0 +1,53 @@
+"""The chapter 6 optimizers against float64 host references, on every namespace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import asarray, assert_close
+from xbackprop.backend import to_numpy
+from xbackprop.optimizers import SGD, AdaGrad, Adam, Momentum
+
+RNG = np.random.default_rng(5)
+P0 = RNG.standard_normal((3, 2))
+GRADS = [RNG.standard_normal((3, 2)) for _ in range(3)]
+
+
+def reference(name):
+    """Three steps of each optimizer in plain NumPy, as the book writes them."""
+    p = P0.copy()
+    state = {"v": np.zeros_like(p), "h": np.zeros_like(p), "m": np.zeros_like(p)}
+    for step, g in enumerate(GRADS, start=1):
+        if name == "sgd":
+            p -= 0.1 * g
+        elif name == "momentum":
+            state["v"] = 0.9 * state["v"] - 0.1 * g
+            p += state["v"]
+        elif name == "adagrad":
+            state["h"] += g * g
+            p -= 0.1 * g / (np.sqrt(state["h"]) + 1e-7)
+        else:
+            lr_t = 0.1 * np.sqrt(1 - 0.999**step) / (1 - 0.9**step)
+            state["m"] += 0.1 * (g - state["m"])
+            state["v"] += 0.001 * (g**2 - state["v"])
+            p -= lr_t * state["m"] / (np.sqrt(state["v"]) + 1e-7)
+    return p
+
+
+@pytest.mark.parametrize(("name", "cls"), [("sgd", SGD), ("momentum", Momentum), ("adagrad", AdaGrad), ("adam", Adam)])
+def test_three_steps_match_the_book(xp, name, cls):
+    params = {"W": asarray(xp, P0.copy())}  # numpy, torch and strict may share P0's memory
+    optimizer = cls(lr=0.1)
+    grads = [asarray(xp, g) for g in GRADS]
+    for g in grads:
+        optimizer.update(params, {"W": g})
+    assert_close(params["W"], reference(name), xp=xp, rtol=1e-12)
+    for g, host in zip(grads, GRADS):
+        np.testing.assert_array_equal(to_numpy(g), host)  # gradients untouched
+
+
+def test_book_defaults():
+    assert SGD().lr == 0.01 and Momentum().momentum == 0.9 and AdaGrad().lr == 0.01
+    adam = Adam()
+    assert (adam.lr, adam.beta1, adam.beta2) == (0.001, 0.9, 0.999)

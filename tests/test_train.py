@@ -1,0 +1,228 @@
+"""The trainer and ``python -m xbackprop.train``: runs per backend, the CLI's errors, JSON, save/load."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from array_api_compat import array_namespace
+
+from test_datasets import write_split
+from xbackprop import MultiLayerNet, get_namespace, to_numpy
+from xbackprop.backend import backend_name
+from xbackprop.datasets import Dataset, find_dataset_dir, load_split
+from xbackprop.optimizers import SGD
+from xbackprop.train import main
+from xbackprop.trainer import to_device, train
+
+
+def learnable(n, rng):
+    """28x28 images whose class k lights up row band k: easy, but only if training works."""
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for k in range(10):
+        images[labels == k, 2 * k + 4 : 2 * k + 6, :] = 255
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("synthetic")
+    rng = np.random.default_rng(0)
+    write_split(folder, "train", *learnable(600, rng))
+    write_split(folder, "test", *learnable(200, rng))
+    return folder
+
+
+def run_cli(*args, env=None):
+    """Run the CLI in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "xbackprop.train", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+@pytest.fixture
+def fashion_subset(data_dir):
+    folder = find_dataset_dir("fashion-mnist", data_dir / "fashion-mnist", split="train")
+    if folder is None:
+        pytest.skip("Fashion-MNIST not in XBACKPROP_DATA")
+    x_train, t_train = load_split(folder, "train")
+    x_test, t_test = load_split(folder, "test")
+    return Dataset("fashion-mnist", x_train[:5000], t_train[:5000], x_test[:1000], t_test[:1000], 255, str(folder))
+
+
+def test_short_run_learns_real_data_on_every_backend(xp, fashion_subset):
+    """300 SGD steps of the book's net on 5,000 Fashion-MNIST images reach 70% test accuracy."""
+    data = to_device(fashion_subset, xp)
+    assert backend_name(array_namespace(data.x_train)) == backend_name(xp)
+    net = MultiLayerNet(784, [50], 10, xp=xp, seed=0)
+    result = train(net, SGD(lr=0.1), data, iters=300, batch_size=100, seed=0)
+    assert result.steps_done == 300 and result.diverged_at is None
+    assert [row["iter"] for row in result.history] == [1, 51, 101, 151, 201, 251, 300]
+    assert result.final_test_acc >= 0.70, result.history
+    assert all(value.dtype == xp.float32 for value in net.params.values())
+
+
+def test_divergence_stops_with_the_iteration(synthetic_dir):
+    from xbackprop.datasets import load_dataset
+
+    data = to_device(load_dataset("mnist", data_dir=synthetic_dir), get_namespace("numpy"))
+    net = MultiLayerNet(784, [50], 10, xp="numpy", weight_init_std=1.0, seed=0)
+    with np.errstate(all="ignore"):
+        result = train(net, SGD(lr=1e6), data, iters=200, batch_size=50, seed=0)
+    assert result.diverged_at is not None and result.steps_done == result.diverged_at < 200
+    assert not np.isfinite(result.losses[-1]) and np.all(np.isfinite(result.losses[:-1]))
+    assert result.history[-1]["iter"] == result.diverged_at
+
+
+def test_cli_trains_and_writes_json(synthetic_dir, tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert main(["--data-dir", str(synthetic_dir), "--iters", "60", "--batch-size", "50", "--json", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("xbackprop ") and "backend numpy, device cpu, float32, dataset mnist (600 train / 200 test" in lines[0]
+    assert lines[1].startswith("train acc, test acc | ")
+    assert lines[-1].startswith("test acc ") and "samples/s" in lines[-1]
+    record = json.loads(out.read_text())
+    for key, kind in [("backend", str), ("device", str), ("dataset", str), ("iters", int), ("batch_size", int),
+                      ("lr", float), ("final_train_acc", float), ("final_test_acc", float), ("seconds", float),
+                      ("samples_per_s", float), ("history", list)]:
+        assert isinstance(record[key], kind), key
+    assert record["iters"] == 60 and record["lr"] == 0.1 and record["final_test_acc"] >= 0.9
+    assert set(record["history"][0]) == {"iter", "loss", "train_acc", "test_acc"}
+    assert len(record["losses"]) == 60
+
+
+def test_cli_epochs_and_other_optimizers(synthetic_dir, capsys):
+    assert main(["--data-dir", str(synthetic_dir), "--epochs", "2", "--batch-size", "100", "--optimizer", "adam",
+                 "--hidden", "30,20", "--activation", "sigmoid", "--weight-init-std", "xavier", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "net 784-30-20-10 sigmoid, adam lr 0.001, batch 100, 12 iterations" in out
+    assert "train acc, test acc" not in out  # --quiet
+
+
+def test_save_then_load_gives_the_same_net(synthetic_dir, tmp_path, capsys):
+    saved = tmp_path / "net.npz"
+    assert main(["--data-dir", str(synthetic_dir), "--iters", "30", "--save", str(saved), "--quiet"]) == 0
+    trained = capsys.readouterr().out.splitlines()[-1].split(",")[0]
+    assert main(["--data-dir", str(synthetic_dir), "--iters", "0", "--load", str(saved), "--quiet"]) == 0
+    reloaded = capsys.readouterr().out.splitlines()[-1].split(",")[0]
+    assert trained == reloaded and trained.startswith("test acc ")
+    with np.load(saved, allow_pickle=False) as f:
+        assert sorted(f.files) == ["W1", "W2", "activation", "b1", "b2", "sizes"]
+
+
+def test_load_into_another_backend(xp, tmp_path):
+    from xbackprop.io import load_params, save_params
+
+    source = MultiLayerNet(6, [4], 3, xp="numpy", seed=1)
+    save_params(tmp_path / "n.npz", source)
+    target = MultiLayerNet(6, [4], 3, xp=xp, seed=2, dtype="float64")
+    load_params(tmp_path / "n.npz", target)
+    for key, value in target.params.items():
+        assert value.dtype == xp.float64
+        np.testing.assert_array_equal(to_numpy(value).astype(np.float32), source.params[key])
+
+
+def test_lr_sweep_reports_divergence(synthetic_dir, tmp_path, capsys):
+    plot = tmp_path / "sweep.png"
+    args = ["--data-dir", str(synthetic_dir), "--iters", "40", "--lr-sweep", "0.1,1e6", "--quiet",
+            "--weight-init-std", "1.0", "--json", str(tmp_path / "s.json")]
+    if importlib.util.find_spec("matplotlib"):
+        args += ["--plot", str(plot)]
+    with np.errstate(all="ignore"):
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| lr | train acc | test acc | seconds | diverged |" in out
+    assert "| 0.1 |" in out and "| no |" in out
+    assert "lr 1e+06: diverged at iteration" in out and "| at iteration " in out
+    sweep = json.loads((tmp_path / "s.json").read_text())["lr_sweep"]
+    assert [run["lr"] for run in sweep] == [0.1, 1e6] and sweep[1]["diverged_at"] >= 1
+    if "--plot" in args:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def corrupt_dir(tmp_path):
+    folder = tmp_path / "corrupt"
+    folder.mkdir()
+    write_split(folder, "train", np.zeros((10, 28, 28), np.uint8), np.zeros(60, np.uint8))
+    write_split(folder, "test", np.zeros((10, 28, 28), np.uint8), np.zeros(10, np.uint8))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "0"], "--batch-size: must be a positive integer, got 0"),
+        (["--lr", "-0.1"], "--lr: must be a positive number, got -0.1"),
+        (["--backend", "tensorflow"], "invalid choice: 'tensorflow'"),
+        (["--hidden", "50,x"], "--hidden: must be a comma-separated list"),
+        (["--iters", "10", "--epochs", "1"], "not allowed with argument"),
+        (["--data-dir", "{empty}"], "no train-images-idx3-ubyte"),
+        (["--data-dir", "{corrupt}"], "60 labels for 10 images"),
+        (["--data-dir", "{synthetic}", "--load", "{missing}"], "not a saved xbackprop network"),
+        (["--data-dir", "{synthetic}", "--lr-sweep", "0.1,1", "--save", "x.npz"], "does not combine"),
+        (["--data-dir", "{synthetic}", "--device", "cuda:0"], "--device cuda:0"),
+    ],
+)
+def test_cli_user_errors_exit_2_with_one_line(args, message, synthetic_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    paths = {"empty": tmp_path / "empty", "corrupt": corrupt_dir(tmp_path), "synthetic": synthetic_dir,
+             "missing": tmp_path / "nope.npz"}
+    completed = run_cli(*[a.format(**paths) for a in args], "--quiet")
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
+    assert completed.stderr.startswith("python -m xbackprop.train: error: ") and message in completed.stderr
+
+
+def test_cli_rejects_a_net_of_another_shape(synthetic_dir, tmp_path):
+    saved = tmp_path / "wide.npz"
+    assert main(["--data-dir", str(synthetic_dir), "--iters", "1", "--hidden", "80", "--save", str(saved), "--quiet"]) == 0
+    completed = run_cli("--data-dir", str(synthetic_dir), "--load", str(saved), "--quiet")
+    assert completed.returncode == 2 and "saved layer sizes [784, 80, 10] differ" in completed.stderr
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No data anywhere and every mirror refusing connections (port 9 on loopback)."""
+    monkeypatch.delenv("XBACKPROP_DATA", raising=False)
+    monkeypatch.setenv("XBACKPROP_CACHE", str(tmp_path / "cache"))
+    from xbackprop import datasets
+
+    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": ("http://127.0.0.1:9/",), "fashion-mnist": ("http://127.0.0.1:9/",)})
+    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {})
+
+
+def test_explicit_mnist_offline_exits_2_with_remedies(offline, capsys):
+    assert main(["--dataset", "mnist", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "127.0.0.1:9: cannot connect" in err
+    assert "set XBACKPROP_DATA" in err and "--data-dir" in err and "--dataset digits" in err
+
+
+def test_default_mnist_offline_falls_back_to_digits(offline, capsys):
+    pytest.importorskip("sklearn", reason="the digits fallback needs scikit-learn")
+    assert main(["--iters", "1000", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "falling back to the digits dataset" in captured.err
+    assert "dataset digits (1438 train / 359 test, 64 features, 10 classes" in captured.out
+    assert float(captured.out.splitlines()[-1].split()[2].rstrip(",")) >= 0.90
+
+
+def test_xp_cupy_without_gpu_warns_once_and_trains(synthetic_dir):
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            pytest.skip("a GPU is present: there is no fallback to see")
+    except Exception:  # noqa: BLE001 - not installed or no driver: the fallback case
+        pass
+    env = {**os.environ, "XP": "cupy"}
+    env.pop("XBACKPROP_STRICT_BACKEND", None)
+    completed = run_cli("--data-dir", str(synthetic_dir), "--iters", "5", "--quiet", env=env)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr.count("warning: ") == 1 and "CuPy" in completed.stderr
+    assert "backend numpy, device cpu" in completed.stdout

@@ -1,0 +1,278 @@
+"""``python -m xbackprop.train``: the book's chapter 5 MNIST training on any backend.
+
+Defaults reproduce the book: a 784-50-10 TwoLayerNet, SGD with lr 0.1, batch 100,
+10,000 iterations, train and test accuracy after every epoch. ``XP=cupy`` (or
+``--backend cupy``) runs on a GPU and falls back to NumPy where CuPy cannot run.
+User mistakes end with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from typing import Any
+
+from . import __version__
+from .backend import (
+    BACKENDS,
+    BackendUnavailableError,
+    backend_name,
+    describe_device,
+    get_namespace,
+    resolve_device,
+    resolve_dtype,
+)
+from .datasets import DATASETS, DataError, DataUnavailableError, Dataset, default_cache_dir, load_dataset
+from .io import load_params, save_params
+from .nets import MultiLayerNet
+from .optimizers import OPTIMIZERS
+from .trainer import TrainResult, epochs_to_iters, to_device, train
+
+PROG = "python -m xbackprop.train"
+BOOK_SGD_LR = 0.1  # chapter 5's learning rate; the other optimizers keep chapter 6's defaults
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its inputs: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _hidden_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list of widths, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return sizes
+
+
+def _weight_init(text: str) -> float | str:
+    if text.lower() in ("he", "xavier", "relu", "sigmoid"):
+        return text.lower()
+    return _positive_float(text)
+
+
+def _learning_rates(text: str) -> list[float]:
+    return [_positive_float(part) for part in text.split(",")]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0].split(": ", 1)[1])
+    add = parser.add_argument
+    add("--version", action="version", version=f"xbackprop {__version__}")
+    add("--backend", choices=BACKENDS, help="array backend (overrides $XP; default numpy)")
+    add("--device", help="device, e.g. cpu, cuda:0, gpu:0 (default: the backend's)")
+    add("--dataset", choices=DATASETS, help="dataset (default mnist, falling back to digits when offline)")
+    add("--data-dir", help="folder holding the four *-idx?-ubyte(.gz) files")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--iters", type=_non_negative_int, help="minibatch steps (default 10000)")
+    length.add_argument("--epochs", type=_positive_float, help="passes over the training set instead of --iters")
+    add("--batch-size", type=_positive_int, default=100, help="minibatch size (default 100)")
+    add("--lr", type=_positive_float, help=f"learning rate (default {BOOK_SGD_LR} for sgd, the book's for others)")
+    add("--hidden", type=_hidden_sizes, default=[50], help="hidden widths, comma-separated (default 50)")
+    add("--activation", choices=("relu", "sigmoid"), default="relu")
+    add("--weight-init-std", type=_weight_init, default=0.01, help="a number, he or xavier (default 0.01)")
+    add("--optimizer", choices=tuple(OPTIMIZERS), default="sgd")
+    add("--dtype", choices=("float32", "float64"), default="float32")
+    add("--seed", type=int, default=0, help="seed of weights and minibatch draws (default 0)")
+    add("--json", metavar="PATH", help="write the run's figures and history as JSON")
+    add("--plot", metavar="PATH", help="write loss and accuracy curves as PNG (needs matplotlib)")
+    add("--save", metavar="PATH", help="save the trained parameters (.npz)")
+    add("--load", metavar="PATH", help="start from saved parameters (.npz)")
+    add("--lr-sweep", type=_learning_rates, metavar="LRS", help="train once per learning rate, e.g. 0.01,0.1,1,10")
+    add("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    return parser
+
+
+def _load_data(args: argparse.Namespace) -> Dataset:
+    """The requested dataset; an implicit MNIST that cannot be had falls back to digits."""
+    name = args.dataset or "mnist"
+    try:
+        return load_dataset(name, data_dir=args.data_dir, progressbar=not args.quiet, timeout=(10, 60))
+    except DataUnavailableError as exc:
+        remedies = (
+            f"set XBACKPROP_DATA to a folder with {name}/ in it, pass --data-dir DIR, go online once to "
+            f"download it into {default_cache_dir() / name}, or use --dataset digits"
+        )
+        if args.dataset is None and args.data_dir is None:
+            try:
+                import sklearn  # noqa: F401
+            except ImportError:
+                raise UsageError(f"{exc}; {remedies} (needs scikit-learn)") from None
+            print(f"{PROG}: {exc}; falling back to the digits dataset (--dataset to choose)", file=sys.stderr)
+            return load_dataset("digits")
+        raise UsageError(f"{exc}; {remedies}") from None
+
+
+def _summary(result: TrainResult) -> str:
+    ending = f"diverged at iteration {result.diverged_at} (loss not finite); stopped. " if result.diverged_at else ""
+    return (
+        f"{ending}test acc {result.final_test_acc:.4f}, train acc {result.final_train_acc:.4f} after "
+        f"{result.steps_done} iterations in {result.seconds:.1f} s ({result.samples_per_s:,.0f} samples/s)"
+    )
+
+
+def _run_record(result: TrainResult, lr: float) -> dict[str, Any]:
+    return {
+        "lr": lr,
+        "iters": result.steps_done,
+        "final_train_acc": result.final_train_acc,
+        "final_test_acc": result.final_test_acc,
+        "seconds": result.seconds,
+        "samples_per_s": result.samples_per_s,
+        "diverged_at": result.diverged_at,
+        "history": result.history,
+        "losses": result.losses,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'xbackprop[plot]'") from None
+    if args.lr_sweep and (args.save or args.load or args.lr):
+        raise UsageError("--lr-sweep trains fresh nets: it does not combine with --lr, --save or --load")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        xp = get_namespace(args.backend)
+    for warning in caught:  # the CuPy fallback, in one line
+        print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+    try:
+        device = resolve_device(xp, args.device)
+    except (ValueError, RuntimeError, IndexError) as exc:
+        raise UsageError(f"--device {args.device}: {exc}") from None
+    dtype = resolve_dtype(xp, args.dtype)
+    dataset = _load_data(args)
+    data = to_device(dataset, xp, device=device, dtype=dtype)
+    n_train = data.x_train.shape[0]
+    iters = args.iters if args.iters is not None else (
+        epochs_to_iters(args.epochs, n_train, args.batch_size) if args.epochs else 10_000
+    )
+    sizes = [dataset.num_features, *args.hidden, dataset.num_classes]
+    default_lr = BOOK_SGD_LR if args.optimizer == "sgd" else OPTIMIZERS[args.optimizer]().lr
+    rates = args.lr_sweep or [args.lr or default_lr]
+
+    device_text = describe_device(xp, device)
+    print(
+        f"xbackprop {__version__}: backend {backend_name(xp)}, device {device_text}, {args.dtype}, "
+        f"dataset {dataset.name} ({n_train} train / {data.x_test.shape[0]} test, {dataset.num_features} features, "
+        f"{dataset.num_classes} classes, from {dataset.source}), net {'-'.join(map(str, sizes))} {args.activation}, "
+        f"{args.optimizer} lr {', '.join(f'{r:g}' for r in rates)}, batch {args.batch_size}, {iters} iterations",
+        flush=True,
+    )
+
+    runs: list[tuple[float, TrainResult]] = []
+    for lr in rates:
+        net = MultiLayerNet(
+            sizes[0], sizes[1:-1], sizes[-1], activation=args.activation, weight_init_std=args.weight_init_std,
+            xp=xp, device=device, dtype=dtype, seed=args.seed,
+        )
+        if args.load:
+            try:
+                load_params(args.load, net)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        optimizer = OPTIMIZERS[args.optimizer](lr=lr)
+        result = _train_one(net, optimizer, data, iters, args, label=f"lr {lr:g}" if args.lr_sweep else None)
+        runs.append((lr, result))
+        print(("" if not args.lr_sweep else f"lr {lr:g}: ") + _summary(result), flush=True)
+        if args.save:
+            save_params(args.save, net)
+
+    if args.lr_sweep:
+        print("\n| lr | train acc | test acc | seconds | diverged |\n| ---: | ---: | ---: | ---: | --- |")
+        for lr, result in runs:
+            diverged = f"at iteration {result.diverged_at}" if result.diverged_at else "no"
+            print(f"| {lr:g} | {result.final_train_acc:.4f} | {result.final_test_acc:.4f} | "
+                  f"{result.seconds:.1f} | {diverged} |")
+    if args.json:
+        record = {
+            "backend": backend_name(xp),
+            "device": device_text,
+            "dtype": args.dtype,
+            "dataset": dataset.name,
+            "sizes": sizes,
+            "activation": args.activation,
+            "optimizer": args.optimizer,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            **_run_record(runs[0][1], runs[0][0]),
+        }
+        if args.lr_sweep:
+            record["lr_sweep"] = [_run_record(result, lr) for lr, result in runs]
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=1, allow_nan=True)
+    if args.plot:
+        from .plotting import plot_results
+
+        title = f"{dataset.name}, {'-'.join(map(str, sizes))}, {args.optimizer}, {backend_name(xp)}"
+        plot_results(args.plot, [(f"lr {lr:g}", result) for lr, result in runs], title=title)
+    return 1 if (not args.lr_sweep and runs[0][1].diverged_at) else 0
+
+
+def _train_one(net: Any, optimizer: Any, data: Any, iters: int, args: argparse.Namespace, label: str | None) -> TrainResult:
+    progress = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=iters, desc=label or "train", unit="it", leave=False, dynamic_ncols=True)
+
+    def report(row: dict[str, float]) -> None:
+        if args.quiet:
+            return
+        line = f"train acc, test acc | {row['train_acc']:.4f}, {row['test_acc']:.4f}"
+        (progress.write if progress is not None else print)(line)
+
+    try:
+        return train(net, optimizer, data, iters=iters, batch_size=args.batch_size, seed=args.seed,
+                     on_epoch=report, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(build_parser().parse_args(argv))
+    except (UsageError, DataError, BackendUnavailableError) as exc:
+        message = str(exc)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
