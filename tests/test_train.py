@@ -75,7 +75,8 @@ def test_divergence_stops_with_the_iteration(synthetic_dir):
     with np.errstate(all="ignore"):
         result = train(net, SGD(lr=1e6), data, iters=200, batch_size=50, seed=0)
     assert result.diverged_at is not None and result.steps_done == result.diverged_at < 200
-    assert not np.isfinite(result.losses[-1]) and np.all(np.isfinite(result.losses[:-1]))
+    assert not result.losses[-1] <= 10 * result.losses[0]  # blown up, or not finite
+    assert np.all(np.asarray(result.losses[:-1]) <= 10 * result.losses[0])
     assert result.history[-1]["iter"] == result.diverged_at
 
 

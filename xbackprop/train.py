@@ -133,7 +133,9 @@ def _load_data(args: argparse.Namespace) -> Dataset:
 
 
 def _summary(result: TrainResult) -> str:
-    ending = f"diverged at iteration {result.diverged_at} (loss not finite); stopped. " if result.diverged_at else ""
+    ending = ""
+    if result.diverged_at:
+        ending = f"diverged at iteration {result.diverged_at} (loss {result.losses[-1]:.4g}); stopped. "
     return (
         f"{ending}test acc {result.final_test_acc:.4f}, train acc {result.final_train_acc:.4f} after "
         f"{result.steps_done} iterations in {result.seconds:.1f} s ({result.samples_per_s:,.0f} samples/s)"

@@ -57,7 +57,7 @@ def to_device(dataset: Dataset, xp: Any, *, device: Any = None, dtype: Any = Non
 class TrainResult:
     """What a run did: ``history`` rows ``{iter, loss, train_acc, test_acc}`` at each evaluation,
     ``losses`` (every step's minibatch loss), and ``diverged_at`` (the first step whose loss
-    was not finite, or ``None``)."""
+    was not finite or blew up, or ``None``)."""
 
     iters: int
     batch_size: int
@@ -95,6 +95,7 @@ def train(
     eval_batch_size: int = 10_000,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: Any = None,
+    divergence_factor: float = 10.0,
 ) -> TrainResult:
     """Train ``net`` with ``optimizer`` for ``iters`` minibatch steps of ``batch_size`` rows.
 
@@ -102,7 +103,11 @@ def train(
     the book does, ``max(N / batch_size, 1)`` steps an epoch) and after the last
     step; each evaluation is appended to ``history`` and passed to ``on_epoch``.
     ``progress`` is a tqdm-like bar (``update``, ``set_postfix``) or ``None``.
-    Stops early when a loss is not finite.
+
+    Stops early, setting ``diverged_at``, at the first loss that is not finite or
+    exceeds ``divergence_factor`` times the first step's loss: with the exact
+    log-softmax a too-large learning rate shows as a blow-up of the loss (and dead
+    ReLUs) rather than as the NaN the book's ``log(y + 1e-7)`` version prints.
     """
     xp = array_namespace(data.x_train)
     n_train = data.x_train.shape[0]
@@ -128,7 +133,7 @@ def train(
 
         evaluate = i % iter_per_epoch == 0 or i == iters - 1
         if len(pending) >= log_interval or evaluate:
-            if not _read_losses(xp, pending, result, progress):
+            if not _read_losses(xp, pending, result, progress, divergence_factor):
                 break
         if evaluate:
             _evaluate(net, data, result, i + 1, eval_batch_size, on_epoch)
@@ -145,11 +150,13 @@ def _check_labels(data: DeviceData, num_outputs: int) -> None:
             raise DataError(f"labels must lie in [0, {num_outputs}) for a net with {num_outputs} outputs")
 
 
-def _read_losses(xp: Any, pending: list[Any], result: TrainResult, progress: Any) -> bool:
+def _read_losses(xp: Any, pending: list[Any], result: TrainResult, progress: Any, divergence_factor: float) -> bool:
     """Move pending losses to the host; record divergence. Returns False when training must stop."""
     losses = to_numpy(xp.stack(pending)).astype(float)
     pending.clear()
-    bad = np.flatnonzero(~np.isfinite(losses))
+    limit = divergence_factor * (result.losses[0] if result.losses else losses[0])
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~(np.isfinite(losses) & (losses <= limit)))
     if bad.size:
         losses = losses[: bad[0] + 1]
         result.diverged_at = result.steps_done + int(bad[0]) + 1
