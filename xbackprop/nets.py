@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from array_api_compat import array_namespace
+from ._compat import namespace_of
 
 from .backend import get_namespace, host_rng, resolve_device, resolve_dtype
 from .gradient import numerical_gradient
@@ -143,7 +143,7 @@ class MultiLayerNet:
         y = self.predict(x, params)
         loss = self.last_layer.forward(y, t)
         if self.weight_decay_lambda:
-            xp = array_namespace(y)
+            xp = namespace_of(y)
             params = self.params if params is None else params
             for i in range(1, len(self.sizes)):
                 loss = loss + 0.5 * self.weight_decay_lambda * xp.sum(params[f"W{i}"] ** 2)
@@ -158,7 +158,7 @@ class MultiLayerNet:
         scored at once (the book's ``accuracy(x, t, batch_size=100)``); the count
         stays on the device until the end.
         """
-        xp = array_namespace(x)
+        xp = namespace_of(x)
         if t.ndim != 1:
             t = xp.argmax(t, axis=1)
         n = x.shape[0]

@@ -1,23 +1,19 @@
 """The book's chapter 6 optimizers, on any Array API namespace.
 
-``update(params, grads)`` changes ``params`` (a dict of arrays) for the next step.
-Arrays that can be written are updated in place (no allocation of a new
-parameter array per step); immutable ones (JAX) are replaced in the dict. Both
-go through ``array_api_extra.at``. State arrays live on the parameters' device.
+``update(params, grads)`` changes ``params`` (a dict of arrays) for the next step
+with the book's ``params[key] -= step``: writable arrays are updated in place (no
+new parameter array per step), and for immutable ones (JAX) Python falls back to
+``params[key] = params[key] - step``, replacing the dict entry. The gradients are
+never modified. State arrays live on the parameters' device.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import array_api_extra as xpx
-from array_api_compat import array_namespace
+from ._compat import namespace_of
 
 __all__ = ["SGD", "Momentum", "AdaGrad", "Adam", "OPTIMIZERS"]
-
-
-def _subtract(params: dict[str, Any], key: str, step: Any) -> None:
-    params[key] = xpx.at(params[key])[...].subtract(step, copy=None)
 
 
 class SGD:
@@ -28,7 +24,7 @@ class SGD:
 
     def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
         for key in params:
-            _subtract(params, key, self.lr * grads[key])
+            params[key] -= self.lr * grads[key]
 
 
 class Momentum:
@@ -41,10 +37,10 @@ class Momentum:
 
     def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
         if self.v is None:
-            self.v = {key: array_namespace(value).zeros_like(value) for key, value in params.items()}
+            self.v = {key: namespace_of(value).zeros_like(value) for key, value in params.items()}
         for key in params:
             self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
-            _subtract(params, key, -self.v[key])
+            params[key] += self.v[key]
 
 
 class AdaGrad:
@@ -56,11 +52,11 @@ class AdaGrad:
 
     def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
         if self.h is None:
-            self.h = {key: array_namespace(value).zeros_like(value) for key, value in params.items()}
+            self.h = {key: namespace_of(value).zeros_like(value) for key, value in params.items()}
         for key in params:
-            xp = array_namespace(grads[key])
+            xp = namespace_of(grads[key])
             self.h[key] = self.h[key] + grads[key] * grads[key]
-            _subtract(params, key, self.lr * grads[key] / (xp.sqrt(self.h[key]) + 1e-7))
+            params[key] -= self.lr * grads[key] / (xp.sqrt(self.h[key]) + 1e-7)
 
 
 class Adam:
@@ -76,15 +72,15 @@ class Adam:
 
     def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
         if self.m is None:
-            self.m = {key: array_namespace(value).zeros_like(value) for key, value in params.items()}
-            self.v = {key: array_namespace(value).zeros_like(value) for key, value in params.items()}
+            self.m = {key: namespace_of(value).zeros_like(value) for key, value in params.items()}
+            self.v = {key: namespace_of(value).zeros_like(value) for key, value in params.items()}
         self.iter += 1
         lr_t = self.lr * (1.0 - self.beta2**self.iter) ** 0.5 / (1.0 - self.beta1**self.iter)
         for key in params:
-            xp = array_namespace(grads[key])
+            xp = namespace_of(grads[key])
             self.m[key] = self.m[key] + (1 - self.beta1) * (grads[key] - self.m[key])
             self.v[key] = self.v[key] + (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
-            _subtract(params, key, lr_t * self.m[key] / (xp.sqrt(self.v[key]) + 1e-7))
+            params[key] -= lr_t * self.m[key] / (xp.sqrt(self.v[key]) + 1e-7)
 
 
 #: Optimizer classes by the CLI's names.

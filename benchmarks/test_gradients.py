@@ -1,0 +1,38 @@
+"""Backprop against the book's numerical gradient (2 forward passes per parameter), side by side.
+
+Each pytest-benchmark group is one case: a net size, a batch and a backend, with
+the two methods in it. The assertion is about correctness only: the two
+gradients agree.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from xbackprop.benchcases import BATCHES, SIZES, make_case, max_relative_difference, parameter_count
+
+# The element-by-element loop costs 2P forward passes; above this P it is timed on
+# the fastest backends only, so that the suite stays within minutes.
+LARGE_P = 10_000
+LARGE_P_BACKENDS = ("numpy", "cupy")
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("method", ["backprop", "numerical"])
+def test_gradient(benchmark, backend, size, batch, method):
+    p = parameter_count(SIZES[size])
+    if method == "numerical" and p > LARGE_P and backend not in LARGE_P_BACKENDS:
+        pytest.skip(f"numerical gradient of P={p} on {backend} takes minutes; timed on {', '.join(LARGE_P_BACKENDS)}")
+    case = make_case(size, batch, backend)
+    benchmark.group = f"{size} {'-'.join(map(str, SIZES[size]))} P={p} batch {batch} {backend}"
+    benchmark.extra_info.update(case.info(), method=method)
+    if method == "backprop":
+        grads = benchmark(case.backprop)
+    else:
+        rounds = 1 if p > 1_000 else 3
+        grads = benchmark.pedantic(case.numerical, rounds=rounds, iterations=1, warmup_rounds=0)
+    other = case.numerical() if method == "backprop" and p <= 1_000 else case.backprop()
+    if method == "backprop" and p > 1_000:
+        return  # the numerical test of this case checks the agreement
+    assert max_relative_difference(grads, other) < 1e-6

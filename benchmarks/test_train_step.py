@@ -1,0 +1,54 @@
+"""One SGD step of the book's 784-50-10 net, batch 100 (batch draw included): xbackprop beside its peers.
+
+Group "train step": xbackprop on each backend, a hand-written NumPy step, PyTorch
+eager autograd, JAX jit and the floor of the five matrix products, float32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from xbackprop.benchcases import blas_info
+
+from . import steps
+
+GROUP = "train step 784-50-10 batch 100 float32"
+
+
+@pytest.fixture(scope="module")
+def data():
+    return steps.training_data()
+
+
+def _run(benchmark, step, name, backend, device="cpu"):
+    benchmark.group = GROUP
+    benchmark.extra_info.update(implementation=name, backend=backend, device=device, dtype="float32",
+                                P=39_760, batch=100, blas=blas_info())
+    for _ in range(50):  # warm caches, allocators and JIT
+        step()
+    benchmark.pedantic(step, rounds=300, iterations=5, warmup_rounds=1)
+
+
+def test_xbackprop(benchmark, backend, data):
+    step = steps.make_xbackprop(backend, *data)
+    _run(benchmark, step, f"xbackprop-{backend}", backend)
+
+
+def test_handwritten_numpy(benchmark, data):
+    _run(benchmark, steps.make_handwritten(*data), "handwritten-numpy", "numpy")
+
+
+def test_matmul_floor(benchmark, data):
+    _run(benchmark, steps.make_matmul_floor(data[0]), "matmul-floor", "numpy")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch not installed")
+def test_torch_eager(benchmark, data):
+    _run(benchmark, steps.make_torch_eager(*data), "torch-eager", "torch")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX not installed")
+def test_jax_jit(benchmark, data):
+    _run(benchmark, steps.make_jax_jit(*data), "jax-jit", "jax")

@@ -1,0 +1,27 @@
+"""``array_namespace`` memoised on the types of its arguments.
+
+``array_api_compat.array_namespace`` inspects every argument against every
+library it knows (about 3 µs a call on NumPy); a training step asks about ten
+times, which is a measurable share of a 0.5 ms step. The namespace is a function
+of the array types, so it is looked up once per combination of types.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace
+
+__all__ = ["namespace_of"]
+
+_NAMESPACES: dict[tuple[type, ...], Any] = {}
+
+
+def namespace_of(*arrays: Any) -> Any:
+    """The Array API namespace of ``arrays`` (as ``array_api_compat.array_namespace``)."""
+    types = tuple(map(type, arrays))
+    xp = _NAMESPACES.get(types)
+    if xp is None:
+        xp = array_namespace(*arrays)  # raises for mixed or unsupported libraries, every time
+        _NAMESPACES[types] = xp
+    return xp

@@ -1,0 +1,158 @@
+"""``python -m xbackprop.bench``: why backprop exists, in one table.
+
+For each backend, net size and batch, times one backprop gradient, one forward
+pass and the book's element-by-element numerical gradient (2P forward passes),
+all in float64, and prints a markdown table with the measured ratio and the ratio
+predicted from the forward and backward times (``2P * forward / backprop``). Writes
+a log-log plot of time against P and a JSON file named for the device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from .backend import BACKENDS, BackendUnavailableError, backend_name, describe_device, get_namespace
+from .benchcases import BATCHES, SIZES, blas_info, make_case, max_relative_difference
+
+# Above this P the numerical gradient is timed on these backends only (the others take minutes).
+LARGE_P = 10_000
+LARGE_P_BACKENDS = ("numpy", "cupy")
+
+
+def median_seconds(fn: Callable[[], Any], *, min_time: float = 0.2, min_runs: int = 5, max_runs: int = 1000) -> float:
+    """Median wall time of ``fn`` over at least ``min_runs`` calls and ``min_time`` seconds (one warm-up call)."""
+    fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < min_time):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(backend: str, size: str, batch: int, *, numerical_runs: int = 1) -> dict[str, Any]:
+    """One row of the table: the case's facts and its timings in seconds."""
+    case = make_case(size, batch, backend)
+    row: dict[str, Any] = {"size": size, **case.info()}
+    row["backprop_s"] = median_seconds(case.backprop)
+    row["forward_s"] = median_seconds(case.forward)
+    row["predicted_ratio"] = 2 * case.parameters * row["forward_s"] / row["backprop_s"]
+    if case.parameters > LARGE_P and backend not in LARGE_P_BACKENDS:
+        row["numerical_s"] = None
+        row["measured_ratio"] = None
+        return row
+    times = []
+    for _ in range(numerical_runs):
+        t0 = time.perf_counter()
+        numerical = case.numerical()
+        times.append(time.perf_counter() - t0)
+    row["numerical_s"] = statistics.median(times)
+    row["measured_ratio"] = row["numerical_s"] / row["backprop_s"]
+    row["numerical_floor_ratio"] = row["numerical_s"] / (2 * case.parameters * row["forward_s"])
+    row["max_rel_diff"] = max_relative_difference(case.backprop(), numerical)
+    return row
+
+
+def _ms(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1e3:,.3f}" if seconds < 1 else f"{seconds * 1e3:,.0f}"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| backend | size | P | batch | backprop ms | forward ms | numerical ms | measured ratio | predicted ratio |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        measured = "—" if r["measured_ratio"] is None else f"{r['measured_ratio']:,.0f}×"
+        lines.append(
+            f"| {r['backend']} | {r['sizes']} | {r['P']:,} | {r['batch']} | {_ms(r['backprop_s'])} | "
+            f"{_ms(r['forward_s'])} | {_ms(r['numerical_s'])} | {measured} | {r['predicted_ratio']:,.0f}× |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for (backend, batch), marker in zip(sorted({(r["backend"], r["batch"]) for r in rows}), "osD^v<>p*h"):
+        mine = sorted((r for r in rows if (r["backend"], r["batch"]) == (backend, batch)), key=lambda r: r["P"])
+        ax.plot([r["P"] for r in mine], [r["backprop_s"] for r in mine], marker=marker, ls="-",
+                label=f"backprop, {backend}, batch {batch}")
+        timed = [r for r in mine if r["numerical_s"] is not None]
+        ax.plot([r["P"] for r in timed], [r["numerical_s"] for r in timed], marker=marker, ls="--",
+                label=f"numerical, {backend}, batch {batch}")
+    ax.set(xscale="log", yscale="log", xlabel="parameters P", ylabel="seconds per gradient",
+           title="backprop against numerical differentiation")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xbackprop.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", action="append", choices=BACKENDS,
+                        help="backend to measure (repeatable; default: $XP or numpy)")
+    parser.add_argument("--size", action="append", choices=list(SIZES), help="net size (repeatable; default all)")
+    parser.add_argument("--batch", action="append", type=int, help="batch size (repeatable; default 3 and 100)")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for the JSON and PNG files")
+    parser.add_argument("--name", help="file name stem (default: derived from the device)")
+    args = parser.parse_args(argv)
+
+    rows = []
+    try:
+        backends = args.backend or [backend_name(get_namespace())]
+        for backend in backends:
+            xp = get_namespace(backend, strict=True)
+            for size in args.size or list(SIZES):
+                for batch in args.batch or list(BATCHES):
+                    row = measure(backend, size, batch)
+                    rows.append(row)
+                    print(f"  {backend} {size} batch {batch}: backprop {_ms(row['backprop_s'])} ms, "
+                          f"numerical {_ms(row['numerical_s'])} ms", file=sys.stderr, flush=True)
+    except (BackendUnavailableError, ValueError) as exc:
+        print(f"python -m xbackprop.bench: error: {exc}", file=sys.stderr)
+        return 2
+
+    device = describe_device(xp)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {blas_info()}"
+    print(f"# backprop vs numerical gradient — {date.today()}, {device}; {machine}\n")
+    print(markdown_table(rows))
+    name = args.name or _slug(f"{'-'.join(backends)}-{device if device != 'cpu' else f'cpu-{os.cpu_count()}cpu'}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"date": str(date.today()), "device": device, "machine": machine, "python": platform.python_version(),
+              "command": "python -m xbackprop.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "rows": rows}
+    (out / f"bench-{name}.json").write_text(json.dumps(record, indent=1))
+    try:
+        plot(rows, out / f"bench-{name}.png")
+    except ImportError:
+        print("(no plot: matplotlib is not installed)", file=sys.stderr)
+    print(f"\nwrote {out / f'bench-{name}.json'} and .png", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Cases shared by ``benchmarks/`` and ``python -m xbackprop.bench``: backprop against numerical gradients.
+
+A case is a two-layer ReLU net of a given size on one backend, with a float64 batch
+of random inputs and labels. ``backprop`` and ``numerical`` return the gradient
+dicts; both finish their device work before returning, so they can be timed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .backend import backend_name, describe_device, from_host, get_namespace, synchronize
+from .nets import TwoLayerNet
+
+#: Network sizes (input, hidden, output) from tiny to the book's 784-50-10.
+SIZES = {
+    "tiny": (8, 8, 4),
+    "small": (20, 10, 5),
+    "medium": (100, 50, 10),
+    "book": (784, 50, 10),
+}
+BATCHES = (3, 100)
+
+
+def parameter_count(sizes: tuple[int, int, int]) -> int:
+    """P, the number of parameters of a two-layer net: the numerical gradient costs 2P losses."""
+    d, h, c = sizes
+    return d * h + h + h * c + c
+
+
+def blas_info() -> str:
+    """The BLAS library NumPy uses and its thread count, e.g. ``"openblas, 2 threads"``."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl not installed)"
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    if not pools:
+        return "none found"
+    return ", ".join(f"{p['internal_api']}, {p['num_threads']} threads" for p in pools)
+
+
+@dataclass
+class Case:
+    """A net, a batch and the two ways of computing its gradient, on one backend."""
+
+    name: str
+    sizes: tuple[int, int, int]
+    batch: int
+    xp: Any
+    net: TwoLayerNet
+    x: Any
+    t: Any
+
+    @property
+    def parameters(self) -> int:
+        return parameter_count(self.sizes)
+
+    def _synced(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        grads = fn()
+        synchronize(self.xp)
+        return grads
+
+    def backprop(self) -> dict[str, Any]:
+        return self._synced(lambda: self.net.gradient(self.x, self.t))
+
+    def numerical(self) -> dict[str, Any]:
+        return self._synced(lambda: self.net.numerical_gradient(self.x, self.t))
+
+    def forward(self) -> Any:
+        loss = self.net.loss(self.x, self.t)
+        synchronize(self.xp)
+        return loss
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "P": self.parameters,
+            "batch": self.batch,
+            "sizes": "-".join(map(str, self.sizes)),
+            "backend": backend_name(self.xp),
+            "device": describe_device(self.xp),
+            "dtype": "float64",
+            "blas": blas_info(),
+        }
+
+
+def make_case(name: str, batch: int, backend: str = "numpy", seed: int = 0) -> Case:
+    """The case ``name`` (a key of :data:`SIZES`) with ``batch`` rows on ``backend``, in float64."""
+    sizes = SIZES[name]
+    xp = get_namespace(backend, strict=True)
+    rng = np.random.default_rng(seed)
+    net = TwoLayerNet(*sizes, weight_init_std=0.1, xp=xp, dtype="float64", seed=seed)
+    # Non-zero biases keep ReLU kinks away from the numerical gradient's steps.
+    for key in ("b1", "b2"):
+        net.params[key] = from_host(rng.uniform(0.05, 0.15, sizes[1] if key == "b1" else sizes[2]), xp, dtype=xp.float64)
+    x = from_host(rng.random((batch, sizes[0])), xp, dtype=xp.float64)
+    t = from_host(rng.integers(0, sizes[2], batch), xp)
+    net.last_layer.check_labels = False
+    return Case(name, sizes, batch, xp, net, x, t)
+
+
+def max_relative_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """max over parameters of max|a - b| / max|b| (host float64)."""
+    from .backend import to_numpy
+
+    worst = 0.0
+    for key in a:
+        x, y = to_numpy(a[key]).astype(np.float64), to_numpy(b[key]).astype(np.float64)
+        scale = np.abs(y).max() or 1.0
+        worst = max(worst, float(np.abs(x - y).max() / scale))
+    return worst
