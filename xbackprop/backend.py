@@ -31,6 +31,8 @@ __all__ = [
     "to_numpy",
     "host_rng",
     "synchronize",
+    "is_host_namespace",
+    "is_cuda_namespace",
 ]
 
 #: Backend names accepted by :func:`get_namespace` and the ``XP`` variable.
@@ -236,3 +238,13 @@ def synchronize(xp: ModuleType) -> None:
 
         if torch.cuda.is_available():
             torch.cuda.synchronize()
+
+
+def is_host_namespace(xp: ModuleType) -> bool:
+    """Whether arrays of ``xp`` are host NumPy arrays (buffers MPI and NumPy can use directly)."""
+    return array_api_compat.is_numpy_namespace(xp)
+
+
+def is_cuda_namespace(xp: ModuleType) -> bool:
+    """Whether arrays of ``xp`` are CuPy device arrays (``__cuda_array_interface__`` buffers)."""
+    return array_api_compat.is_cupy_namespace(xp)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from typing import Any
@@ -109,10 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--load", metavar="PATH", help="start from saved parameters (.npz)")
     add("--lr-sweep", type=_learning_rates, metavar="LRS", help="train once per learning rate, e.g. 0.01,0.1,1,10")
     add("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    add("--distributed", action="store_true",
+        help="data-parallel over MPI ranks (automatic when mpiexec starts several); needs xbackprop[distributed]")
     return parser
 
 
-def _load_data(args: argparse.Namespace) -> Dataset:
+def _load_data(args: argparse.Namespace, say: Any = print) -> Dataset:
     """The requested dataset; an implicit MNIST that cannot be had falls back to digits."""
     name = args.dataset or "mnist"
     try:
@@ -127,7 +130,7 @@ def _load_data(args: argparse.Namespace) -> Dataset:
                 import sklearn  # noqa: F401
             except ImportError:
                 raise UsageError(f"{exc}; {remedies} (needs scikit-learn)") from None
-            print(f"{PROG}: {exc}; falling back to the digits dataset (--dataset to choose)", file=sys.stderr)
+            say(f"{PROG}: {exc}; falling back to the digits dataset (--dataset to choose)", file=sys.stderr)
             return load_dataset("digits")
         raise UsageError(f"{exc}; {remedies}") from None
 
@@ -156,7 +159,20 @@ def _run_record(result: TrainResult, lr: float) -> dict[str, Any]:
     }
 
 
-def run(args: argparse.Namespace) -> int:
+def _mpi_context(args: argparse.Namespace) -> Any:
+    """The MPI context when ``--distributed`` or launched by ``mpiexec`` on several ranks, else None."""
+    from .distributed import launched_by_mpi, mpi_context
+
+    if not (args.distributed or launched_by_mpi()):
+        return None
+    try:
+        return mpi_context()
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _setup(args: argparse.Namespace, say: Any) -> tuple[Any, Any, Any, Dataset, Any]:
+    """Backend, device, dtype, dataset and its device copy, or UsageError/DataError/BackendUnavailableError."""
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -164,19 +180,40 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--plot needs matplotlib: pip install 'xbackprop[plot]'") from None
     if args.lr_sweep and (args.save or args.load or args.lr):
         raise UsageError("--lr-sweep trains fresh nets: it does not combine with --lr, --save or --load")
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         xp = get_namespace(args.backend)
     for warning in caught:  # the CuPy fallback, in one line
-        print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+        say(f"{PROG}: warning: {warning.message}", file=sys.stderr)
     try:
         device = resolve_device(xp, args.device)
     except (ValueError, RuntimeError, IndexError) as exc:
         raise UsageError(f"--device {args.device}: {exc}") from None
     dtype = resolve_dtype(xp, args.dtype)
-    dataset = _load_data(args)
-    data = to_device(dataset, xp, device=device, dtype=dtype)
+    dataset = _load_data(args, say)
+    return xp, device, dtype, dataset, to_device(dataset, xp, device=device, dtype=dtype)
+
+
+def run(args: argparse.Namespace) -> int:
+    context = _mpi_context(args)
+    is_root = context is None or context.is_root
+
+    def say(*values: Any, **kwargs: Any) -> None:
+        if is_root:
+            print(*values, **kwargs)
+
+    error = None
+    try:
+        xp, device, dtype, dataset, data = _setup(args, say)
+        if context is not None and args.batch_size < context.size:
+            raise UsageError(f"--batch-size {args.batch_size} is smaller than the {context.size} MPI ranks")
+    except (UsageError, DataError, BackendUnavailableError) as exc:
+        error = exc
+    if context is not None:  # every rank stops together, with the failing rank's message
+        error = context.agree(error)
+    if error is not None:
+        raise UsageError(str(error)) if not isinstance(error, UsageError) else error
+
     n_train = data.x_train.shape[0]
     iters = args.iters if args.iters is not None else (
         epochs_to_iters(args.epochs, n_train, args.batch_size) if args.epochs else 10_000
@@ -186,11 +223,18 @@ def run(args: argparse.Namespace) -> int:
     rates = args.lr_sweep or [args.lr or default_lr]
 
     device_text = describe_device(xp, device)
-    print(
+    parallel = ""
+    if context is not None:
+        from .distributed import DistributedSync
+
+        staging = DistributedSync(context, {"probe": xp.zeros((1,), dtype=dtype, device=device)}).staging
+        parallel = f", data-parallel over {context.describe()}, {staging}"
+    say(
         f"xbackprop {__version__}: backend {backend_name(xp)}, device {device_text}, {args.dtype}, "
         f"dataset {dataset.name} ({n_train} train / {data.x_test.shape[0]} test, {dataset.num_features} features, "
         f"{dataset.num_classes} classes, from {dataset.source}), net {'-'.join(map(str, sizes))} {args.activation}, "
-        f"{args.optimizer} lr {', '.join(f'{r:g}' for r in rates)}, batch {args.batch_size}, {iters} iterations",
+        f"{args.optimizer} lr {', '.join(f'{r:g}' for r in rates)}, batch {args.batch_size}, {iters} iterations"
+        f"{parallel}",
         flush=True,
     )
 
@@ -206,12 +250,25 @@ def run(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
         optimizer = OPTIMIZERS[args.optimizer](lr=lr)
-        result = _train_one(net, optimizer, data, iters, args, label=f"lr {lr:g}" if args.lr_sweep else None)
+        sync = None
+        if context is not None:
+            from .distributed import DistributedSync
+
+            sync = DistributedSync(context, net.params)
+        try:
+            result = _train_one(net, optimizer, data, iters, args, label=f"lr {lr:g}" if args.lr_sweep else None,
+                                sync=sync, show=is_root)
+        except Exception as exc:
+            if context is None:
+                raise
+            context.abort(f"{PROG}: error on rank {context.rank}: {type(exc).__name__}: {exc}")
         runs.append((lr, result))
-        print(("" if not args.lr_sweep else f"lr {lr:g}: ") + _summary(result), flush=True)
-        if args.save:
+        say(("" if not args.lr_sweep else f"lr {lr:g}: ") + _summary(result), flush=True)
+        if args.save and is_root:
             save_params(args.save, net)
 
+    if not is_root:
+        return 0
     if args.lr_sweep:
         print("\n| lr | train acc | test acc | seconds | diverged |\n| ---: | ---: | ---: | ---: | --- |")
         for lr, result in runs:
@@ -243,22 +300,26 @@ def run(args: argparse.Namespace) -> int:
     return 1 if (not args.lr_sweep and runs[0][1].diverged_at) else 0
 
 
-def _train_one(net: Any, optimizer: Any, data: Any, iters: int, args: argparse.Namespace, label: str | None) -> TrainResult:
+def _train_one(
+    net: Any, optimizer: Any, data: Any, iters: int, args: argparse.Namespace, label: str | None,
+    sync: Any = None, show: bool = True,
+) -> TrainResult:
     progress = None
-    if not args.quiet:
+    quiet = args.quiet or not show
+    if not quiet:
         from tqdm.auto import tqdm
 
         progress = tqdm(total=iters, desc=label or "train", unit="it", leave=False, dynamic_ncols=True)
 
     def report(row: dict[str, float]) -> None:
-        if args.quiet:
+        if quiet:
             return
         line = f"train acc, test acc | {row['train_acc']:.4f}, {row['test_acc']:.4f}"
         (progress.write if progress is not None else print)(line)
 
     try:
         return train(net, optimizer, data, iters=iters, batch_size=args.batch_size, seed=args.seed,
-                     on_epoch=report, progress=progress)
+                     on_epoch=report, progress=progress, sync=sync)
     finally:
         if progress is not None:
             progress.close()
@@ -272,8 +333,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    if _launcher_rank() == 0:  # under mpiexec every rank fails alike: one line is enough
+        print(f"{PROG}: error: {message}", file=sys.stderr)
     return 2
+
+
+def _launcher_rank() -> int:
+    """This process's rank as the MPI launcher set it (0 outside MPI)."""
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ def train(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: Any = None,
     divergence_factor: float = 10.0,
+    sync: Any = None,
 ) -> TrainResult:
     """Train ``net`` with ``optimizer`` for ``iters`` minibatch steps of ``batch_size`` rows.
 
@@ -108,6 +109,10 @@ def train(
     exceeds ``divergence_factor`` times the first step's loss: with the exact
     log-softmax a too-large learning rate shows as a blow-up of the loss (and dead
     ReLUs) rather than as the NaN the book's ``log(y + 1e-7)`` version prints.
+
+    ``sync`` (a :class:`xbackprop.distributed.DistributedSync`) makes this one rank
+    of synchronous data-parallel training: every rank draws the same global batch,
+    computes gradients on its shard of it, and applies the summed update.
     """
     xp = array_namespace(data.x_train)
     n_train = data.x_train.shape[0]
@@ -116,6 +121,9 @@ def train(
     _check_labels(data, net.sizes[-1])
     net.last_layer.check_labels = False  # checked once above, not at every step
 
+    if sync is not None:
+        shard = _shard(batch_size, sync.context.rank, sync.context.size)
+        shard_rows = shard.stop - shard.start
     result = TrainResult(iters=iters, batch_size=batch_size)
     pending: list[Any] = []  # 0-D loss arrays not yet read back
     start = time.perf_counter()
@@ -125,20 +133,25 @@ def train(
                 rng.integers(0, n_train, size=(iter_per_epoch, batch_size)), xp, device=device(data.x_train)
             )
         batch_index = block[i % iter_per_epoch, :]
+        if sync is not None:
+            batch_index = batch_index[shard]
         x_batch = xp.take(data.x_train, batch_index, axis=0)
         t_batch = xp.take(data.t_train, batch_index, axis=0)
         grads = net.gradient(x_batch, t_batch)
+        loss = net.last_loss
+        if sync is not None:
+            grads, loss = sync.allreduce(grads, loss, weight=shard_rows / batch_size)
         optimizer.update(net.params, grads)
-        pending.append(net.last_loss)
+        pending.append(loss)
 
         evaluate = i % iter_per_epoch == 0 or i == iters - 1
         if len(pending) >= log_interval or evaluate:
             if not _read_losses(xp, pending, result, progress, divergence_factor):
                 break
         if evaluate:
-            _evaluate(net, data, result, i + 1, eval_batch_size, on_epoch)
+            _evaluate(net, data, result, i + 1, eval_batch_size, on_epoch, sync)
     if not result.history or result.history[-1]["iter"] != result.steps_done:  # stopped early, or iters=0
-        _evaluate(net, data, result, result.steps_done, eval_batch_size, on_epoch)
+        _evaluate(net, data, result, result.steps_done, eval_batch_size, on_epoch, sync)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -167,17 +180,32 @@ def _read_losses(xp: Any, pending: list[Any], result: TrainResult, progress: Any
     return bad.size == 0
 
 
+def _shard(n: int, rank: int, size: int) -> slice:
+    """Rows ``[start, stop)`` of ``n`` that rank ``rank`` of ``size`` owns (contiguous, sizes differ by at most 1)."""
+    return slice(rank * n // size, (rank + 1) * n // size)
+
+
+def _accuracy(net: Any, x: Any, t: Any, eval_batch_size: int, sync: Any) -> float:
+    """Accuracy on (x, t); with ``sync``, each rank scores its shard and the correct counts are summed."""
+    if sync is None:
+        return net.accuracy(x, t, batch_size=eval_batch_size)
+    rows = _shard(x.shape[0], sync.context.rank, sync.context.size)
+    n = rows.stop - rows.start
+    correct = round(net.accuracy(x[rows, ...], t[rows], batch_size=eval_batch_size) * n) if n else 0
+    return sync.sum_int(correct) / x.shape[0]
+
+
 def _evaluate(
     net: Any, data: DeviceData, result: TrainResult, step: int, eval_batch_size: int,
-    on_epoch: Callable[[dict[str, float]], None] | None,
+    on_epoch: Callable[[dict[str, float]], None] | None, sync: Any = None,
 ) -> None:
     since = result.history[-1]["iter"] if result.history else 0
     recent = result.losses[int(since) :] or result.losses[-1:]
     row = {
         "iter": step,
         "loss": float(np.mean(recent)) if recent else float("nan"),
-        "train_acc": net.accuracy(data.x_train, data.t_train, batch_size=eval_batch_size),
-        "test_acc": net.accuracy(data.x_test, data.t_test, batch_size=eval_batch_size),
+        "train_acc": _accuracy(net, data.x_train, data.t_train, eval_batch_size, sync),
+        "test_acc": _accuracy(net, data.x_test, data.t_test, eval_batch_size, sync),
     }
     result.history.append(row)
     if on_epoch is not None:

@@ -1,0 +1,90 @@
+"""Data-parallel training over MPI: 2 ranks give the single-process parameters; failures end every rank."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_train import learnable, write_split
+from xbackprop.train import main
+from xbackprop.trainer import _shard
+
+pytest.importorskip("mpi4py", reason="data-parallel tests need mpi4py: pip install 'xbackprop[distributed]'")
+MPIEXEC = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+if MPIEXEC is None:
+    pytest.skip("no mpiexec found (pip install 'xbackprop[distributed]' brings MPICH's)", allow_module_level=True)
+TIMEOUT = 120  # seconds: a hang fails the test instead of the CI run
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("synthetic")
+    rng = np.random.default_rng(3)
+    write_split(folder, "train", *learnable(500, rng))
+    write_split(folder, "test", *learnable(150, rng))
+    return folder
+
+
+def mpirun(ranks, *args, script=("-m", "xbackprop.train")):
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # 2 ranks on a 2-core machine: one thread each
+    start = time.perf_counter()
+    completed = subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, *script, *args], capture_output=True,
+                               text=True, timeout=TIMEOUT, env=env, stdin=subprocess.DEVNULL)
+    return completed, time.perf_counter() - start
+
+
+@pytest.mark.parametrize("batch", [100, 99])
+def test_two_ranks_match_one_process(synthetic_dir, tmp_path, capsys, batch):
+    common = ["--data-dir", str(synthetic_dir), "--iters", "25", "--batch-size", str(batch), "--dtype", "float64",
+              "--optimizer", "momentum", "--quiet"]
+    assert main([*common, "--save", str(tmp_path / "one.npz")]) == 0
+    single = capsys.readouterr().out.splitlines()[-1].split(" after")[0]
+    completed, _ = mpirun(2, *common, "--save", str(tmp_path / "two.npz"))
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    assert "data-parallel over 2 MPI ranks" in lines[0] and "NumPy buffers to MPI" in lines[0]
+    assert len(lines) == 2  # only rank 0 prints
+    assert lines[-1].split(" after")[0] == single  # sharded evaluation gives the same accuracies
+    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    for key in ("W1", "b1", "W2", "b2"):
+        scale = np.abs(one[key]).max()
+        assert np.abs(one[key] - two[key]).max() <= 1e-12 * scale, key
+
+
+def test_a_bad_data_path_on_one_rank_ends_all_ranks(synthetic_dir, tmp_path):
+    good = [sys.executable, "-m", "xbackprop.train", "--data-dir", str(synthetic_dir), "--iters", "5", "--quiet"]
+    bad = [sys.executable, "-m", "xbackprop.train", "--data-dir", str(tmp_path / "missing"), "--iters", "5", "--quiet"]
+    start = time.perf_counter()
+    completed = subprocess.run([MPIEXEC, "-n", "1", *good, ":", "-n", "1", *bad], capture_output=True, text=True,
+                               stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+    assert completed.returncode == 2
+    assert completed.stderr.count("error: ") == 1 and "error: rank 1: " in completed.stderr and "missing" in completed.stderr
+    assert time.perf_counter() - start < 30
+
+
+def test_a_rank_failing_mid_training_ends_all_ranks(synthetic_dir):
+    script = (str(Path(__file__).with_name("mpi_failing_rank.py")),)
+    completed, seconds = mpirun(2, "--data-dir", str(synthetic_dir), "--iters", "50", "--quiet", script=script)
+    assert completed.returncode != 0
+    assert "error on rank 1: RuntimeError: rank 1 fails on purpose" in completed.stderr
+    assert seconds < 30
+
+
+def test_batch_smaller_than_ranks_is_a_user_error(synthetic_dir):
+    completed, _ = mpirun(2, "--data-dir", str(synthetic_dir), "--batch-size", "1", "--quiet")
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == "python -m xbackprop.train: error: --batch-size 1 is smaller than the 2 MPI ranks"
+
+
+@pytest.mark.parametrize(("n", "size"), [(100, 2), (99, 2), (10, 3), (2, 2)])
+def test_shards_cover_the_batch_once(n, size):
+    rows = [range(n)[_shard(n, rank, size)] for rank in range(size)]
+    assert [i for r in rows for i in r] == list(range(n))
+    assert max(map(len, rows)) - min(map(len, rows)) <= 1

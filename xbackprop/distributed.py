@@ -1,0 +1,142 @@
+"""Synchronous data-parallel SGD over MPI (``mpi4py``): one ``Allreduce`` per step.
+
+Every rank builds the same net from the same seed and draws the same global
+minibatch indices; each takes its shard of the global batch, computes ordinary
+backprop gradients on it, and the ranks sum ``(shard rows / global rows) *
+gradient`` -- packed with the shard's loss into one contiguous buffer -- so every
+rank applies the same update as a single process would. Evaluation is sharded
+and the correct counts are summed.
+
+Buffers: NumPy arrays go to MPI directly; CuPy arrays go directly when the MPI
+library reports CUDA support, otherwise through host memory; other namespaces
+are staged through host NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from typing import Any
+
+from array_api_compat import device
+
+from ._compat import namespace_of
+from .backend import from_host, is_cuda_namespace, is_host_namespace, to_numpy
+
+__all__ = ["MPIContext", "launched_by_mpi", "mpi_context", "DistributedSync"]
+
+#: Set to 1 to assert that the MPI library is CUDA-aware (CuPy buffers then go to MPI directly).
+CUDA_AWARE_ENV = "XBACKPROP_CUDA_AWARE_MPI"
+_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
+
+
+def launched_by_mpi() -> bool:
+    """True when an MPI launcher (``mpiexec``) started this process among several ranks."""
+    for name in _SIZE_VARIABLES:
+        try:
+            if int(os.environ.get(name, "1")) > 1:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+class MPIContext:
+    """The world communicator, with the few collectives the trainer needs."""
+
+    def __init__(self) -> None:
+        try:
+            from mpi4py import MPI
+        except ImportError as exc:
+            raise RuntimeError(f"--distributed needs mpi4py and an MPI library: pip install 'xbackprop[distributed]' ({exc})") from None
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def cuda_aware(self) -> bool:
+        """Whether the MPI library says it takes device pointers (or ``XBACKPROP_CUDA_AWARE_MPI=1`` says so)."""
+        if os.environ.get(CUDA_AWARE_ENV, "").strip() in {"1", "true", "yes"}:
+            return True
+        query = getattr(self.MPI, "Query_cuda_support", None)
+        try:
+            return bool(query()) if query is not None else False
+        except Exception:  # noqa: BLE001 - a library without the query is not CUDA-aware for us
+            return False
+
+    def agree(self, error: BaseException | None) -> BaseException | None:
+        """Collective: the first rank's error (as ``RuntimeError("rank k: ...")``), or ``None`` when all are fine.
+
+        Every rank must call this at the same point; it turns a failure on one rank
+        into the same clean exit on all of them instead of a hang in the next collective.
+        """
+        messages = self.comm.allgather(None if error is None else str(error))
+        for rank, message in enumerate(messages):
+            if message is not None:
+                return error if rank == self.rank else RuntimeError(f"rank {rank}: {message}")
+        return None
+
+    def abort(self, message: str, code: int = 2) -> None:
+        """Print ``message`` and end every rank (``MPI_Abort``): for failures that strike mid-collective."""
+        print(message, file=sys.stderr, flush=True)
+        self.comm.Abort(code)
+
+    def describe(self) -> str:
+        version = " ".join(self.MPI.Get_library_version().split()[:3])
+        return f"{self.size} MPI ranks ({version})"
+
+
+def mpi_context() -> MPIContext:
+    return MPIContext()
+
+
+class DistributedSync:
+    """Packs gradients and loss into one buffer, sums it across ranks and unpacks the global mean.
+
+    ``shard_rows`` and ``global_rows`` give this rank's weight ``shard_rows / global_rows``.
+    """
+
+    def __init__(self, context: MPIContext, params: dict[str, Any]) -> None:
+        self.context = context
+        self.keys = list(params)
+        self.shapes = [tuple(params[key].shape) for key in self.keys]
+        self.sizes = [math.prod(shape) for shape in self.shapes]
+        first = params[self.keys[0]]
+        self.xp = namespace_of(first)
+        self.dtype = first.dtype
+        self.device_buffers = is_cuda_namespace(self.xp) and context.cuda_aware()
+        self.host_direct = is_host_namespace(self.xp)
+
+    @property
+    def staging(self) -> str:
+        if self.host_direct:
+            return "NumPy buffers to MPI"
+        return "CUDA-aware MPI" if self.device_buffers else "staged through host memory"
+
+    def allreduce(self, grads: dict[str, Any], loss: Any, weight: float) -> tuple[dict[str, Any], Any]:
+        """Global ``sum_r weight_r * grads_r`` and ``sum_r weight_r * loss_r``, on every rank."""
+        xp = self.xp
+        pieces = [xp.reshape(grads[key], (-1,)) for key in self.keys]
+        pieces.append(xp.reshape(xp.asarray(loss, dtype=self.dtype), (1,)))
+        packed = xp.concat(pieces) * weight
+        if self.host_direct or self.device_buffers:
+            reduced = xp.empty_like(packed)
+            self.context.comm.Allreduce(packed, reduced, op=self.context.MPI.SUM)
+        else:
+            host = to_numpy(packed)
+            summed = host.copy()  # a fresh buffer: the arrays made from it outlive this step
+            self.context.comm.Allreduce(host, summed, op=self.context.MPI.SUM)
+            reduced = from_host(summed, xp, device=device(packed))
+        out, start = {}, 0
+        for key, shape, size in zip(self.keys, self.shapes, self.sizes):
+            out[key] = xp.reshape(reduced[start : start + size], shape)
+            start += size
+        return out, reduced[start]
+
+    def sum_int(self, value: int) -> int:
+        return int(self.context.comm.allreduce(int(value), op=self.context.MPI.SUM))
