@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from test_train import learnable, write_split
+from xbackprop.backend import BackendUnavailableError, get_namespace
 from xbackprop.train import main
 from xbackprop.trainer import _shard
 
@@ -40,16 +41,21 @@ def mpirun(ranks, *args, script=("-m", "xbackprop.train")):
     return completed, time.perf_counter() - start
 
 
-@pytest.mark.parametrize("batch", [100, 99])
-def test_two_ranks_match_one_process(synthetic_dir, tmp_path, capsys, batch):
+@pytest.mark.parametrize(("backend", "batch"), [("numpy", 100), ("numpy", 99), ("cupy", 100)])
+def test_two_ranks_match_one_process(synthetic_dir, tmp_path, capsys, backend, batch):
+    try:
+        get_namespace(backend, strict=True)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"{backend}: {exc}")
     common = ["--data-dir", str(synthetic_dir), "--iters", "25", "--batch-size", str(batch), "--dtype", "float64",
-              "--optimizer", "momentum", "--quiet"]
+              "--optimizer", "momentum", "--quiet", "--backend", backend]
     assert main([*common, "--save", str(tmp_path / "one.npz")]) == 0
     single = capsys.readouterr().out.splitlines()[-1].split(" after")[0]
     completed, _ = mpirun(2, *common, "--save", str(tmp_path / "two.npz"))
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.splitlines()
-    assert "data-parallel over 2 MPI ranks" in lines[0] and "NumPy buffers to MPI" in lines[0]
+    staging = "NumPy buffers to MPI" if backend == "numpy" else ("CUDA-aware MPI", "staged through host memory")
+    assert "data-parallel over 2 MPI ranks" in lines[0] and lines[0].endswith(staging)
     assert len(lines) == 2  # only rank 0 prints
     assert lines[-1].split(" after")[0] == single  # sharded evaluation gives the same accuracies
     one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
