@@ -41,7 +41,9 @@ def mpirun(ranks, *args, script=("-m", "xbackprop.train")):
     return completed, time.perf_counter() - start
 
 
-@pytest.mark.parametrize(("backend", "batch"), [("numpy", 100), ("numpy", 99), ("cupy", 100)])
+@pytest.mark.parametrize(
+    ("backend", "batch"), [("numpy", 100), ("numpy", 99), ("torch", 100), ("jax", 100), ("cupy", 100)]
+)
 def test_two_ranks_match_one_process(synthetic_dir, tmp_path, capsys, backend, batch):
     try:
         get_namespace(backend, strict=True)
