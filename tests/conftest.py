@@ -7,7 +7,9 @@ is skipped with the reason, never silently passed.
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +59,40 @@ def asarray(xp, host, dtype=None):
     if dtype is None and host.dtype.kind == "f":
         dtype = xp.float64
     return xp.asarray(host, dtype=dtype)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An uncompressed IDX file of uint8 ``array``."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_split(folder, split, images, labels, *, compress=True):
+    """Write one split's two IDX files (gzip-compressed by default) into ``folder``."""
+    stems = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}[split]
+    for stem, array in zip(stems, (images, labels)):
+        data = idx_bytes(array)
+        if compress:
+            (folder / f"{stem}.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / stem).write_bytes(data)
+
+
+def learnable(n, rng):
+    """28x28 images whose class k lights up row band k: easy, but only if training works."""
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for k in range(10):
+        images[labels == k, 2 * k + 4 : 2 * k + 6, :] = 255
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    """A folder with a learnable MNIST-format dataset: 600 training and 200 test images."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    rng = np.random.default_rng(0)
+    write_split(folder, "train", *learnable(600, rng))
+    write_split(folder, "test", *learnable(200, rng))
+    return folder

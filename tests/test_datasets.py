@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import gzip
-import struct
 
 import numpy as np
 import pytest
 
+from conftest import idx_bytes, write_split
 from xbackprop.datasets import DataError, find_dataset_dir, load_split, read_idx
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_split(folder, split, images, labels, *, compress=True):
-    stems = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}[split]
-    for stem, array in zip(stems, (images, labels)):
-        data = idx_bytes(array)
-        if compress:
-            (folder / f"{stem}.gz").write_bytes(gzip.compress(data))
-        else:
-            (folder / stem).write_bytes(data)
 
 
 @pytest.mark.parametrize("compress", [True, False])

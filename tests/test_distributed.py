@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_train import learnable, write_split
 from xbackprop.backend import BackendUnavailableError, get_namespace
 from xbackprop.train import main
 from xbackprop.trainer import _shard
@@ -22,15 +21,6 @@ MPIEXEC = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathse
 if MPIEXEC is None:
     pytest.skip("no mpiexec found (pip install 'xbackprop[distributed]' brings MPICH's)", allow_module_level=True)
 TIMEOUT = 120  # seconds: a hang fails the test instead of the CI run
-
-
-@pytest.fixture(scope="module")
-def synthetic_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synthetic")
-    rng = np.random.default_rng(3)
-    write_split(folder, "train", *learnable(500, rng))
-    write_split(folder, "test", *learnable(150, rng))
-    return folder
 
 
 def mpirun(ranks, *args, script=("-m", "xbackprop.train")):

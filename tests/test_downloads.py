@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from test_datasets import idx_bytes
+from conftest import idx_bytes
 from xbackprop.datasets import DataUnavailableError, download_idx, load_dataset
 
 pytest.importorskip("pooch", reason="downloads use pooch")

@@ -12,31 +12,13 @@ import numpy as np
 import pytest
 from array_api_compat import array_namespace
 
-from test_datasets import write_split
+from conftest import write_split
 from xbackprop import MultiLayerNet, get_namespace, to_numpy
 from xbackprop.backend import backend_name
 from xbackprop.datasets import Dataset, find_dataset_dir, load_split
 from xbackprop.optimizers import SGD
 from xbackprop.train import main
 from xbackprop.trainer import to_device, train
-
-
-def learnable(n, rng):
-    """28x28 images whose class k lights up row band k: easy, but only if training works."""
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    for k in range(10):
-        images[labels == k, 2 * k + 4 : 2 * k + 6, :] = 255
-    return images, labels
-
-
-@pytest.fixture(scope="module")
-def synthetic_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("synthetic")
-    rng = np.random.default_rng(0)
-    write_split(folder, "train", *learnable(600, rng))
-    write_split(folder, "test", *learnable(200, rng))
-    return folder
 
 
 def run_cli(*args, env=None):

@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
-from .backend import BACKENDS, BackendUnavailableError, backend_name, from_host, get_namespace
+from .backend import BACKENDS, BackendUnavailableError, backend_name, from_host, get_namespace, host_rng
 from .datasets import find_dataset_dir, load_split
 from .gradient import gradient_check
 from .nets import TwoLayerNet
@@ -35,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
             images, labels = images[: args.batch], labels[: args.batch]
             source = f"the first {args.batch} MNIST test images from {folder}"
         else:
-            rng = np.random.default_rng(args.seed)
-            images = rng.integers(0, 256, size=(args.batch, 28, 28), dtype=np.uint8)
-            labels = rng.integers(0, 10, size=args.batch, dtype=np.uint8)
+            rng = host_rng(args.seed)
+            images = rng.integers(0, 256, size=(args.batch, 28, 28), dtype="uint8")
+            labels = rng.integers(0, 10, size=args.batch, dtype="uint8")
             source = f"{args.batch} synthetic 28x28 images (MNIST not found: set XBACKPROP_DATA or --data-dir)"
     except (ValueError, BackendUnavailableError) as exc:  # DataError is a ValueError
         print(f"error: {exc}", file=sys.stderr)

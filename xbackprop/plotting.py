@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
-
-import numpy as np
 
 from .trainer import TrainResult
 
@@ -28,9 +27,8 @@ def plot_results(path: str | os.PathLike[str], runs: Sequence[tuple[str, TrainRe
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, result in runs:
-        losses = np.asarray(result.losses, dtype=float)
-        steps = np.arange(1, len(losses) + 1)
-        (line,) = ax_loss.plot(steps, np.where(np.isfinite(losses), losses, np.nan), lw=0.6, alpha=0.8, label=label)
+        losses = [loss if math.isfinite(loss) else math.nan for loss in result.losses]
+        (line,) = ax_loss.plot(range(1, len(losses) + 1), losses, lw=0.6, alpha=0.8, label=label)
         iters = [row["iter"] for row in result.history]
         ax_acc.plot(iters, [row["train_acc"] for row in result.history], "-", color=line.get_color(),
                     label=f"{label} train")
