@@ -22,7 +22,7 @@ from typing import Any
 from array_api_compat import device
 
 from ._compat import namespace_of
-from .backend import from_host, is_cuda_namespace, is_host_namespace, to_numpy
+from .backend import from_host, is_cuda_namespace, is_host_namespace, synchronize, to_numpy
 
 __all__ = ["MPIContext", "launched_by_mpi", "mpi_context", "DistributedSync"]
 
@@ -98,7 +98,8 @@ def mpi_context() -> MPIContext:
 class DistributedSync:
     """Packs gradients and loss into one buffer, sums it across ranks and unpacks the global mean.
 
-    ``shard_rows`` and ``global_rows`` give this rank's weight ``shard_rows / global_rows``.
+    Each rank passes ``allreduce`` its weight, ``shard rows / global batch rows``, so
+    the sum is the gradient of the mean loss over the global batch.
     """
 
     def __init__(self, context: MPIContext, params: dict[str, Any]) -> None:
@@ -126,6 +127,8 @@ class DistributedSync:
         packed = xp.concat(pieces) * weight
         if self.host_direct or self.device_buffers:
             reduced = xp.empty_like(packed)
+            if self.device_buffers:
+                synchronize(xp)  # MPI reads device memory outside the stream that fills it
             self.context.comm.Allreduce(packed, reduced, op=self.context.MPI.SUM)
         else:
             host = to_numpy(packed)

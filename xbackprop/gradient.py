@@ -42,11 +42,11 @@ def numerical_gradient(f: Callable[[Any], Any], x: Any, h: float = 1e-4) -> Any:
     differences = []
     for index in itertools.product(*(range(n) for n in x.shape)):
         original = x[index]
-        work = xpx.at(work, index).set(original + h, copy=None)
+        work = xpx.at(work, index).set(original + h, copy=None, xp=xp)
         f_plus = f(work)
-        work = xpx.at(work, index).set(original - h, copy=None)
+        work = xpx.at(work, index).set(original - h, copy=None, xp=xp)
         f_minus = f(work)
-        work = xpx.at(work, index).set(original, copy=None)
+        work = xpx.at(work, index).set(original, copy=None, xp=xp)
         differences.append(f_plus - f_minus)
     if differences and not hasattr(differences[0], "shape"):  # f returned Python numbers
         stacked = xp.asarray(differences, dtype=x.dtype, device=device(x))
