@@ -6,8 +6,8 @@ import gzip
 
 import numpy as np
 import pytest
-
 from conftest import idx_bytes, write_split
+
 from xbackprop.datasets import DataError, find_dataset_dir, load_split, read_idx
 
 

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-
 from conftest import idx_bytes
+
 from xbackprop.datasets import DataUnavailableError, download_idx, load_dataset
 
 pytest.importorskip("pooch", reason="downloads use pooch")
@@ -35,7 +35,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep the test output clean
         pass
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         mode, _, name = self.path.strip("/").partition("/")
         stem = name.removesuffix(".gz")
         if mode == "missing" or stem not in RAW:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import asarray, assert_close
+
 from xbackprop import MultiLayerNet, TwoLayerNet, directional_check, gradient_check, numerical_gradient
 from xbackprop.backend import to_numpy
 from xbackprop.datasets import find_dataset_dir, load_split

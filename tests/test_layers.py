@@ -6,9 +6,9 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import asarray, assert_close
-from xbackprop import Affine, AddLayer, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, numerical_gradient
+
+from xbackprop import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, numerical_gradient
 from xbackprop.backend import to_numpy
 
 RNG = np.random.default_rng(1234)

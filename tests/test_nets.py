@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from array_api_compat import device, is_writeable_array
-
 from conftest import asarray, assert_close
+
 from xbackprop import MultiLayerNet, TwoLayerNet
 from xbackprop.backend import to_numpy
 

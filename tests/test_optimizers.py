@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import asarray, assert_close
+
 from xbackprop.backend import to_numpy
 from xbackprop.optimizers import SGD, AdaGrad, Adam, Momentum
 

@@ -5,7 +5,7 @@ JAX and array-api-strict."""
 from .backend import BACKENDS, BackendUnavailableError, get_namespace, to_numpy
 from .functions import log_softmax, sigmoid, softmax
 from .gradient import directional_check, gradient_check, numerical_gradient
-from .layers import Affine, AddLayer, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from .layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from .nets import MultiLayerNet, TwoLayerNet
 
 __version__ = "0.1.0"

@@ -298,7 +298,7 @@ def download_idx(
                     downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout)
                     fetched = Path(pooch.retrieve(url, None, fname=target.name, path=staging, downloader=downloader))
                     _verify(fetched, expected)
-                except Exception as exc:  # noqa: BLE001 - every failure moves on to the next mirror
+                except Exception as exc:
                     failures.append(f"{urlsplit(url).netloc}: {_reason(exc)}")
                     continue
                 os.replace(fetched, target)

@@ -24,7 +24,7 @@ from array_api_compat import device
 from ._compat import namespace_of
 from .backend import from_host, is_cuda_namespace, is_host_namespace, synchronize, to_numpy
 
-__all__ = ["MPIContext", "launched_by_mpi", "mpi_context", "DistributedSync"]
+__all__ = ["MPIContext", "launched_by_mpi", "mpi_context", "staging_of", "DistributedSync"]
 
 #: Set to 1 to assert that the MPI library is CUDA-aware (CuPy buffers then go to MPI directly).
 CUDA_AWARE_ENV = "XBACKPROP_CUDA_AWARE_MPI"
@@ -66,7 +66,7 @@ class MPIContext:
         query = getattr(self.MPI, "Query_cuda_support", None)
         try:
             return bool(query()) if query is not None else False
-        except Exception:  # noqa: BLE001 - a library without the query is not CUDA-aware for us
+        except Exception:
             return False
 
     def agree(self, error: BaseException | None) -> BaseException | None:
@@ -95,6 +95,15 @@ def mpi_context() -> MPIContext:
     return MPIContext()
 
 
+def staging_of(context: MPIContext, xp: Any) -> str:
+    """How arrays of ``xp`` reach MPI: directly (NumPy, CUDA-aware CuPy) or through host memory."""
+    if is_host_namespace(xp):
+        return "NumPy buffers to MPI"
+    if is_cuda_namespace(xp) and context.cuda_aware():
+        return "CUDA-aware MPI"
+    return "staged through host memory"
+
+
 class DistributedSync:
     """Packs gradients and loss into one buffer, sums it across ranks and unpacks the global mean.
 
@@ -110,14 +119,9 @@ class DistributedSync:
         first = params[self.keys[0]]
         self.xp = namespace_of(first)
         self.dtype = first.dtype
-        self.device_buffers = is_cuda_namespace(self.xp) and context.cuda_aware()
-        self.host_direct = is_host_namespace(self.xp)
-
-    @property
-    def staging(self) -> str:
-        if self.host_direct:
-            return "NumPy buffers to MPI"
-        return "CUDA-aware MPI" if self.device_buffers else "staged through host memory"
+        self.staging = staging_of(context, self.xp)
+        self.host_direct = self.staging == "NumPy buffers to MPI"
+        self.device_buffers = self.staging == "CUDA-aware MPI"
 
     def allreduce(self, grads: dict[str, Any], loss: Any, weight: float) -> tuple[dict[str, Any], Any]:
         """Global ``sum_r weight_r * grads_r`` and ``sum_r weight_r * loss_r``, on every rank."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from ._compat import namespace_of
-
 from .functions import log_softmax, one_hot, sigmoid
 
 __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]

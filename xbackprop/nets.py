@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._compat import namespace_of
-
 from .backend import get_namespace, host_rng, resolve_device, resolve_dtype
 from .gradient import numerical_gradient
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
@@ -102,7 +101,7 @@ class MultiLayerNet:
         self.last_loss = None
 
     @property
-    def lastLayer(self) -> SoftmaxWithLoss:  # noqa: N802 - the book's name
+    def lastLayer(self) -> SoftmaxWithLoss:  # the book's spelling, for its readers
         return self.last_layer
 
     def _init_params(self, weight_init_std: float | str, seed: int | None) -> dict[str, Any]:

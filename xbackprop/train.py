@@ -25,7 +25,8 @@ from .backend import (
     resolve_device,
     resolve_dtype,
 )
-from .datasets import DATASETS, DataError, DataUnavailableError, Dataset, default_cache_dir, load_dataset
+from .datasets import DATASETS, DataError, Dataset, DataUnavailableError, default_cache_dir, load_dataset
+from .distributed import DistributedSync, launched_by_mpi, mpi_context, staging_of
 from .io import load_params, save_params
 from .nets import MultiLayerNet
 from .optimizers import OPTIMIZERS
@@ -127,7 +128,7 @@ def _load_data(args: argparse.Namespace, say: Any = print) -> Dataset:
         )
         if args.dataset is None and args.data_dir is None:
             try:
-                import sklearn  # noqa: F401
+                import sklearn
             except ImportError:
                 raise UsageError(f"{exc}; {remedies} (needs scikit-learn)") from None
             say(f"{PROG}: {exc}; falling back to the digits dataset (--dataset to choose)", file=sys.stderr)
@@ -161,8 +162,6 @@ def _run_record(result: TrainResult, lr: float) -> dict[str, Any]:
 
 def _mpi_context(args: argparse.Namespace) -> Any:
     """The MPI context when ``--distributed`` or launched by ``mpiexec`` on several ranks, else None."""
-    from .distributed import launched_by_mpi, mpi_context
-
     if not (args.distributed or launched_by_mpi()):
         return None
     try:
@@ -175,7 +174,7 @@ def _setup(args: argparse.Namespace, say: Any) -> tuple[Any, Any, Any, Dataset, 
     """Backend, device, dtype, dataset and its device copy, or UsageError/DataError/BackendUnavailableError."""
     if args.plot:
         try:
-            import matplotlib  # noqa: F401
+            import matplotlib
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install 'xbackprop[plot]'") from None
     if args.lr_sweep and (args.save or args.load or args.lr):
@@ -212,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     if context is not None:  # every rank stops together, with the failing rank's message
         error = context.agree(error)
     if error is not None:
-        raise UsageError(str(error)) if not isinstance(error, UsageError) else error
+        raise error if isinstance(error, UsageError) else UsageError(str(error))
 
     n_train = data.x_train.shape[0]
     iters = args.iters if args.iters is not None else (
@@ -223,12 +222,7 @@ def run(args: argparse.Namespace) -> int:
     rates = args.lr_sweep or [args.lr or default_lr]
 
     device_text = describe_device(xp, device)
-    parallel = ""
-    if context is not None:
-        from .distributed import DistributedSync
-
-        staging = DistributedSync(context, {"probe": xp.zeros((1,), dtype=dtype, device=device)}).staging
-        parallel = f", data-parallel over {context.describe()}, {staging}"
+    parallel = "" if context is None else f", data-parallel over {context.describe()}, {staging_of(context, xp)}"
     say(
         f"xbackprop {__version__}: backend {backend_name(xp)}, device {device_text}, {args.dtype}, "
         f"dataset {dataset.name} ({n_train} train / {data.x_test.shape[0]} test, {dataset.num_features} features, "
@@ -250,11 +244,7 @@ def run(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
         optimizer = OPTIMIZERS[args.optimizer](lr=lr)
-        sync = None
-        if context is not None:
-            from .distributed import DistributedSync
-
-            sync = DistributedSync(context, net.params)
+        sync = None if context is None else DistributedSync(context, net.params)
         try:
             result = _train_one(net, optimizer, data, iters, args, label=f"lr {lr:g}" if args.lr_sweep else None,
                                 sync=sync, show=is_root)
