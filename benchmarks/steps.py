@@ -14,6 +14,7 @@ import numpy as np
 from xbackprop import TwoLayerNet, get_namespace
 from xbackprop.backend import backend_name, from_host, synchronize
 from xbackprop.optimizers import SGD
+from xbackprop.trainer import make_gradient_step
 
 from .handwritten import HandwrittenTwoLayerNet
 
@@ -28,19 +29,20 @@ def training_data(n: int = 60_000, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 
 
 def make_xbackprop(backend: str, x_host: np.ndarray, t_host: np.ndarray, batch: int = 100) -> Callable[[], None]:
-    """xbackprop's TwoLayerNet and SGD, as ``python -m xbackprop.train`` runs them."""
+    """xbackprop's TwoLayerNet and SGD, through the trainer's own gradient step."""
     xp = get_namespace(backend, strict=True)
     x_all, t_all = from_host(x_host, xp), from_host(t_host, xp)
     net = TwoLayerNet(*SIZES, xp=xp, seed=0)
     net.last_layer.check_labels = False  # the trainer checks labels once, not per step
+    gradient_step = make_gradient_step(net, xp)
     optimizer = SGD(lr=LR)
     rng = np.random.default_rng(1)
     n = x_host.shape[0]
 
     def step() -> None:
         index = from_host(rng.integers(0, n, batch), xp)
-        x, t = xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0)
-        optimizer.update(net.params, net.gradient(x, t))
+        grads, _ = gradient_step(net.params, x_all, t_all, index)
+        optimizer.update(net.params, grads)
         synchronize(xp)
 
     step.backend = backend_name(xp)

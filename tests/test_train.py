@@ -209,3 +209,21 @@ def test_xp_cupy_without_gpu_warns_once_and_trains(synthetic_dir):
     assert completed.returncode == 0, completed.stderr
     assert completed.stderr.count("warning: ") == 1 and "CuPy" in completed.stderr
     assert "backend numpy, device cpu" in completed.stdout
+
+
+def test_the_trainers_gradient_step_equals_backprop(xp):
+    """The gathered (and, on JAX, compiled) step gives the net's own backprop gradients."""
+    from xbackprop.trainer import make_gradient_step
+
+    rng = np.random.default_rng(4)
+    x_all = xp.asarray(rng.random((50, 12)), dtype=xp.float64)
+    t_all = xp.asarray(rng.integers(0, 3, 50).astype(np.uint8))
+    index = xp.asarray(rng.integers(0, 50, 8))
+    net = MultiLayerNet(12, [6], 3, weight_init_std=0.5, xp=xp, dtype="float64", seed=0)
+    net.last_layer.check_labels = False
+    grads, loss = make_gradient_step(net, xp)(net.params, x_all, t_all, index)
+    x, t = xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0)
+    expected = net.gradient(x, t)
+    assert float(loss) == pytest.approx(float(net.loss(x, t)), rel=1e-12)
+    for key, value in expected.items():
+        np.testing.assert_allclose(to_numpy(grads[key]), to_numpy(value), rtol=1e-12, atol=1e-15)

@@ -33,6 +33,7 @@ __all__ = [
     "synchronize",
     "is_host_namespace",
     "is_cuda_namespace",
+    "compile_function",
 ]
 
 #: Backend names accepted by :func:`get_namespace` and the ``XP`` variable.
@@ -248,3 +249,17 @@ def is_host_namespace(xp: ModuleType) -> bool:
 def is_cuda_namespace(xp: ModuleType) -> bool:
     """Whether arrays of ``xp`` are CuPy device arrays (``__cuda_array_interface__`` buffers)."""
     return array_api_compat.is_cupy_namespace(xp)
+
+
+def compile_function(fn: Any, xp: ModuleType) -> Any:
+    """``fn`` compiled for ``xp`` where the backend traces whole functions (``jax.jit``), else ``fn`` itself.
+
+    ``fn`` must be a pure function of its array (and dict-of-array) arguments with
+    no Python branches on array values. Eager JAX pays a dispatch for every
+    operation; compiled, a training step's few dozen operations run as one program.
+    """
+    if array_api_compat.is_jax_namespace(xp):
+        import jax
+
+        return jax.jit(fn)
+    return fn

@@ -9,6 +9,7 @@ User mistakes end with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -127,9 +128,7 @@ def _load_data(args: argparse.Namespace, say: Any = print) -> Dataset:
             f"download it into {default_cache_dir() / name}, or use --dataset digits"
         )
         if args.dataset is None and args.data_dir is None:
-            try:
-                import sklearn
-            except ImportError:
+            if importlib.util.find_spec("sklearn") is None:
                 raise UsageError(f"{exc}; {remedies} (needs scikit-learn)") from None
             say(f"{PROG}: {exc}; falling back to the digits dataset (--dataset to choose)", file=sys.stderr)
             return load_dataset("digits")
@@ -172,11 +171,8 @@ def _mpi_context(args: argparse.Namespace) -> Any:
 
 def _setup(args: argparse.Namespace, say: Any) -> tuple[Any, Any, Any, Dataset, Any]:
     """Backend, device, dtype, dataset and its device copy, or UsageError/DataError/BackendUnavailableError."""
-    if args.plot:
-        try:
-            import matplotlib
-        except ImportError:
-            raise UsageError("--plot needs matplotlib: pip install 'xbackprop[plot]'") from None
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plot needs matplotlib: pip install 'xbackprop[plot]'")
     if args.lr_sweep and (args.save or args.load or args.lr):
         raise UsageError("--lr-sweep trains fresh nets: it does not combine with --lr, --save or --load")
     with warnings.catch_warnings(record=True) as caught:

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from .backend import from_host, host_rng, to_numpy
+from .backend import compile_function, from_host, host_rng, to_numpy
 from .datasets import DataError, Dataset
 
-__all__ = ["DeviceData", "TrainResult", "to_device", "train"]
+__all__ = ["DeviceData", "TrainResult", "to_device", "train", "make_gradient_step", "epochs_to_iters"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,7 @@ def train(
         shard = _shard(batch_size, sync.context.rank, sync.context.size)
         shard_rows = shard.stop - shard.start
     result = TrainResult(iters=iters, batch_size=batch_size)
+    gradient_step = make_gradient_step(net, xp)
     pending: list[Any] = []  # 0-D loss arrays not yet read back
     start = time.perf_counter()
     for i in range(iters):
@@ -135,10 +136,7 @@ def train(
         batch_index = block[i % iter_per_epoch, :]
         if sync is not None:
             batch_index = batch_index[shard]
-        x_batch = xp.take(data.x_train, batch_index, axis=0)
-        t_batch = xp.take(data.t_train, batch_index, axis=0)
-        grads = net.gradient(x_batch, t_batch)
-        loss = net.last_loss
+        grads, loss = gradient_step(net.params, data.x_train, data.t_train, batch_index)
         if sync is not None:
             grads, loss = sync.allreduce(grads, loss, weight=shard_rows / batch_size)
         optimizer.update(net.params, grads)
@@ -154,6 +152,21 @@ def train(
         _evaluate(net, data, result, result.steps_done, eval_batch_size, on_epoch, sync)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def make_gradient_step(net: Any, xp: Any) -> Callable[[dict[str, Any], Any, Any, Any], tuple[dict[str, Any], Any]]:
+    """``(params, x_all, t_all, index) -> (grads, loss)``: gather a minibatch on the device and backpropagate it.
+
+    A pure function of its arguments, so backends that compile whole functions
+    (JAX) run it as one program (see :func:`xbackprop.backend.compile_function`).
+    The net's label check must be off (the trainer checks the dataset once).
+    """
+
+    def batch_gradient(params: dict[str, Any], x_all: Any, t_all: Any, index: Any) -> tuple[dict[str, Any], Any]:
+        grads = net.gradient(xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0), params)
+        return grads, net.last_loss
+
+    return compile_function(batch_gradient, xp)
 
 
 def _check_labels(data: DeviceData, num_outputs: int) -> None:
