@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._compat import namespace_of
+from ._compat import is_integral, namespace_of
 from .functions import log_softmax, one_hot, sigmoid
 
 __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]
@@ -101,10 +101,9 @@ class Affine:
         self.db = None
 
     def forward(self, x: Any) -> Any:
-        xp = namespace_of(x, self.W, self.b)
         self.original_x_shape = x.shape
         if x.ndim != 2:
-            x = xp.reshape(x, (x.shape[0], -1))
+            x = namespace_of(x).reshape(x, (x.shape[0], -1))
         if x.shape[1] != self.W.shape[0]:
             raise ValueError(
                 f"Affine: input of shape {tuple(self.original_x_shape)} does not fit "
@@ -120,7 +119,7 @@ class Affine:
         if not self.input_grad:
             return None
         dx = dout @ self.W.T
-        return xp.reshape(dx, self.original_x_shape)
+        return dx if len(self.original_x_shape) == 2 else xp.reshape(dx, self.original_x_shape)
 
 
 class SoftmaxWithLoss:
@@ -151,9 +150,9 @@ class SoftmaxWithLoss:
             raise ValueError(f"SoftmaxWithLoss: scores must be (N, C), got shape {tuple(x.shape)}")
         n, c = x.shape
         self.t = self._one_hot_labels(xp, t, n, c, x.dtype)
-        logp = log_softmax(x)
+        logp = log_softmax(x, xp=xp)
         self.y = xp.exp(logp)
-        self.loss = -xp.sum(self.t * logp) / n
+        self.loss = xp.sum(self.t * logp) / -n
         return self.loss
 
     def backward(self, dout: Any = 1) -> Any:
@@ -167,7 +166,7 @@ class SoftmaxWithLoss:
                     f"SoftmaxWithLoss: one-hot labels of shape {tuple(t.shape)} do not match scores ({n}, {c})"
                 )
             return t if t.dtype == dtype else xp.astype(t, dtype)
-        if t.ndim != 1 or not xp.isdtype(t.dtype, "integral"):
+        if t.ndim != 1 or not is_integral(xp, t.dtype):
             raise ValueError(
                 "SoftmaxWithLoss: labels must be one-hot (N, C) or integer class indices (N,), "
                 f"got shape {tuple(t.shape)} and dtype {t.dtype}"
@@ -178,4 +177,4 @@ class SoftmaxWithLoss:
             low, high = int(xp.min(t)), int(xp.max(t))
             if low < 0 or high >= c:
                 raise ValueError(f"SoftmaxWithLoss: labels must lie in [0, {c}), got values from {low} to {high}")
-        return one_hot(t, c, dtype=dtype)
+        return one_hot(t, c, dtype=dtype, xp=xp)

@@ -99,6 +99,8 @@ class MultiLayerNet:
                 self.layers[f"{activation.capitalize()}{i}"] = _ACTIVATIONS[activation]()
         self.last_layer = SoftmaxWithLoss()
         self.last_loss = None
+        # (layer, weight key, bias key) of every Affine, looked up at each forward and backward
+        self._affine_slots = [(self.layers[f"Affine{i}"], f"W{i}", f"b{i}") for i in range(1, n_affine + 1)]
 
     @property
     def lastLayer(self) -> SoftmaxWithLoss:  # the book's spelling, for its readers
@@ -125,10 +127,9 @@ class MultiLayerNet:
     def _bind(self, params: Mapping[str, Any] | None) -> None:
         """Point every Affine at the current arrays in ``params`` (default ``self.params``)."""
         params = self.params if params is None else params
-        for i in range(1, len(self.sizes)):
-            layer = self.layers[f"Affine{i}"]
-            layer.W = params[f"W{i}"]
-            layer.b = params[f"b{i}"]
+        for layer, w_key, b_key in self._affine_slots:
+            layer.W = params[w_key]
+            layer.b = params[b_key]
 
     def predict(self, x: Any, params: Mapping[str, Any] | None = None) -> Any:
         """Scores ``(N, C)`` before softmax for inputs ``x`` ``(N, D)`` (or ``(N, ...)``)."""
@@ -191,12 +192,11 @@ class MultiLayerNet:
 
         params = self.params if params is None else params
         grads = {}
-        for i in range(1, len(self.sizes)):
-            affine = self.layers[f"Affine{i}"]
-            grads[f"W{i}"] = affine.dW
+        for affine, w_key, b_key in self._affine_slots:
+            grads[w_key] = affine.dW
             if self.weight_decay_lambda:
-                grads[f"W{i}"] = grads[f"W{i}"] + self.weight_decay_lambda * params[f"W{i}"]
-            grads[f"b{i}"] = affine.db
+                grads[w_key] = grads[w_key] + self.weight_decay_lambda * params[w_key]
+            grads[b_key] = affine.db
         return grads
 
 
