@@ -152,7 +152,7 @@ class SoftmaxWithLoss:
         self.t = self._one_hot_labels(xp, t, n, c, x.dtype)
         logp = log_softmax(x, xp=xp)
         self.y = xp.exp(logp)
-        self.loss = xp.sum(self.t * logp) / -n
+        self.loss = -xp.sum(self.t * logp) / n
         return self.loss
 
     def backward(self, dout: Any = 1) -> Any:
