@@ -47,6 +47,7 @@ def test_short_run_learns_real_data_on_every_backend(xp, fashion_subset):
     assert [row["iter"] for row in result.history] == [1, 51, 101, 151, 201, 251, 300]
     assert result.final_test_acc >= 0.70, result.history
     assert all(value.dtype == xp.float32 for value in net.params.values())
+    assert float(net.last_loss) == pytest.approx(result.losses[-1], rel=1e-6)  # usable after a compiled run
 
 
 def test_divergence_stops_with_the_iteration(synthetic_dir):

@@ -148,6 +148,8 @@ def train(
                 break
         if evaluate:
             _evaluate(net, data, result, i + 1, eval_batch_size, on_epoch, sync)
+    if iters:
+        net.last_loss = loss  # a concrete array, not a value traced inside a compiled step
     if not result.history or result.history[-1]["iter"] != result.steps_done:  # stopped early, or iters=0
         _evaluate(net, data, result, result.steps_done, eval_batch_size, on_epoch, sync)
     result.seconds = time.perf_counter() - start
