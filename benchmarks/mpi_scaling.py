@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xbackprop.distributed import launcher_rank
+
 
 def worker(batch: int, steps: int) -> dict:
     from mpi4py import MPI
@@ -79,7 +81,7 @@ def main() -> int:
     batches = args.batch or [100, 1000]
     if args.worker:
         rows = [worker(batch, args.steps) for batch in batches]
-        if int(os.environ.get("PMI_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "0"))) == 0:
+        if launcher_rank() == 0:
             print(json.dumps(rows))
         return 0
 

@@ -8,12 +8,16 @@ totals over 1,000 steps is the instruction count of one step, repeatable whateve
 Use ``hand`` instead of ``xb`` for the hand-written step.
 """
 
-import sys, numpy as np
+import sys
+
+import numpy as np
+
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[1]))
 from benchmarks.handwritten import HandwrittenTwoLayerNet
 from xbackprop import TwoLayerNet, get_namespace
 from xbackprop.optimizers import SGD
 from xbackprop.trainer import make_gradient_step
+
 which, n = sys.argv[1], int(sys.argv[2])
 xp = get_namespace('numpy')
 rng = np.random.default_rng(0)

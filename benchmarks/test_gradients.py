@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from xbackprop.benchcases import BATCHES, SIZES, make_case, max_relative_difference, parameter_count
-
-# The element-by-element loop costs 2P forward passes; above this P it is timed on
-# the fastest backends only, so that the suite stays within minutes.
-LARGE_P = 10_000
-LARGE_P_BACKENDS = ("numpy", "cupy")
+from xbackprop.benchcases import (
+    BATCHES,
+    LARGE_P_BACKENDS,
+    SIZES,
+    make_case,
+    max_relative_difference,
+    parameter_count,
+    times_numerical,
+)
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -22,7 +25,7 @@ LARGE_P_BACKENDS = ("numpy", "cupy")
 @pytest.mark.parametrize("method", ["backprop", "numerical"])
 def test_gradient(benchmark, backend, size, batch, method):
     p = parameter_count(SIZES[size])
-    if method == "numerical" and p > LARGE_P and backend not in LARGE_P_BACKENDS:
+    if method == "numerical" and not times_numerical(p, backend):
         pytest.skip(f"numerical gradient of P={p} on {backend} takes minutes; timed on {', '.join(LARGE_P_BACKENDS)}")
     case = make_case(size, batch, backend)
     benchmark.group = f"{size} {'-'.join(map(str, SIZES[size]))} P={p} batch {batch} {backend}"

@@ -23,11 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .backend import BACKENDS, BackendUnavailableError, backend_name, describe_device, get_namespace
-from .benchcases import BATCHES, SIZES, blas_info, make_case, max_relative_difference
-
-# Above this P the numerical gradient is timed on these backends only (the others take minutes).
-LARGE_P = 10_000
-LARGE_P_BACKENDS = ("numpy", "cupy")
+from .benchcases import BATCHES, SIZES, blas_info, make_case, max_relative_difference, times_numerical
 
 
 def median_seconds(fn: Callable[[], Any], *, min_time: float = 0.2, min_runs: int = 5, max_runs: int = 1000) -> float:
@@ -49,7 +45,7 @@ def measure(backend: str, size: str, batch: int, *, numerical_runs: int = 1) -> 
     row["backprop_s"] = median_seconds(case.backprop)
     row["forward_s"] = median_seconds(case.forward)
     row["predicted_ratio"] = 2 * case.parameters * row["forward_s"] / row["backprop_s"]
-    if case.parameters > LARGE_P and backend not in LARGE_P_BACKENDS:
+    if not times_numerical(case.parameters, backend):
         row["numerical_s"] = None
         row["measured_ratio"] = None
         return row

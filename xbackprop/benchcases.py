@@ -25,6 +25,16 @@ SIZES = {
 }
 BATCHES = (3, 100)
 
+# The element-by-element numerical gradient costs 2P forward passes; above this P it is
+# timed on the fastest backends only, so that a full run stays within minutes.
+LARGE_P = 10_000
+LARGE_P_BACKENDS = ("numpy", "cupy")
+
+
+def times_numerical(parameters: int, backend: str) -> bool:
+    """Whether the numerical gradient of a net with ``parameters`` is timed on ``backend``."""
+    return parameters <= LARGE_P or backend in LARGE_P_BACKENDS
+
 
 def parameter_count(sizes: tuple[int, int, int]) -> int:
     """P, the number of parameters of a two-layer net: the numerical gradient costs 2P losses."""

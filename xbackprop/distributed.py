@@ -24,11 +24,12 @@ from array_api_compat import device
 from ._compat import namespace_of
 from .backend import from_host, is_cuda_namespace, is_host_namespace, synchronize, to_numpy
 
-__all__ = ["MPIContext", "launched_by_mpi", "mpi_context", "staging_of", "DistributedSync"]
+__all__ = ["MPIContext", "launched_by_mpi", "launcher_rank", "mpi_context", "staging_of", "DistributedSync"]
 
 #: Set to 1 to assert that the MPI library is CUDA-aware (CuPy buffers then go to MPI directly).
 CUDA_AWARE_ENV = "XBACKPROP_CUDA_AWARE_MPI"
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE")
+_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 
 
 def launched_by_mpi() -> bool:
@@ -40,6 +41,14 @@ def launched_by_mpi() -> bool:
         except ValueError:
             continue
     return False
+
+
+def launcher_rank() -> int:
+    """This process's rank as the MPI launcher set it, without importing MPI (0 outside MPI)."""
+    for name in _RANK_VARIABLES:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
 
 
 class MPIContext:

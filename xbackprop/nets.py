@@ -145,8 +145,8 @@ class MultiLayerNet:
         if self.weight_decay_lambda:
             xp = namespace_of(y)
             params = self.params if params is None else params
-            for i in range(1, len(self.sizes)):
-                loss = loss + 0.5 * self.weight_decay_lambda * xp.sum(params[f"W{i}"] ** 2)
+            for _, w_key, _ in self._affine_slots:
+                loss = loss + 0.5 * self.weight_decay_lambda * xp.sum(params[w_key] ** 2)
         return loss
 
     def accuracy(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
 import warnings
 from typing import Any
@@ -27,7 +26,7 @@ from .backend import (
     resolve_dtype,
 )
 from .datasets import DATASETS, DataError, Dataset, DataUnavailableError, default_cache_dir, load_dataset
-from .distributed import DistributedSync, launched_by_mpi, mpi_context, staging_of
+from .distributed import DistributedSync, launched_by_mpi, launcher_rank, mpi_context, staging_of
 from .io import load_params, save_params
 from .nets import MultiLayerNet
 from .optimizers import OPTIMIZERS
@@ -319,17 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    if _launcher_rank() == 0:  # under mpiexec every rank fails alike: one line is enough
+    if launcher_rank() == 0:  # under mpiexec every rank fails alike: one line is enough
         print(f"{PROG}: error: {message}", file=sys.stderr)
     return 2
-
-
-def _launcher_rank() -> int:
-    """This process's rank as the MPI launcher set it (0 outside MPI)."""
-    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
 
 
 if __name__ == "__main__":
