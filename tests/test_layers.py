@@ -89,6 +89,16 @@ def test_relu_backward_leaves_dout_alone(xp):
     np.testing.assert_array_equal(to_numpy(dout), [[5.0, 6.0], [7.0, 8.0]])
 
 
+def test_relu_float32_and_infinities(xp):
+    x = xp.asarray([[-np.inf, -1.0, 0.0, 2.0, np.inf]], dtype=xp.float32)
+    relu = Relu()
+    out = relu.forward(x)
+    dx = relu.backward(xp.ones_like(x))
+    assert out.dtype == xp.float32 and dx.dtype == xp.float32
+    np.testing.assert_array_equal(to_numpy(out), [[0.0, 0.0, 0.0, 2.0, np.inf]])
+    np.testing.assert_array_equal(to_numpy(dx), [[0.0, 0.0, 0.0, 1.0, 1.0]])
+
+
 def test_sigmoid_forward_backward(xp):
     x_host = RNG.standard_normal((4, 5)) * 3
     out = check_backward(xp, Sigmoid(), x_host)

@@ -51,7 +51,11 @@ class AddLayer:
 
 
 class Relu:
-    """``max(x, 0)`` elementwise. Caches the boolean ``mask`` of ``x <= 0``."""
+    """``max(x, 0)`` elementwise. Caches the boolean ``mask`` of ``x <= 0``.
+
+    ``backward`` returns ``dout`` where ``x > 0`` and 0 where ``mask`` (a new array:
+    the book writes the zeros into ``dout``).
+    """
 
     def __init__(self) -> None:
         self.mask = None
@@ -59,11 +63,13 @@ class Relu:
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
         self.mask = x <= 0
-        return xp.where(self.mask, 0.0, x)
+        return xp.maximum(x, 0.0)
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
-        return xp.where(self.mask, 0.0, dout)  # a new array: the book writes into dout
+        # Multiplying by a 0/1 array is several times cheaper than where() on NumPy,
+        # whose scalar-broadcasting path is a plain element loop.
+        return dout * xp.astype(~self.mask, dout.dtype)
 
 
 class Sigmoid:
