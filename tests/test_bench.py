@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,7 @@ def test_report_on_the_tiny_case(tmp_path, capsys):
     assert row["P"] == 108 and row["backend"] == "numpy" and row["dtype"] == "float64"
     assert row["max_rel_diff"] < 1e-6  # the two gradients agree
     assert row["measured_ratio"] == row["numerical_s"] / row["backprop_s"]
+    assert row["numerical_runs"] >= 1 and row["floor_s"] > 0 and row["numerical_floor_ratio"] > 0
     assert markdown_table(record["rows"]) in out
 
 
@@ -26,3 +30,17 @@ def test_unknown_backend_is_refused(capsys):
         main(["--backend", "tensorflow"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_train_step_ratios_script(tmp_path):
+    """benchmarks/train_step_ratios.py runs (two rounds) and reports every implementation it could build."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step_ratios.py"
+    out = tmp_path / "ratios.json"
+    done = subprocess.run([sys.executable, str(script), "--rounds", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    names = {row["implementation"] for row in record["rows"]}
+    assert {"xbackprop-numpy", "handwritten-numpy", "matmul-floor"} <= names
+    assert record["blas"].endswith("1 threads") or "threadpoolctl" in record["blas"]
+    assert all(row["median_ms"] > 0 and row["ratio"] > 0 for row in record["rows"])

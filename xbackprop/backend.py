@@ -9,6 +9,7 @@ devices, and moves arrays back to host NumPy for printing, plotting and saving.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import warnings
@@ -132,6 +133,7 @@ def get_namespace(name: str | ModuleType | None = None, *, strict: bool | None =
         return _import_namespace("numpy")
 
 
+@functools.cache
 def backend_name(xp: ModuleType) -> str:
     """The :data:`BACKENDS` name of a namespace (``"numpy"``, ``"torch"``, ...)."""
     checks = (

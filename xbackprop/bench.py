@@ -3,8 +3,9 @@
 For each backend, net size and batch, times one backprop gradient, one forward
 pass and the book's element-by-element numerical gradient (2P forward passes),
 all in float64, and prints a markdown table with the measured ratio and the ratio
-predicted from the forward and backward times (``2P * forward / backprop``). Writes
-a log-log plot of time against P and a JSON file named for the device.
+predicted from the forward and backward times (``2P * forward / backprop``), and
+the numerical gradient against its own floor (2P forward passes, timed next to
+it). Writes a log-log plot of time against P and a JSON file named for the device.
 """
 
 from __future__ import annotations
@@ -38,25 +39,45 @@ def median_seconds(fn: Callable[[], Any], *, min_time: float = 0.2, min_runs: in
     return statistics.median(times)
 
 
-def measure(backend: str, size: str, batch: int, *, numerical_runs: int = 1) -> dict[str, Any]:
-    """One row of the table: the case's facts and its timings in seconds."""
+def loop_seconds(fn: Callable[[], Any], calls: int) -> float:
+    """Wall time of ``calls`` back-to-back calls of ``fn``."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return time.perf_counter() - start
+
+
+def measure(backend: str, size: str, batch: int, *, numerical_budget_s: float = 1.0, max_numerical_runs: int = 5,
+            floor_calls: int = 2_000) -> dict[str, Any]:
+    """One row of the table: the case's facts and its timings in seconds.
+
+    The numerical gradient runs at least once and again while its runs total less than
+    ``numerical_budget_s`` (at most ``max_numerical_runs``). Each run is followed by its
+    floor, 2P forward passes, timed as ``min(2P, floor_calls)`` back-to-back passes
+    scaled to 2P: measured next to each other, the two share whatever else the
+    machine is doing, and ``numerical_floor_ratio`` is the median of their ratios.
+    """
     case = make_case(size, batch, backend)
     row: dict[str, Any] = {"size": size, **case.info()}
     row["backprop_s"] = median_seconds(case.backprop)
     row["forward_s"] = median_seconds(case.forward)
     row["predicted_ratio"] = 2 * case.parameters * row["forward_s"] / row["backprop_s"]
     if not times_numerical(case.parameters, backend):
-        row["numerical_s"] = None
-        row["measured_ratio"] = None
+        row.update(numerical_s=None, measured_ratio=None, floor_s=None, numerical_floor_ratio=None)
         return row
-    times = []
-    for _ in range(numerical_runs):
+    calls = min(2 * case.parameters, floor_calls)
+    numerical_times, floor_times = [], []
+    while not numerical_times or (len(numerical_times) < max_numerical_runs
+                                  and sum(numerical_times) < numerical_budget_s):
         t0 = time.perf_counter()
         numerical = case.numerical()
-        times.append(time.perf_counter() - t0)
-    row["numerical_s"] = statistics.median(times)
+        numerical_times.append(time.perf_counter() - t0)
+        floor_times.append(2 * case.parameters * loop_seconds(case.forward, calls) / calls)
+    row["numerical_s"] = statistics.median(numerical_times)
     row["measured_ratio"] = row["numerical_s"] / row["backprop_s"]
-    row["numerical_floor_ratio"] = row["numerical_s"] / (2 * case.parameters * row["forward_s"])
+    row["floor_s"] = statistics.median(floor_times)
+    row["numerical_floor_ratio"] = statistics.median(n / f for n, f in zip(numerical_times, floor_times))
+    row["numerical_runs"] = len(numerical_times)
     row["max_rel_diff"] = max_relative_difference(case.backprop(), numerical)
     return row
 
@@ -67,14 +88,16 @@ def _ms(seconds: float | None) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| backend | size | P | batch | backprop ms | forward ms | numerical ms | measured ratio | predicted ratio |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| backend | size | P | batch | backprop ms | forward ms | numerical ms | measured ratio | predicted ratio "
+        "| numerical / its floor |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         measured = "—" if r["measured_ratio"] is None else f"{r['measured_ratio']:,.0f}×"
+        floor = "—" if r["numerical_floor_ratio"] is None else f"{r['numerical_floor_ratio']:.2f}"
         lines.append(
             f"| {r['backend']} | {r['sizes']} | {r['P']:,} | {r['batch']} | {_ms(r['backprop_s'])} | "
-            f"{_ms(r['forward_s'])} | {_ms(r['numerical_s'])} | {measured} | {r['predicted_ratio']:,.0f}× |"
+            f"{_ms(r['forward_s'])} | {_ms(r['numerical_s'])} | {measured} | {r['predicted_ratio']:,.0f}× | {floor} |"
         )
     return "\n".join(lines)
 

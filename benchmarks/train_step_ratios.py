@@ -1,0 +1,97 @@
+"""The train-step ratios measured side by side: every implementation in turn, round after round, one core each.
+
+    python benchmarks/train_step_ratios.py [--rounds 300] [--threads 1|default] [--json PATH]
+
+pytest-benchmark times one implementation after the other, so a neighbour's burst on a shared machine lands
+on whichever runs at that moment (here ratios moved by ±30% between runs). This script times 5 steps of
+every implementation back to back in each round, and reports each ratio as the median over rounds of that
+round's ratio, so noise common to a round cancels.
+
+With ``--threads 1`` (the default) every library runs on one thread: OpenBLAS, PyTorch's intra-op pool
+and XLA's CPU pool. Interleaving libraries that each keep idle worker threads spinning (OpenBLAS spins for
+a while after every call) on two cores otherwise measures their contention, not their steps.
+``--threads default`` leaves every library at its own default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+GOALS = {"handwritten-numpy": 1.0, "jax-jit": 0.8, "torch-eager-cpu": 0.6, "matmul-floor": 2.0}
+
+
+def _limit_threads() -> None:
+    """One thread per library; must run before numpy, torch or jax are imported."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--threads", choices=("1", "default"), default="1")
+    parser.add_argument("--json", type=Path, help="also write the medians and ratios here")
+    args = parser.parse_args(argv)
+    if args.threads == "1":
+        _limit_threads()
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import steps
+    from xbackprop.benchcases import blas_info
+
+    x, t = steps.training_data()
+    impls = {"xbackprop-numpy": steps.make_xbackprop("numpy", x, t),
+             "handwritten-numpy": steps.make_handwritten(x, t),
+             "matmul-floor": steps.make_matmul_floor(x)}
+    try:
+        import torch
+
+        if args.threads == "1":
+            torch.set_num_threads(1)
+        impls["torch-eager-cpu"] = steps.make_torch_eager(x, t)
+    except ImportError:
+        print("PyTorch not installed: no torch row")
+    try:
+        impls["jax-jit"] = steps.make_jax_jit(x, t)
+    except ImportError:
+        print("JAX not installed: no jax row")
+
+    for step in impls.values():
+        for _ in range(50):  # warm caches, allocators and JIT
+            step()
+    seconds: dict[str, list[float]] = {name: [] for name in impls}
+    for _ in range(args.rounds):
+        for name, step in impls.items():
+            t0 = time.perf_counter()
+            for _ in range(5):
+                step()
+            seconds[name].append((time.perf_counter() - t0) / 5)
+
+    ours = np.array(seconds["xbackprop-numpy"])
+    rows = []
+    print(f"784-50-10, batch 100, float32, {args.rounds} rounds of 5 steps; threads: {args.threads}; "
+          f"BLAS: {blas_info()}\n")
+    print("| implementation | median ms/step | xbackprop-numpy / it (median of per-round ratios) | goal |")
+    print("| --- | ---: | ---: | --- |")
+    for name, times in seconds.items():
+        ratio = float(np.median(ours / np.array(times)))
+        goal = GOALS.get(name)
+        verdict = "" if goal is None else f"≤ {goal}: {'met' if ratio <= goal else f'missed by {ratio / goal - 1:.0%}'}"
+        rows.append({"implementation": name, "median_ms": float(np.median(times)) * 1e3, "ratio": ratio, "goal": goal})
+        print(f"| {name} | {rows[-1]['median_ms']:.3f} | {ratio:.2f} | {verdict} |")
+    if args.json:
+        args.json.write_text(json.dumps({"threads": args.threads, "blas": blas_info(), "rounds": args.rounds,
+                                         "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
