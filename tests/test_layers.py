@@ -10,6 +10,7 @@ from conftest import asarray, assert_close
 
 from xbackprop import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, numerical_gradient
 from xbackprop.backend import to_numpy
+from xbackprop.functions import one_hot
 
 RNG = np.random.default_rng(1234)
 
@@ -103,6 +104,13 @@ def test_sigmoid_forward_backward(xp):
     x_host = RNG.standard_normal((4, 5)) * 3
     out = check_backward(xp, Sigmoid(), x_host)
     assert_close(out, 1 / (1 + np.exp(-x_host)), xp=xp, rtol=1e-14)
+
+
+@pytest.mark.parametrize(("dtype_name", "num_classes"), [("int8", 10), ("uint8", 10), ("uint8", 200), ("int16", 300)])
+def test_one_hot_for_any_integer_labels(xp, dtype_name, num_classes):
+    labels = [0, num_classes - 1, num_classes // 2]
+    t = xp.asarray(labels, dtype=getattr(xp, dtype_name))
+    np.testing.assert_array_equal(to_numpy(one_hot(t, num_classes, dtype=xp.float64)), np.eye(num_classes)[labels])
 
 
 @pytest.mark.parametrize("magnitude", [1e3, 1e4])

@@ -54,7 +54,8 @@ def one_hot(labels: Any, num_classes: int, *, dtype: Any, xp: Any = None) -> Any
     (see :class:`xbackprop.layers.SoftmaxWithLoss`).
     """
     xp = namespace_of(labels) if xp is None else xp
-    classes = xp.arange(num_classes, device=device(labels))
+    # Classes in the labels' own dtype spare casting every label (any integer dtype holds 0..127).
+    classes = xp.arange(num_classes, dtype=labels.dtype if num_classes <= 128 else None, device=device(labels))
     return xp.astype(labels[:, None] == classes, dtype)
 
 
