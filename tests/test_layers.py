@@ -156,6 +156,15 @@ def test_affine_without_input_gradient(xp):
     assert_close(layer.dW, np.full((3, 2), 4.0), xp=xp)
 
 
+def test_affine_backward_releases_its_input(xp):
+    layer = Affine(asarray(xp, np.ones((3, 2))), asarray(xp, np.zeros(2)))
+    layer.forward(asarray(xp, np.ones((4, 3))))
+    layer.backward(asarray(xp, np.ones((4, 2))))
+    assert layer.x is None  # the batch can be freed before the next one is drawn
+    with pytest.raises(RuntimeError, match="call forward first"):
+        layer.backward(asarray(xp, np.ones((4, 2))))
+
+
 def test_affine_rejects_wrong_inner_dimension(xp):
     layer = Affine(asarray(xp, np.ones((6, 4))), asarray(xp, np.zeros(4)))
     with pytest.raises(ValueError, match=r"\(3, 5\).*\(6, 4\)"):

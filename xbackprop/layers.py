@@ -95,6 +95,10 @@ class Affine:
 
     ``input_grad=False`` skips ``dx`` (``backward`` returns ``None``): the first
     layer of a network needs no gradient with respect to its data.
+
+    ``backward`` drops the cached ``x`` once ``dW`` is computed, so a batch can be
+    freed before the next one is drawn (for the first layer that is the data
+    itself); a second ``backward`` needs a new ``forward``.
     """
 
     def __init__(self, W: Any, b: Any, *, input_grad: bool = True) -> None:
@@ -119,9 +123,12 @@ class Affine:
         return x @ self.W + self.b
 
     def backward(self, dout: Any) -> Any:
+        if self.x is None:
+            raise RuntimeError("Affine.backward: call forward first (each backward uses up its forward's input)")
         xp = namespace_of(dout)
         self.dW = self.x.T @ dout
         self.db = xp.sum(dout, axis=0)
+        self.x = None
         if not self.input_grad:
             return None
         dx = dout @ self.W.T
