@@ -1,11 +1,11 @@
 """The train-step ratios measured side by side: every implementation in turn, round after round, one core each.
 
-    python benchmarks/train_step_ratios.py [--rounds 300] [--threads 1|default] [--json PATH]
+    python benchmarks/train_step_ratios.py [--rounds 200] [--steps 10] [--threads 1|default] [--json PATH]
 
 pytest-benchmark times one implementation after the other, so a neighbour's burst on a shared machine lands
-on whichever runs at that moment (here ratios moved by ±30% between runs). This script times 5 steps of
-every implementation back to back in each round, and reports each ratio as the median over rounds of that
-round's ratio, so noise common to a round cancels.
+on whichever runs at that moment (here ratios moved by ±30% between runs). This script times 10 steps of
+every implementation back to back in each round (in a new random order each round), and reports each ratio
+as the median over rounds of that round's ratio, so noise common to a round cancels.
 
 With ``--threads 1`` (the default) every library runs on one thread: OpenBLAS, PyTorch's intra-op pool
 and XLA's CPU pool. Interleaving libraries that each keep idle worker threads spinning (OpenBLAS spins for
@@ -34,7 +34,8 @@ def _limit_threads() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=10, help="steps of each implementation per round")
     parser.add_argument("--threads", choices=("1", "default"), default="1")
     parser.add_argument("--json", type=Path, help="also write the medians and ratios here")
     args = parser.parse_args(argv)
@@ -68,16 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(50):  # warm caches, allocators and JIT
             step()
     seconds: dict[str, list[float]] = {name: [] for name in impls}
+    order = np.random.default_rng(0)
     for _ in range(args.rounds):
-        for name, step in impls.items():
+        # A new order every round: whoever runs after another library finds the caches full of its data.
+        for name in order.permutation(list(impls)):
+            step = impls[name]
             t0 = time.perf_counter()
-            for _ in range(5):
+            for _ in range(args.steps):
                 step()
-            seconds[name].append((time.perf_counter() - t0) / 5)
+            seconds[name].append((time.perf_counter() - t0) / args.steps)
 
     ours = np.array(seconds["xbackprop-numpy"])
     rows = []
-    print(f"784-50-10, batch 100, float32, {args.rounds} rounds of 5 steps; threads: {args.threads}; "
+    print(f"784-50-10, batch 100, float32, {args.rounds} rounds of {args.steps} steps; threads: {args.threads}; "
           f"BLAS: {blas_info()}\n")
     print("| implementation | median ms/step | xbackprop-numpy / it (median of per-round ratios) | goal |")
     print("| --- | ---: | ---: | --- |")
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {rows[-1]['median_ms']:.3f} | {ratio:.2f} | {verdict} |")
     if args.json:
         args.json.write_text(json.dumps({"threads": args.threads, "blas": blas_info(), "rounds": args.rounds,
+                                         "steps_per_round": args.steps,
                                          "rows": rows}, indent=2) + "\n")
     return 0
 
