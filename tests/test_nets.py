@@ -139,6 +139,23 @@ def test_predict_flattens_images_and_accuracy_is_a_float(xp):
     assert net.accuracy(x, asarray(xp, np.eye(3)[(predicted + 1) % 3])) == 0.0
 
 
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_float32_gradient_stays_float32(xp, activation):
+    """No float64 upcast anywhere in a float32 step: the loss, every gradient and every layer's output."""
+    net = MultiLayerNet(12, [6, 5], 3, activation=activation, weight_init_std="he", weight_decay_lambda=0.1,
+                        xp=xp, seed=0)
+    x = xp.asarray(RNG.random((8, 12)), dtype=xp.float32)
+    t = xp.asarray(RNG.integers(0, 3, 8), dtype=xp.uint8)
+    grads = net.gradient(x, t)
+    assert net.last_loss.dtype == xp.float32
+    assert all(grads[key].dtype == xp.float32 for key in net.params)
+    out = x
+    for layer in net.layers.values():
+        out = layer.forward(out)
+        assert out.dtype == xp.float32, type(layer).__name__
+    assert net.last_layer.backward(1).dtype == xp.float32
+
+
 def test_net_rejects_bad_arguments():
     with pytest.raises(ValueError, match="unknown activation 'tanh'"):
         MultiLayerNet(4, [3], 2, activation="tanh", xp="numpy")
