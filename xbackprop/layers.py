@@ -54,7 +54,8 @@ class Relu:
     """``max(x, 0)`` elementwise. Caches the boolean ``mask`` of ``x <= 0``.
 
     ``backward`` returns ``dout`` where ``x > 0`` and 0 where ``mask`` (a new array:
-    the book writes the zeros into ``dout``).
+    the book writes the zeros into ``dout``); an infinite or NaN ``dout`` under the
+    mask gives NaN there rather than hiding it.
     """
 
     def __init__(self) -> None:
