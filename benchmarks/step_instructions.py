@@ -26,6 +26,8 @@ from xbackprop.optimizers import SGD  # noqa: E402
 from xbackprop.trainer import make_gradient_step  # noqa: E402
 
 which, size, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if which not in ("xb", "hand", "floor") or size not in ("tiny", "book") or (which, size) == ("floor", "tiny"):
+    sys.exit("usage: step_instructions.py xb|hand tiny N, or xb|hand|floor book N")
 if size == "book":
     x, t = steps.training_data(n=2_000)
     step = {"xb": lambda: steps.make_xbackprop("numpy", x, t), "hand": lambda: steps.make_handwritten(x, t),
