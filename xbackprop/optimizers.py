@@ -16,6 +16,11 @@ from ._compat import namespace_of
 __all__ = ["SGD", "Momentum", "AdaGrad", "Adam", "OPTIMIZERS"]
 
 
+def _zeros_like(params: dict[str, Any]) -> dict[str, Any]:
+    """Optimizer state: a zero array shaped, typed and placed like each parameter."""
+    return {key: namespace_of(value).zeros_like(value) for key, value in params.items()}
+
+
 class SGD:
     """``W -= lr * dW``. Default ``lr=0.01`` as in the book."""
 
@@ -37,7 +42,7 @@ class Momentum:
 
     def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
         if self.v is None:
-            self.v = {key: namespace_of(value).zeros_like(value) for key, value in params.items()}
+            self.v = _zeros_like(params)
         for key in params:
             self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
             params[key] += self.v[key]
@@ -52,7 +57,7 @@ class AdaGrad:
 
     def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
         if self.h is None:
-            self.h = {key: namespace_of(value).zeros_like(value) for key, value in params.items()}
+            self.h = _zeros_like(params)
         for key in params:
             xp = namespace_of(grads[key])
             self.h[key] = self.h[key] + grads[key] * grads[key]
@@ -72,8 +77,8 @@ class Adam:
 
     def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
         if self.m is None:
-            self.m = {key: namespace_of(value).zeros_like(value) for key, value in params.items()}
-            self.v = {key: namespace_of(value).zeros_like(value) for key, value in params.items()}
+            self.m = _zeros_like(params)
+            self.v = _zeros_like(params)
         self.iter += 1
         lr_t = self.lr * (1.0 - self.beta2**self.iter) ** 0.5 / (1.0 - self.beta1**self.iter)
         for key in params:
