@@ -3,7 +3,17 @@ on the Python Array API standard, so one code path runs on NumPy, CuPy, PyTorch,
 JAX and array-api-strict."""
 
 from .backend import BACKENDS, BackendUnavailableError, get_namespace, to_numpy
-from .functions import log_softmax, sigmoid, softmax
+from .functions import (
+    cross_entropy_error,
+    d_relu,
+    d_sigmoid,
+    d_softmax_with_loss,
+    log_softmax,
+    mean_squared_error,
+    relu,
+    sigmoid,
+    softmax,
+)
 from .gradient import directional_check, gradient_check, numerical_gradient
 from .layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from .nets import MultiLayerNet, TwoLayerNet
@@ -15,9 +25,15 @@ __all__ = [
     "BackendUnavailableError",
     "get_namespace",
     "to_numpy",
+    "relu",
+    "d_relu",
     "sigmoid",
+    "d_sigmoid",
     "softmax",
     "log_softmax",
+    "cross_entropy_error",
+    "mean_squared_error",
+    "d_softmax_with_loss",
     "MulLayer",
     "AddLayer",
     "Relu",

@@ -3,6 +3,12 @@
 Each function takes its namespace from its array arguments (or from ``xp=``, when
 the caller already knows it) and returns arrays of the input's dtype on the
 input's device.
+
+Besides what the layers use, this is the functional API that courses built on the
+book call: ``relu``/``d_relu``, ``sigmoid``/``d_sigmoid``, ``softmax``,
+``cross_entropy_error``, ``mean_squared_error`` and ``d_softmax_with_loss``. The
+losses take the book's argument order, prediction first (``(y, t)``); the course's
+``d_softmax_with_loss(d, y)`` keeps its own order, labels first.
 """
 
 from __future__ import annotations
@@ -13,7 +19,37 @@ from array_api_compat import device
 
 from ._compat import namespace_of
 
-__all__ = ["sigmoid", "softmax", "log_softmax", "one_hot", "cross_entropy_with_logits"]
+__all__ = [
+    "relu",
+    "d_relu",
+    "sigmoid",
+    "d_sigmoid",
+    "softmax",
+    "log_softmax",
+    "one_hot",
+    "cross_entropy_error",
+    "mean_squared_error",
+    "d_softmax_with_loss",
+    "cross_entropy_with_logits",
+]
+
+#: The book's guard against ``log(0)`` in :func:`cross_entropy_error` (its printed numbers include it).
+CROSS_ENTROPY_DELTA = 1e-7
+
+
+def relu(x: Any, *, xp: Any = None) -> Any:
+    """``max(x, 0)`` elementwise, in ``x``'s dtype."""
+    xp = namespace_of(x) if xp is None else xp
+    return xp.maximum(x, 0.0)
+
+
+def d_relu(x: Any, *, xp: Any = None) -> Any:
+    """Derivative of :func:`relu` at ``x``: 1 where ``x > 0``, else 0, in ``x``'s dtype.
+
+    ``Relu.backward(dout)`` is ``dout * d_relu(x)`` for the ``x`` of its forward pass.
+    """
+    xp = namespace_of(x) if xp is None else xp
+    return xp.astype(x > 0, x.dtype)
 
 
 def sigmoid(x: Any, *, xp: Any = None) -> Any:
@@ -26,6 +62,19 @@ def sigmoid(x: Any, *, xp: Any = None) -> Any:
     xp = namespace_of(x) if xp is None else xp
     e = xp.exp(-xp.abs(x))
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def d_sigmoid(x: Any, *, xp: Any = None) -> Any:
+    """Derivative of :func:`sigmoid` at ``x``: ``(1 - s) * s`` with ``s = sigmoid(x)``.
+
+    Computed as ``e / (1 + e)**2`` with ``e = exp(-|x|)``: nothing overflows, and far
+    out on either side the result is the tiny true value rather than ``1 - s``
+    rounded to 0. ``Sigmoid.backward(dout)`` equals ``dout * d_sigmoid(x)`` for the
+    ``x`` of its forward pass (to rounding).
+    """
+    xp = namespace_of(x) if xp is None else xp
+    e = xp.exp(-xp.abs(x))
+    return e / (1 + e) ** 2
 
 
 def log_softmax(x: Any, *, xp: Any = None) -> Any:
@@ -57,6 +106,75 @@ def one_hot(labels: Any, num_classes: int, *, dtype: Any, xp: Any = None) -> Any
     # Classes in the labels' own dtype spare casting every label (any integer dtype holds 0..127).
     classes = xp.arange(num_classes, dtype=labels.dtype if num_classes <= 128 else None, device=device(labels))
     return xp.astype(labels[:, None] == classes, dtype)
+
+
+def _as_batch(y: Any, t: Any, xp: Any) -> tuple[Any, Any]:
+    """One sample ``(C,)`` becomes a batch of one, as the book's ``reshape(1, size)``."""
+    if y.ndim == 1:
+        y = xp.reshape(y, (1, y.shape[0]))
+        t = xp.reshape(t, (1, t.shape[0])) if t.ndim == 1 and t.shape[0] == y.shape[1] else xp.reshape(t, (1,))
+    return y, t
+
+
+def _one_hot_targets(t: Any, n: int, c: int, dtype: Any, xp: Any, who: str) -> Any:
+    """``t`` as one-hot ``(n, c)`` rows of ``dtype``: from integer labels ``(n,)`` or one-hot ``(n, c)``.
+
+    Float targets must really be one-hot (this reads one flag back from the device):
+    a prediction passed where the labels belong would otherwise give a plausible
+    but meaningless number.
+    """
+    if t.ndim == 1 and t.shape[0] == n and xp.isdtype(t.dtype, "integral"):
+        return one_hot(t, c, dtype=dtype, xp=xp)
+    if tuple(t.shape) != (n, c):
+        raise ValueError(f"{who}: labels of shape {tuple(t.shape)} fit neither ({n},) nor ({n}, {c})")
+    is_binary = xp.all((t == 0) | (t == 1))
+    if not bool(is_binary & xp.all(xp.sum(t, axis=-1) == 1)):
+        raise ValueError(
+            f"{who}: labels must be one-hot rows or integer classes (the book's order is {who}(y, t): "
+            "prediction first, labels second)"
+        )
+    return xp.astype(t, dtype)
+
+
+def cross_entropy_error(y: Any, t: Any, *, xp: Any = None) -> Any:
+    """The book's mean cross-entropy ``-sum(t * log(y + 1e-7)) / N`` of probabilities ``y``.
+
+    ``y``: ``(N, C)`` (or one sample ``(C,)``) probabilities, e.g. :func:`softmax` output.
+    ``t``: one-hot ``(N, C)`` or integer labels ``(N,)``. Returns a 0-D array of ``y``'s
+    dtype. The ``1e-7`` (:data:`CROSS_ENTROPY_DELTA`) keeps ``log(0)`` finite and gives the
+    book's printed numbers; from scores, :class:`~xbackprop.layers.SoftmaxWithLoss` is exact.
+    """
+    xp = namespace_of(y, t) if xp is None else xp
+    y, t = _as_batch(y, t, xp)
+    n, c = y.shape
+    targets = _one_hot_targets(t, n, c, y.dtype, xp, "cross_entropy_error")
+    return -xp.sum(targets * xp.log(y + CROSS_ENTROPY_DELTA)) / n
+
+
+def mean_squared_error(y: Any, t: Any, *, xp: Any = None) -> Any:
+    """The book's ``0.5 * sum((y - t)**2)``, averaged over the batch for ``(N, C)`` input.
+
+    ``y`` and ``t`` of the same shape, ``(C,)`` for one sample (the book's example) or
+    ``(N, C)``. Returns a 0-D array. (Some course libraries divide by ``N * C`` instead.)
+    """
+    xp = namespace_of(y, t) if xp is None else xp
+    if tuple(y.shape) != tuple(t.shape):
+        raise ValueError(f"mean_squared_error: y {tuple(y.shape)} and t {tuple(t.shape)} differ in shape")
+    batch_size = y.shape[0] if y.ndim == 2 else 1
+    return 0.5 * xp.sum((y - t) ** 2) / batch_size
+
+
+def d_softmax_with_loss(d: Any, y: Any, *, xp: Any = None) -> Any:
+    """Gradient of the mean softmax cross-entropy with respect to the scores: ``(y - d) / N``.
+
+    The course's signature: ``d`` the labels (one-hot ``(N, C)`` or integer ``(N,)``),
+    ``y`` the softmax probabilities ``(N, C)``. Equals ``SoftmaxWithLoss.backward()``
+    after a forward pass on the same scores and labels.
+    """
+    xp = namespace_of(y, d) if xp is None else xp
+    y, d = _as_batch(y, d, xp)
+    n, c = y.shape
+    return (y - _one_hot_targets(d, n, c, y.dtype, xp, "d_softmax_with_loss")) / n
 
 
 def cross_entropy_with_logits(x: Any, t: Any, *, xp: Any = None) -> Any:
