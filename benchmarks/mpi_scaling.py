@@ -37,7 +37,7 @@ def worker(batch: int, steps: int) -> dict:
     rng = np.random.default_rng(0)
     x_all = rng.random((60_000, 784), dtype=np.float32)
     t_all = rng.integers(0, 10, 60_000).astype(np.uint8)
-    net = TwoLayerNet(784, 50, 10, xp=xp, seed=0)
+    net = TwoLayerNet(784, 50, 10, xp=xp, dtype="float32", seed=0)
     net.last_layer.check_labels = False
     optimizer, sync = SGD(lr=0.1), DistributedSync(context, net.params)
     shard = _shard(batch, context.rank, context.size)

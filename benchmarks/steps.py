@@ -32,7 +32,7 @@ def make_xbackprop(backend: str, x_host: np.ndarray, t_host: np.ndarray, batch: 
     """xbackprop's TwoLayerNet and SGD, through the trainer's own gradient step."""
     xp = get_namespace(backend, strict=True)
     x_all, t_all = from_host(x_host, xp), from_host(t_host, xp)
-    net = TwoLayerNet(*SIZES, xp=xp, seed=0)
+    net = TwoLayerNet(*SIZES, xp=xp, dtype="float32", seed=0)
     net.last_layer.check_labels = False  # the trainer checks labels once, not per step
     gradient_step = make_gradient_step(net, xp)
     optimizer = SGD(lr=LR)
@@ -83,7 +83,7 @@ def make_torch_eager(x_host: np.ndarray, t_host: np.ndarray, batch: int = 100, d
 
     x_all = torch.from_numpy(x_host).to(device)
     t_all = torch.from_numpy(t_host.astype(np.int64)).to(device)
-    init = TwoLayerNet(*SIZES, xp="numpy", seed=0).params
+    init = TwoLayerNet(*SIZES, xp="numpy", dtype="float32", seed=0).params
     params = [torch.tensor(init[k], device=device, requires_grad=True) for k in ("W1", "b1", "W2", "b2")]
     rng = np.random.default_rng(1)
     n = x_host.shape[0]
@@ -109,7 +109,7 @@ def make_jax_jit(x_host: np.ndarray, t_host: np.ndarray, batch: int = 100) -> Ca
     import jax.numpy as jnp
 
     x_all, t_all = jnp.asarray(x_host), jnp.asarray(t_host.astype(np.int32))
-    init = TwoLayerNet(*SIZES, xp="numpy", seed=0).params
+    init = TwoLayerNet(*SIZES, xp="numpy", dtype="float32", seed=0).params
     state = {"params": {k: jnp.asarray(v) for k, v in init.items()}}
     rng = np.random.default_rng(1)
     n = x_host.shape[0]

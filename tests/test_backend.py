@@ -86,7 +86,8 @@ def test_to_numpy_and_dtypes(xp):
     host = to_numpy(x)
     assert isinstance(host, np.ndarray) and host.dtype == np.float32
     np.testing.assert_array_equal(host, [[1.0, 2.0]])
-    assert backend.resolve_dtype(xp) == xp.float32
+    assert backend.resolve_dtype(xp) == xp.__array_namespace_info__().default_dtypes()["real floating"]
+    assert backend.resolve_dtype(xp, "float32") == xp.float32
     assert backend.resolve_dtype(xp, "float64") == xp.float64
     assert isinstance(backend.describe_device(xp), str)
 

@@ -29,7 +29,7 @@ def test_numerical_gradient_accepts_python_numbers_and_0d(xp):
 
 
 def test_book_gradient_check_on_synthetic_data(xp, capsys):
-    net = TwoLayerNet(20, 10, 5, weight_init_std=0.5, xp=xp, seed=0)  # float32 net: checked in float64
+    net = TwoLayerNet(20, 10, 5, weight_init_std=0.5, xp=xp, dtype="float32", seed=0)  # checked in float64
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.random((3, 20)), dtype=xp.float32)
     t = xp.asarray(rng.integers(0, 5, 3), dtype=xp.uint8)

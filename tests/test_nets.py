@@ -7,7 +7,7 @@ import pytest
 from array_api_compat import device, is_writeable_array
 from conftest import asarray, assert_close
 
-from xbackprop import MultiLayerNet, TwoLayerNet
+from xbackprop import Affine, LayerNet, MultiLayerNet, Relu, SoftmaxWithLoss, TwoLayerNet
 from xbackprop.backend import to_numpy
 
 RNG = np.random.default_rng(99)
@@ -24,7 +24,9 @@ def test_two_layer_net_params(xp):
     net = TwoLayerNet(784, 50, 10, seed=0, xp=xp)
     shapes = {key: tuple(value.shape) for key, value in net.params.items()}
     assert shapes == {"W1": (784, 50), "b1": (50,), "W2": (50, 10), "b2": (10,)}
-    assert all(value.dtype == xp.float32 for value in net.params.values())
+    # The namespace's default floating dtype, as the book's np.random.randn gives float64 on NumPy.
+    default = xp.__array_namespace_info__().default_dtypes()["real floating"]
+    assert all(value.dtype == default for value in net.params.values())
     assert list(net.layers) == ["Affine1", "Relu1", "Affine2"]
     assert net.lastLayer is net.last_layer
     w1 = to_numpy(net.params["W1"])
@@ -128,7 +130,7 @@ def test_params_override_leaves_net_alone(xp):
 
 
 def test_predict_flattens_images_and_accuracy_is_a_float(xp):
-    net = TwoLayerNet(12, 4, 3, weight_init_std=1.0, xp=xp, seed=0)
+    net = TwoLayerNet(12, 4, 3, weight_init_std=1.0, xp=xp, dtype="float32", seed=0)
     x = xp.asarray(RNG.standard_normal((6, 1, 3, 4)), dtype=xp.float32)
     scores = net.predict(x)
     assert tuple(scores.shape) == (6, 3) and scores.dtype == xp.float32
@@ -143,7 +145,7 @@ def test_predict_flattens_images_and_accuracy_is_a_float(xp):
 def test_float32_gradient_stays_float32(xp, activation):
     """No float64 upcast anywhere in a float32 step: the loss, every gradient and every layer's output."""
     net = MultiLayerNet(12, [6, 5], 3, activation=activation, weight_init_std="he", weight_decay_lambda=0.1,
-                        xp=xp, seed=0)
+                        xp=xp, dtype="float32", seed=0)
     x = xp.asarray(RNG.random((8, 12)), dtype=xp.float32)
     t = xp.asarray(RNG.integers(0, 3, 8), dtype=xp.uint8)
     grads = net.gradient(x, t)
@@ -165,3 +167,57 @@ def test_net_rejects_bad_arguments():
         TwoLayerNet(4, 0, 2, xp="numpy")
     with pytest.raises(ValueError, match="unsupported dtype 'int8'"):
         TwoLayerNet(4, 3, 2, xp="numpy", dtype="int8")
+
+
+def ordered_layers(xp, seed=5):
+    """The ordered-layers article's net: Affine -> Relu -> Affine -> Relu, then SoftmaxWithLoss."""
+    rng = np.random.default_rng(seed)
+    hosts = {"W1": rng.standard_normal((5, 4)), "b1": rng.uniform(0.1, 0.5, 4),
+             "W2": rng.standard_normal((4, 3)), "b2": rng.uniform(0.1, 0.5, 3)}
+    params = {key: asarray(xp, value) for key, value in hosts.items()}
+    layers = [Affine(params["W1"], params["b1"]), Relu(), Affine(params["W2"], params["b2"]), Relu()]
+    return hosts, params, layers
+
+
+def test_layer_net_from_an_ordered_list_with_a_relu_after_the_last_affine(xp):
+    hosts, params, layers = ordered_layers(xp)
+    net = LayerNet(layers)
+    assert list(net.layers) == ["Affine1", "Relu1", "Affine2", "Relu2"]
+    assert isinstance(net.last_layer, SoftmaxWithLoss) and net.sizes == [5, 4, 3]
+    assert all(net.params[key] is params[key] for key in params)
+    x_host, labels, x, t = small_batch(xp)
+    scores = np.maximum(np.maximum(x_host @ hosts["W1"] + hosts["b1"], 0) @ hosts["W2"] + hosts["b2"], 0)
+    assert_close(net.predict(x), scores, xp=xp)
+    backprop = net.gradient(x, t)
+    numerical = net.numerical_gradient(x, t)
+    assert list(backprop) == ["W1", "b1", "W2", "b2"]
+    for key, value in params.items():
+        assert_close(backprop[key], to_numpy(numerical[key]), xp=xp, rtol=1e-6, atol=1e-9, like=value)
+
+
+def test_layer_net_keeps_the_books_names_and_params(xp):
+    from collections import OrderedDict
+
+    _, params, layers = ordered_layers(xp)
+    book_params = {"first_W": params["W1"], "first_b": params["b1"], "W2": params["W2"], "b2": params["b2"]}
+    named = OrderedDict(zip(["Affine1", "Relu1", "Affine2", "Relu2"], layers))
+    net = LayerNet(named, SoftmaxWithLoss(), params=book_params)
+    x_host, labels, x, t = small_batch(xp)
+    assert list(net.gradient(x, t)) == ["first_W", "first_b", "W2", "b2"]
+    with pytest.raises(ValueError, match="not one of the arrays in params"):
+        LayerNet(layers, params={"W2": params["W2"], "b2": params["b2"]})
+    with pytest.raises(ValueError, match="no Affine"):
+        LayerNet([Relu()])
+
+
+def test_the_books_gradient_check_gets_the_books_numbers():
+    """gradient_check.py as the book writes it: float32 images, default net, one-hot float labels."""
+    rng = np.random.default_rng(7)
+    x_batch = rng.random((3, 784), dtype=np.float32)
+    t_batch = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 3)]
+    network = TwoLayerNet(input_size=784, hidden_size=50, output_size=10, xp="numpy")
+    grad_numerical = network.numerical_gradient(x_batch, t_batch)
+    grad_backprop = network.gradient(x_batch, t_batch)
+    for key in grad_numerical.keys():
+        diff = np.average(np.abs(grad_backprop[key] - grad_numerical[key]))
+        assert diff < 1e-9, (key, diff)  # the book prints 1e-13 to 1e-10; float32 gave 1e-4

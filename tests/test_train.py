@@ -41,7 +41,7 @@ def test_short_run_learns_real_data_on_every_backend(xp, fashion_subset):
     """300 SGD steps of the book's net on 5,000 Fashion-MNIST images reach 70% test accuracy."""
     data = to_device(fashion_subset, xp)
     assert backend_name(array_namespace(data.x_train)) == backend_name(xp)
-    net = MultiLayerNet(784, [50], 10, xp=xp, seed=0)
+    net = MultiLayerNet(784, [50], 10, xp=xp, dtype="float32", seed=0)
     result = train(net, SGD(lr=0.1), data, iters=300, batch_size=100, seed=0)
     assert result.steps_done == 300 and result.diverged_at is None
     assert [row["iter"] for row in result.history] == [1, 51, 101, 151, 201, 251, 300]
@@ -102,7 +102,7 @@ def test_save_then_load_gives_the_same_net(synthetic_dir, tmp_path, capsys):
 def test_load_into_another_backend(xp, tmp_path):
     from xbackprop.io import load_params, save_params
 
-    source = MultiLayerNet(6, [4], 3, xp="numpy", seed=1)
+    source = MultiLayerNet(6, [4], 3, xp="numpy", dtype="float32", seed=1)
     save_params(tmp_path / "n.npz", source)
     target = MultiLayerNet(6, [4], 3, xp=xp, seed=2, dtype="float64")
     load_params(tmp_path / "n.npz", target)

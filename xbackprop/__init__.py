@@ -14,9 +14,10 @@ from .functions import (
     sigmoid,
     softmax,
 )
+from .datasets import load_mnist
 from .gradient import directional_check, gradient_check, numerical_gradient
 from .layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
-from .nets import MultiLayerNet, TwoLayerNet
+from .nets import LayerNet, MultiLayerNet, TwoLayerNet
 
 __version__ = "0.1.0"
 
@@ -40,9 +41,11 @@ __all__ = [
     "Sigmoid",
     "Affine",
     "SoftmaxWithLoss",
+    "LayerNet",
     "MultiLayerNet",
     "TwoLayerNet",
     "numerical_gradient",
     "gradient_check",
     "directional_check",
+    "load_mnist",
 ]

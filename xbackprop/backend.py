@@ -150,10 +150,12 @@ def backend_name(xp: ModuleType) -> str:
     return getattr(xp, "__name__", repr(xp))
 
 
-def resolve_dtype(xp: ModuleType, dtype: Any = None) -> Any:
-    """A dtype of ``xp``: ``None`` gives ``float32``; a name such as ``"float64"`` is looked up."""
+def resolve_dtype(xp: ModuleType, dtype: Any = None, device: Any = None) -> Any:
+    """A dtype of ``xp``: a name such as ``"float64"`` is looked up; ``None`` gives the namespace's
+    default real floating dtype on ``device`` (float64 for NumPy, as the book's ``np.random.randn``;
+    float32 for PyTorch)."""
     if dtype is None:
-        return xp.float32
+        return xp.__array_namespace_info__().default_dtypes(device=device)["real floating"]
     if isinstance(dtype, str):
         if dtype not in ("float32", "float64"):
             raise ValueError(f"unsupported dtype {dtype!r}; use 'float32' or 'float64'")

@@ -1,7 +1,8 @@
 """Networks as the book builds them: a params dict, ordered layers and a last layer.
 
-``MultiLayerNet`` is the general fully connected network (Affine -> activation ...
--> Affine -> SoftmaxWithLoss); ``TwoLayerNet`` is chapter 5's special case.
+``LayerNet`` runs any ordered list of the book's layers; ``MultiLayerNet`` builds the
+fully connected one (Affine -> activation ... -> Affine -> SoftmaxWithLoss) and
+``TwoLayerNet`` is chapter 5's special case.
 
 Parameters are looked up in ``params`` (or in a ``params=`` mapping passed to a
 method) at every forward pass, so both ``net.params["W1"] -= lr * g`` on mutable
@@ -16,113 +17,71 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from array_api_compat import device as device_of
+
 from ._compat import namespace_of
 from .backend import get_namespace, host_rng, resolve_device, resolve_dtype
 from .gradient import numerical_gradient
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
-__all__ = ["MultiLayerNet", "TwoLayerNet"]
+__all__ = ["LayerNet", "MultiLayerNet", "TwoLayerNet", "ACTIVATIONS", "NAMED_INITS"]
 
-_ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
-# The book's named scales: He for ReLU, Xavier for sigmoid (std = sqrt(k / fan_in)).
-_NAMED_INIT = {"he": 2.0, "relu": 2.0, "xavier": 1.0, "sigmoid": 1.0}
+#: Hidden-layer activations of :class:`MultiLayerNet`, by name.
+ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
+#: The book's named weight scales, ``std = sqrt(k / fan_in)``: He for ReLU, Xavier for sigmoid.
+NAMED_INITS = {"he": 2.0, "relu": 2.0, "xavier": 1.0, "sigmoid": 1.0}
 
 
-class MultiLayerNet:
-    """Fully connected network ``input -> hidden_size_list... -> output`` with softmax loss.
+class LayerNet:
+    """A network as an ordered list of the book's layers and a last layer.
 
-    Parameters
-    ----------
-    input_size, output_size : int
-        Sizes D of the input rows and C of the classes.
-    hidden_size_list : sequence of int
-        Hidden layer widths, e.g. ``[100, 100]``.
-    activation : {"relu", "sigmoid"}
-    weight_init_std : float or {"he", "xavier", "relu", "sigmoid"}
-        Standard deviation of the Gaussian weights, or a named scale
-        (``"he"``/``"relu"``: ``sqrt(2 / fan_in)``, ``"xavier"``/``"sigmoid"``: ``sqrt(1 / fan_in)``).
-        Biases start at zero.
-    weight_decay_lambda : float
-        L2 penalty ``0.5 * lambda * sum(W**2)`` added to the loss (the book's chapter 6).
-    xp : namespace or str, optional
-        Array namespace or backend name; ``None`` reads ``XP`` (see :func:`get_namespace`).
-    device : optional
-        Device for the parameters (a device object or string such as ``"cuda:0"``).
-    dtype : optional
-        Floating dtype of the parameters (a dtype of ``xp`` or ``"float32"``/``"float64"``);
-        default ``float32``.
-    seed : int, optional
-        Seed of NumPy's ``Generator`` that draws the weights on the host.
+    ``layers`` is a mapping of names to layers (the book's ``OrderedDict``) or a
+    sequence, named ``Affine1``, ``Relu1``, ``Affine2``, ... in order. Every
+    :class:`~xbackprop.layers.Affine` contributes ``W{i}``/``b{i}`` to ``params``; a
+    ``params`` dict may be passed instead, whose arrays are the Affine layers' own
+    ``W`` and ``b`` (matched by identity, so any keys work). ``last_layer`` defaults
+    to :class:`~xbackprop.layers.SoftmaxWithLoss`. Any layer with ``forward(x)`` and
+    ``backward(dout)`` may sit between the Affines (a Relu after the last one too).
 
-    Attributes
-    ----------
-    params : dict
-        ``W1 (D, H1)``, ``b1 (H1,)``, ..., ``WL (H_{L-1}, C)``, ``bL (C,)``.
-    layers : OrderedDict
-        ``Affine1``, ``Relu1``, ..., ``AffineL``, in forward order.
-    last_layer : SoftmaxWithLoss
+    Parameters are looked up in ``params`` (or in a ``params=`` mapping passed to a
+    method) at every forward pass.
     """
+
+    weight_decay_lambda = 0.0
+    activation: str | None = None
 
     def __init__(
         self,
-        input_size: int,
-        hidden_size_list: Sequence[int],
-        output_size: int,
-        activation: str = "relu",
-        weight_init_std: float | str = 0.01,
-        weight_decay_lambda: float = 0.0,
+        layers: Mapping[str, Any] | Sequence[Any],
+        last_layer: Any = None,
         *,
-        xp: Any = None,
-        device: Any = None,
-        dtype: Any = None,
-        seed: int | None = None,
+        params: dict[str, Any] | None = None,
     ) -> None:
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; use one of {', '.join(_ACTIVATIONS)}")
-        sizes = [input_size, *hidden_size_list, output_size]
-        if any(not isinstance(s, int) or s < 1 for s in sizes):
-            raise ValueError(f"layer sizes must be positive integers, got {sizes}")
-        self.xp = get_namespace(xp)
-        self.device = resolve_device(self.xp, device)
-        self.dtype = resolve_dtype(self.xp, dtype)
-        self.sizes = sizes
-        self.activation = activation
-        self.weight_decay_lambda = weight_decay_lambda
-        self.params = self._init_params(weight_init_std, seed)
-
-        n_affine = len(sizes) - 1
-        self.layers: OrderedDict[str, Any] = OrderedDict()
-        for i in range(1, n_affine + 1):
-            # The first Affine sees data: its input gradient is never needed.
-            self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"], input_grad=i > 1)
-            if i < n_affine:
-                self.layers[f"{activation.capitalize()}{i}"] = _ACTIVATIONS[activation]()
-        self.last_layer = SoftmaxWithLoss()
-        self.last_loss = None
+        self.layers: OrderedDict[str, Any] = OrderedDict(
+            layers.items() if isinstance(layers, Mapping) else _book_names(layers)
+        )
+        self.last_layer = SoftmaxWithLoss() if last_layer is None else last_layer
+        affines = [layer for layer in self.layers.values() if isinstance(layer, Affine)]
+        if not affines:
+            raise ValueError("LayerNet: the layers hold no Affine, so the network has no parameters")
+        if params is None:
+            params = {}
+            for i, affine in enumerate(affines, start=1):
+                params[f"W{i}"], params[f"b{i}"] = affine.W, affine.b
+        self.params = params
         # (layer, weight key, bias key) of every Affine, looked up at each forward and backward
-        self._affine_slots = [(self.layers[f"Affine{i}"], f"W{i}", f"b{i}") for i in range(1, n_affine + 1)]
+        self._affine_slots = [(affine, _key_of(params, affine.W, "W"), _key_of(params, affine.b, "b"))
+                              for affine in affines]
+        first = affines[0].W
+        self.xp = namespace_of(first)
+        self.device = device_of(first)
+        self.dtype = first.dtype
+        self.sizes = [int(first.shape[0]), *(int(affine.W.shape[1]) for affine in affines)]
+        self.last_loss = None
 
     @property
-    def lastLayer(self) -> SoftmaxWithLoss:  # the book's spelling, for its readers
+    def lastLayer(self) -> Any:  # the book's spelling, for its readers
         return self.last_layer
-
-    def _init_params(self, weight_init_std: float | str, seed: int | None) -> dict[str, Any]:
-        rng = host_rng(seed)
-        params = {}
-        for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
-            if isinstance(weight_init_std, str):
-                key = weight_init_std.lower()
-                if key not in _NAMED_INIT:
-                    raise ValueError(
-                        f"unknown weight_init_std {weight_init_std!r}; use a number or one of {', '.join(_NAMED_INIT)}"
-                    )
-                scale = math.sqrt(_NAMED_INIT[key] / fan_in)
-            else:
-                scale = float(weight_init_std)
-            w = scale * rng.standard_normal((fan_in, fan_out))
-            params[f"W{i}"] = self.xp.asarray(w, dtype=self.dtype, device=self.device)
-            params[f"b{i}"] = self.xp.zeros((fan_out,), dtype=self.dtype, device=self.device)
-        return params
 
     def _bind(self, params: Mapping[str, Any] | None) -> None:
         """Point every Affine at the current arrays in ``params`` (default ``self.params``)."""
@@ -198,6 +157,118 @@ class MultiLayerNet:
                 grads[w_key] = grads[w_key] + self.weight_decay_lambda * params[w_key]
             grads[b_key] = affine.db
         return grads
+
+
+class MultiLayerNet(LayerNet):
+    """Fully connected network ``input -> hidden_size_list... -> output`` with softmax loss.
+
+    Parameters
+    ----------
+    input_size, output_size : int
+        Sizes D of the input rows and C of the classes.
+    hidden_size_list : sequence of int
+        Hidden layer widths, e.g. ``[100, 100]``.
+    activation : {"relu", "sigmoid"}
+    weight_init_std : float or {"he", "xavier", "relu", "sigmoid"}
+        Standard deviation of the Gaussian weights, or a named scale
+        (``"he"``/``"relu"``: ``sqrt(2 / fan_in)``, ``"xavier"``/``"sigmoid"``: ``sqrt(1 / fan_in)``).
+        Biases start at zero.
+    weight_decay_lambda : float
+        L2 penalty ``0.5 * lambda * sum(W**2)`` added to the loss (the book's chapter 6).
+    xp : namespace or str, optional
+        Array namespace or backend name; ``None`` reads ``XP`` (see :func:`get_namespace`).
+    device : optional
+        Device for the parameters (a device object or string such as ``"cuda:0"``).
+    dtype : optional
+        Floating dtype of the parameters (a dtype of ``xp`` or ``"float32"``/``"float64"``);
+        default: the namespace's default floating dtype, as the book's ``np.random.randn``
+        (float64 on NumPy, float32 on PyTorch). The trainer asks for float32.
+    seed : int, optional
+        Seed of NumPy's ``Generator`` that draws the weights on the host.
+
+    Attributes
+    ----------
+    params : dict
+        ``W1 (D, H1)``, ``b1 (H1,)``, ..., ``WL (H_{L-1}, C)``, ``bL (C,)``.
+    layers : OrderedDict
+        ``Affine1``, ``Relu1``, ..., ``AffineL``, in forward order.
+    last_layer : SoftmaxWithLoss
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size_list: Sequence[int],
+        output_size: int,
+        activation: str = "relu",
+        weight_init_std: float | str = 0.01,
+        weight_decay_lambda: float = 0.0,
+        *,
+        xp: Any = None,
+        device: Any = None,
+        dtype: Any = None,
+        seed: int | None = None,
+    ) -> None:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}")
+        sizes = [input_size, *hidden_size_list, output_size]
+        if any(not isinstance(s, int) or s < 1 for s in sizes):
+            raise ValueError(f"layer sizes must be positive integers, got {sizes}")
+        xp = get_namespace(xp)
+        device = resolve_device(xp, device)
+        params = _draw_params(sizes, weight_init_std, seed, xp, device, resolve_dtype(xp, dtype, device))
+
+        n_affine = len(sizes) - 1
+        layers: OrderedDict[str, Any] = OrderedDict()
+        for i in range(1, n_affine + 1):
+            # The first Affine sees data: its input gradient is never needed.
+            layers[f"Affine{i}"] = Affine(params[f"W{i}"], params[f"b{i}"], input_grad=i > 1)
+            if i < n_affine:
+                layers[f"{activation.capitalize()}{i}"] = ACTIVATIONS[activation]()
+        super().__init__(layers, SoftmaxWithLoss(), params=params)
+        self.activation = activation
+        self.weight_decay_lambda = weight_decay_lambda
+
+
+def _draw_params(
+    sizes: Sequence[int], weight_init_std: float | str, seed: int | None, xp: Any, device: Any, dtype: Any
+) -> dict[str, Any]:
+    """``W{i}`` Gaussian, drawn on the host with NumPy's ``Generator(seed)``, and ``b{i}`` zero, on ``device``."""
+    rng = host_rng(seed)
+    params = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        if isinstance(weight_init_std, str):
+            key = weight_init_std.lower()
+            if key not in NAMED_INITS:
+                raise ValueError(
+                    f"unknown weight_init_std {weight_init_std!r}; use a number or one of {', '.join(NAMED_INITS)}"
+                )
+            scale = math.sqrt(NAMED_INITS[key] / fan_in)
+        else:
+            scale = float(weight_init_std)
+        w = scale * rng.standard_normal((fan_in, fan_out))
+        params[f"W{i}"] = xp.asarray(w, dtype=dtype, device=device)
+        params[f"b{i}"] = xp.zeros((fan_out,), dtype=dtype, device=device)
+    return params
+
+
+def _book_names(layers: Sequence[Any]) -> list[tuple[str, Any]]:
+    """``[(name, layer)]`` numbered per class as the book names them: Affine1, Relu1, Affine2, Relu2, ..."""
+    counts: dict[str, int] = {}
+    named = []
+    for layer in layers:
+        kind = type(layer).__name__
+        counts[kind] = counts.get(kind, 0) + 1
+        named.append((f"{kind}{counts[kind]}", layer))
+    return named
+
+
+def _key_of(params: Mapping[str, Any], array: Any, what: str) -> str:
+    """The key under which ``params`` holds this very array (an Affine's ``W`` or ``b``)."""
+    for key, value in params.items():
+        if value is array:
+            return key
+    raise ValueError(f"LayerNet: an Affine's {what} is not one of the arrays in params ({', '.join(params)})")
 
 
 class TwoLayerNet(MultiLayerNet):
