@@ -25,6 +25,15 @@ def test_report_on_the_tiny_case(tmp_path, capsys):
     assert markdown_table(record["rows"]) in out
 
 
+def test_report_writes_files_only_when_asked(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--size", "tiny", "--batch", "3"]) == 0
+    assert "| numpy | 8-8-4 | 108 | 3 |" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+    assert main(["--size", "tiny", "--out", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
 def test_unknown_backend_is_refused(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--backend", "tensorflow"])

@@ -82,11 +82,22 @@ def test_gradcheck_cli_says_which_data_it_used(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "2 synthetic 28x28 images (MNIST not found" in out
     assert "\nW1: " in out and "b2: " in out
+    assert out.splitlines()[-1].startswith("PASS: the largest mean |backprop - numerical| is ")
+
+
+def test_gradcheck_cli_explains_a_relu_kink(monkeypatch, capsys):
+    # Seed 0's synthetic images put one hidden pre-activation 9.7e-5 from 0, inside h = 1e-4.
+    monkeypatch.delenv("XBACKPROP_DATA", raising=False)
+    assert gradcheck_main(["--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "max relative error: 2.5e-03" in out and "from ReLU's kink, closer than the step h = 0.0001" in out
+    assert "PASS: " in out and "at most the tolerance 1e-06" in out
 
 
 def test_gradcheck_cli_on_mnist(data_dir, capsys):
     assert gradcheck_main(["--data-dir", str(data_dir / "mnist")]) == 0
-    assert "the first 3 MNIST test images" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "the first 3 MNIST test images" in out and "\nPASS: " in out and "kink" not in out
 
 
 def test_gradcheck_cli_rejects_unknown_backend(capsys):

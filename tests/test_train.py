@@ -67,7 +67,7 @@ def test_cli_trains_and_writes_json(synthetic_dir, tmp_path, capsys):
     out = tmp_path / "run.json"
     assert main(["--data-dir", str(synthetic_dir), "--iters", "60", "--batch-size", "50", "--json", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("xbackprop ") and "backend numpy, device cpu, float32, dataset mnist (600 train / 200 test" in lines[0]
+    assert lines[0].startswith("xbackprop ") and "backend numpy, device cpu, float32, dataset synthetic0 (600 train / 200 test" in lines[0]
     assert lines[1].startswith("train acc, test acc | ")
     assert lines[-1].startswith("test acc ") and "samples/s" in lines[-1]
     record = json.loads(out.read_text())
@@ -228,3 +228,105 @@ def test_the_trainers_gradient_step_equals_backprop(xp):
     assert float(loss) == pytest.approx(float(net.loss(x, t)), rel=1e-12)
     for key, value in expected.items():
         np.testing.assert_allclose(to_numpy(grads[key]), to_numpy(value), rtol=1e-12, atol=1e-15)
+
+
+def synthetic_data(synthetic_dir):
+    from xbackprop.datasets import load_dataset
+
+    return to_device(load_dataset("mnist", data_dir=synthetic_dir), get_namespace("numpy"))
+
+
+def test_eval_interval_and_minibatch_accuracy(synthetic_dir):
+    net = MultiLayerNet(784, [40], 10, xp="numpy", dtype="float32", seed=0)
+    result = train(net, SGD(lr=0.1), synthetic_data(synthetic_dir), iters=95, batch_size=20, seed=0,
+                   eval_interval=10, train_acc_source="batch")
+    assert [row["iter"] for row in result.history] == [*range(1, 92, 10), 95]
+    assert result.train_acc_source == "batch"
+    # A minibatch of 20 scores in steps of 1/20; the full 600-image set would not.
+    assert all(abs(row["train_acc"] * 20 - round(row["train_acc"] * 20)) < 1e-9 for row in result.history)
+    assert result.final_test_acc > 0.5
+
+
+def test_divergence_continue_trains_on_and_marks_the_iteration(synthetic_dir):
+    net = MultiLayerNet(784, [50], 10, xp="numpy", weight_init_std=1.0, dtype="float32", seed=0)
+    with np.errstate(all="ignore"):
+        result = train(net, SGD(lr=1e6), synthetic_data(synthetic_dir), iters=60, batch_size=50, seed=0,
+                       divergence="continue")
+    assert result.diverged_at is not None and result.diverged_at < 60
+    assert result.steps_done == 60 and result.history[-1]["iter"] == 60
+
+
+def test_trainer_rejects_unknown_choices(synthetic_dir):
+    net = MultiLayerNet(784, [5], 10, xp="numpy", seed=0)
+    data = synthetic_data(synthetic_dir)
+    with pytest.raises(ValueError, match="train_acc_source"):
+        train(net, SGD(), data, iters=1, train_acc_source="test")
+    with pytest.raises(ValueError, match="divergence"):
+        train(net, SGD(), data, iters=1, divergence="ignore")
+    with pytest.raises(ValueError, match="eval_interval"):
+        train(net, SGD(), data, iters=1, eval_interval=0)
+
+
+def test_course_exercise_runs_every_rate_to_the_end(synthetic_dir, tmp_path, capsys):
+    plot = tmp_path / "course.svg"
+    args = ["--course-exercise", "--data-dir", str(synthetic_dir), "--iters", "60", "--json", str(tmp_path / "c.json")]
+    if importlib.util.find_spec("matplotlib"):
+        args += ["--plot", str(plot)]
+    with np.errstate(all="ignore"):
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "net 784-40-10 relu, sgd lr 0.01, 0.1, 1, 10, batch 100, 60 iterations, accuracies every 10 on the " \
+           "minibatch and test set" in out
+    assert "iter  1: minibatch acc, test acc | " in out and "iter 60: minibatch acc, test acc | " in out
+    assert "| lr | minibatch acc | test acc | seconds | diverged |" in out
+    record = json.loads((tmp_path / "c.json").read_text())
+    assert record["eval_interval"] == 10 and record["train_acc"] == "batch" and record["divergence"] == "continue"
+    assert [run["lr"] for run in record["lr_sweep"]] == [0.01, 0.1, 1.0, 10.0]
+    assert all(len(run["losses"]) == 60 for run in record["lr_sweep"])  # diverging runs are not cut off
+    assert [row["iter"] for row in record["lr_sweep"][0]["history"]] == [1, 11, 21, 31, 41, 51, 60]
+    if "--plot" in args:
+        svg = plot.read_text()
+        assert all(f"lr {lr}" in svg for lr in ("0.01", "0.1", "1", "10"))  # one panel per rate
+
+
+def test_course_exercise_flags_can_be_overridden(synthetic_dir, capsys):
+    assert main(["--course-exercise", "--data-dir", str(synthetic_dir), "--iters", "20", "--lr", "0.1",
+                 "--train-acc", "full", "--quiet"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "sgd lr 0.1, batch 100, 20 iterations, accuracies every 10" in header and "minibatch" not in header
+
+
+def test_progress_bar_stays_out_of_redirected_logs(synthetic_dir):
+    completed = run_cli("--data-dir", str(synthetic_dir), "--iters", "30", "--batch-size", "50")
+    assert completed.returncode == 0 and completed.stderr == ""
+    assert "\r" not in completed.stdout and "it/s" not in completed.stdout
+
+
+def test_default_evaluations_stay_few_on_small_datasets(synthetic_dir, capsys):
+    # 600 images in batches of 10: 60 steps an epoch, 50 epochs; printed about 20 times, not 50.
+    assert main(["--data-dir", str(synthetic_dir), "--iters", "3000", "--batch-size", "10"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train acc, test acc")]
+    assert 15 <= len(lines) <= 21
+
+
+def test_data_dir_names_its_dataset(data_dir, capsys):
+    assert main(["--data-dir", str(data_dir / "fashion-mnist"), "--iters", "0", "--quiet"]) == 0
+    assert "dataset fashion-mnist (60000 train / 10000 test" in capsys.readouterr().out
+    assert main(["--dataset", "mnist", "--data-dir", str(data_dir / "fashion-mnist"), "--iters", "0"]) == 2
+    assert "holds fashion-mnist, not mnist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "path", "message"),
+    [
+        ("--json", "{tmp}/missing/run.json", "does not exist"),
+        ("--save", "{tmp}", "is a folder"),
+        ("--plot", "{tmp}/curves.xyz", "unknown figure format 'xyz'"),
+    ],
+)
+def test_outputs_are_checked_before_training(flag, path, message, synthetic_dir, tmp_path, capsys):
+    if flag == "--plot":
+        pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+    assert main(["--data-dir", str(synthetic_dir), "--iters", "5", flag, path.format(tmp=tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == ""  # refused before the run began

@@ -3,6 +3,7 @@ on the Python Array API standard, so one code path runs on NumPy, CuPy, PyTorch,
 JAX and array-api-strict."""
 
 from .backend import BACKENDS, BackendUnavailableError, get_namespace, to_numpy
+from .datasets import load_mnist
 from .functions import (
     cross_entropy_error,
     d_relu,
@@ -14,7 +15,6 @@ from .functions import (
     sigmoid,
     softmax,
 )
-from .datasets import load_mnist
 from .gradient import directional_check, gradient_check, numerical_gradient
 from .layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from .nets import LayerNet, MultiLayerNet, TwoLayerNet

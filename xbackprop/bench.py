@@ -1,4 +1,4 @@
-"""``python -m xbackprop.bench``: why backprop exists, in one table.
+"""python -m xbackprop.bench: why backprop exists, in one table.
 
 For each backend, net size and batch, times one backprop gradient, one forward
 pass and the book's element-by-element numerical gradient (2P forward passes),
@@ -25,6 +25,7 @@ from typing import Any
 
 from .backend import BACKENDS, BackendUnavailableError, backend_name, describe_device, get_namespace
 from .benchcases import BATCHES, SIZES, blas_info, make_case, max_relative_difference, times_numerical
+from .io import replace_atomically
 
 
 def median_seconds(fn: Callable[[], Any], *, min_time: float = 0.2, min_runs: int = 5, max_runs: int = 1000) -> float:
@@ -103,12 +104,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.subplots()
     for (backend, batch), marker in zip(sorted({(r["backend"], r["batch"]) for r in rows}), "osD^v<>p*h"):
         mine = sorted((r for r in rows if (r["backend"], r["batch"]) == (backend, batch)), key=lambda r: r["P"])
         ax.plot([r["P"] for r in mine], [r["backprop_s"] for r in mine], marker=marker, ls="-",
@@ -120,9 +119,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
            title="backprop against numerical differentiation")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="x-small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with replace_atomically(path) as temporary:
+        fig.savefig(temporary, dpi=120, format="png")
 
 
 def _slug(text: str) -> str:
@@ -130,14 +128,19 @@ def _slug(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xbackprop.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m xbackprop.bench", description="Why backprop exists, in one table: "
+                                     "backprop against the book's numerical gradient, per net size and batch.")
     parser.add_argument("--backend", action="append", choices=BACKENDS,
                         help="backend to measure (repeatable; default: $XP or numpy)")
     parser.add_argument("--size", action="append", choices=list(SIZES), help="net size (repeatable; default all)")
     parser.add_argument("--batch", action="append", type=int, help="batch size (repeatable; default 3 and 100)")
-    parser.add_argument("--out", default="benchmarks/results", help="folder for the JSON and PNG files")
+    parser.add_argument("--out", metavar="DIR",
+                        help="also write the rows as JSON and a log-log PNG into DIR (e.g. benchmarks/results)")
     parser.add_argument("--name", help="file name stem (default: derived from the device)")
     args = parser.parse_args(argv)
+    if args.out is not None and not Path(args.out).is_dir():
+        print(f"python -m xbackprop.bench: error: --out {args.out}: no such folder", file=sys.stderr)
+        return 2
 
     rows = []
     try:
@@ -158,13 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {blas_info()}"
     print(f"# backprop vs numerical gradient — {date.today()}, {device}; {machine}\n")
     print(markdown_table(rows))
+    if args.out is None:
+        return 0
     name = args.name or _slug(f"{'-'.join(backends)}-{device if device != 'cpu' else f'cpu-{os.cpu_count()}cpu'}")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     record = {"date": str(date.today()), "device": device, "machine": machine, "python": platform.python_version(),
               "command": "python -m xbackprop.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
               "rows": rows}
-    (out / f"bench-{name}.json").write_text(json.dumps(record, indent=1))
+    with replace_atomically(out / f"bench-{name}.json") as temporary:
+        temporary.write_text(json.dumps(record, indent=1))
     try:
         plot(rows, out / f"bench-{name}.png")
     except ImportError:

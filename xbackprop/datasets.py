@@ -32,6 +32,7 @@ __all__ = [
     "IDX_FILES",
     "read_idx",
     "find_dataset_dir",
+    "identify_dataset",
     "load_split",
     "load_dataset",
     "load_mnist",
@@ -194,6 +195,29 @@ def find_dataset_dir(name: str, data_dir: str | os.PathLike[str] | None = None, 
     for folder in candidates:
         if all(_find_file(folder, stem) for stem in IDX_FILES[split]):
             return folder
+    return None
+
+
+def identify_dataset(folder: str | os.PathLike[str]) -> str | None:
+    """Which known dataset an IDX folder holds (``"mnist"``, ``"fashion-mnist"``), or ``None``.
+
+    Decided by the SHA-256 of its test labels (10 kB, compressed or not), so a folder
+    named anything is recognised, and an unknown one is not mistaken for MNIST.
+    """
+    stem = IDX_FILES["test"][1]
+    path = _find_file(Path(folder), stem)
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+        digests = {_sha256(data)}
+        if path.suffix == ".gz":
+            digests.add(_sha256(gzip.decompress(data)))
+    except (OSError, EOFError):
+        return None
+    for name, files in CHECKSUMS.items():
+        if digests & set(files[stem].values()):
+            return name
     return None
 
 

@@ -1,7 +1,9 @@
-"""``python -m xbackprop.gradcheck``: the book's gradient check of a 784-50-10 TwoLayerNet.
+"""python -m xbackprop.gradcheck: the book's gradient check of a 784-50-10 TwoLayerNet.
 
-Exits 0 when every mean |backprop - numerical| is at most 1e-6. Uses the first 3 MNIST test images when they can be found (``--data-dir`` or
-``$XBACKPROP_DATA/mnist``), otherwise 3 synthetic images, and says which.
+Prints the book's per-parameter mean |backprop - numerical| and a verdict: PASS
+(exit 0) when each is at most 1e-6, FAIL (exit 1) otherwise. Uses the first 3 MNIST
+test images when they can be found (``--data-dir`` or ``$XBACKPROP_DATA/mnist``),
+otherwise 3 synthetic images, and says which.
 """
 
 from __future__ import annotations
@@ -14,9 +16,18 @@ from .datasets import find_dataset_dir, load_split
 from .gradient import gradient_check
 from .nets import TwoLayerNet
 
+#: The book's criterion: every parameter's mean |backprop - numerical| at most this.
+TOLERANCE = 1e-6
+#: The step of the central differences (``numerical_gradient``'s default).
+STEP = 1e-4
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xbackprop.gradcheck", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m xbackprop.gradcheck",
+        description="The book's gradient check of a 784-50-10 TwoLayerNet: backprop against central differences, "
+        f"in float64, PASS when every mean |difference| is at most {TOLERANCE:g}.",
+    )
     parser.add_argument("--backend", choices=BACKENDS, help="array backend (default: $XP or numpy)")
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files")
     parser.add_argument("--batch", type=int, default=3, help="number of images (default 3, as in the book)")
@@ -46,8 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     net = TwoLayerNet(784, 50, 10, xp=xp, dtype="float64", seed=args.seed)
     print(f"gradient check of TwoLayerNet(784, 50, 10) on {backend_name(xp)}, float64, with {source}")
     result = gradient_check(net, x, t)
-    # The book's criterion; a ReLU kink within h of a pre-activation can spoil one element's relative error.
-    return 0 if max(result.mean_abs_diff.values()) <= 1e-6 else 1
+    worst_key = max(result.mean_abs_diff, key=result.mean_abs_diff.get)
+    worst = result.mean_abs_diff[worst_key]
+    if result.max_rel_error > TOLERANCE:
+        # Where a hidden unit's input lies within h of 0, the central difference straddles ReLU's kink.
+        pre_activation = net.layers["Affine1"].forward(x)
+        nearest = float(xp.min(xp.abs(pre_activation)))
+        if nearest < STEP:
+            print(f"(the relative error comes from a hidden pre-activation {nearest:.1e} from ReLU's kink, closer "
+                  f"than the step h = {STEP:g}: there the central difference is not a derivative)")
+    passed = worst <= TOLERANCE
+    print(f"{'PASS' if passed else 'FAIL'}: the largest mean |backprop - numerical| is {worst:.1e} ({worst_key}), "
+          f"{'at most' if passed else 'above'} the tolerance {TOLERANCE:g}")
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

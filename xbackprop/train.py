@@ -1,18 +1,23 @@
-"""``python -m xbackprop.train``: the book's chapter 5 MNIST training on any backend.
+"""python -m xbackprop.train: the book's chapter 5 MNIST training on any backend.
 
 Defaults reproduce the book: a 784-50-10 TwoLayerNet, SGD with lr 0.1, batch 100,
 10,000 iterations, train and test accuracy after every epoch. ``XP=cupy`` (or
 ``--backend cupy``) runs on a GPU and falls back to NumPy where CuPy cannot run.
+``--course-exercise`` runs the course exercise built on the chapter (784-40-10,
+1,000 iterations, accuracies every 10, one run per learning rate 0.01, 0.1, 1, 10).
 User mistakes end with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
+import math
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -25,15 +30,45 @@ from .backend import (
     resolve_device,
     resolve_dtype,
 )
-from .datasets import DATASETS, DataError, Dataset, DataUnavailableError, default_cache_dir, load_dataset
+from .datasets import (
+    DATASETS,
+    DataError,
+    Dataset,
+    DataUnavailableError,
+    default_cache_dir,
+    identify_dataset,
+    load_dataset,
+)
 from .distributed import DistributedSync, launched_by_mpi, launcher_rank, mpi_context, staging_of
-from .io import load_params, save_params
-from .nets import MultiLayerNet
+from .io import load_params, replace_atomically, save_params
+from .nets import ACTIVATIONS, NAMED_INITS, MultiLayerNet
 from .optimizers import OPTIMIZERS
-from .trainer import TrainResult, epochs_to_iters, to_device, train
+from .trainer import (
+    DIVERGENCE_POLICIES,
+    TRAIN_ACCURACY_SOURCES,
+    TrainResult,
+    default_eval_interval,
+    epochs_to_iters,
+    to_device,
+    train,
+)
 
 PROG = "python -m xbackprop.train"
 BOOK_SGD_LR = 0.1  # chapter 5's learning rate; the other optimizers keep chapter 6's defaults
+#: Lines of accuracies a run prints by default, at most (about); the history keeps every evaluation.
+PRINTED_EVALUATIONS = 20
+
+#: The course exercise: 784-40-10, SGD, 1,000 iterations, accuracies every 10 on the current
+#: minibatch and the test set, one run per learning rate, diverging runs kept to the end.
+COURSE_EXERCISE = {
+    "hidden": [40],
+    "iters": 1000,
+    "batch_size": 100,
+    "eval_interval": 10,
+    "train_acc": "batch",
+    "lr_sweep": [0.01, 0.1, 1.0, 10.0],
+    "divergence": "continue",
+}
 
 
 class UsageError(Exception):
@@ -77,7 +112,7 @@ def _hidden_sizes(text: str) -> list[int]:
 
 
 def _weight_init(text: str) -> float | str:
-    if text.lower() in ("he", "xavier", "relu", "sigmoid"):
+    if text.lower() in NAMED_INITS:
         return text.lower()
     return _positive_float(text)
 
@@ -87,7 +122,7 @@ def _learning_rates(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0].split(": ", 1)[1])
+    parser = _Parser(prog=PROG, description="The book's chapter 5 MNIST training on any backend, and the course exercise.")
     add = parser.add_argument
     add("--version", action="version", version=f"xbackprop {__version__}")
     add("--backend", choices=BACKENDS, help="array backend (overrides $XP; default numpy)")
@@ -98,15 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--iters", type=_non_negative_int, help="minibatch steps (default 10000)")
     length.add_argument("--epochs", type=_positive_float, help="passes over the training set instead of --iters")
     add("--batch-size", type=_positive_int, default=100, help="minibatch size (default 100)")
+    add("--eval-interval", type=_positive_int, metavar="N",
+        help="evaluate accuracies every N iterations (default: every epoch, or about 20 times a run at most)")
+    add("--train-acc", choices=TRAIN_ACCURACY_SOURCES, default="full",
+        help="training accuracy over the full training set or the current minibatch (default full)")
+    add("--divergence", choices=DIVERGENCE_POLICIES, default="stop",
+        help="on a loss that is not finite or exceeds 10x the first: stop, or continue and mark it (default stop)")
+    add("--course-exercise", action="store_true",
+        help="the course exercise: " + ", ".join(f"--{k.replace('_', '-')} {_flag_text(v)}"
+                                                  for k, v in COURSE_EXERCISE.items()) + " (each can be overridden)")
     add("--lr", type=_positive_float, help=f"learning rate (default {BOOK_SGD_LR} for sgd, the book's for others)")
     add("--hidden", type=_hidden_sizes, default=[50], help="hidden widths, comma-separated (default 50)")
-    add("--activation", choices=("relu", "sigmoid"), default="relu")
+    add("--activation", choices=tuple(ACTIVATIONS), default="relu")
     add("--weight-init-std", type=_weight_init, default=0.01, help="a number, he or xavier (default 0.01)")
     add("--optimizer", choices=tuple(OPTIMIZERS), default="sgd")
     add("--dtype", choices=("float32", "float64"), default="float32")
     add("--seed", type=int, default=0, help="seed of weights and minibatch draws (default 0)")
     add("--json", metavar="PATH", help="write the run's figures and history as JSON")
-    add("--plot", metavar="PATH", help="write loss and accuracy curves as PNG (needs matplotlib)")
+    add("--plot", metavar="PATH",
+        help="write accuracy and loss curves, one column per run, as PNG, SVG or PDF (needs matplotlib)")
     add("--save", metavar="PATH", help="save the trained parameters (.npz)")
     add("--load", metavar="PATH", help="start from saved parameters (.npz)")
     add("--lr-sweep", type=_learning_rates, metavar="LRS", help="train once per learning rate, e.g. 0.01,0.1,1,10")
@@ -116,11 +161,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as a namespace; ``--course-exercise`` supplies defaults that explicit flags override."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--course-exercise" in argv:
+        parser.set_defaults(**{k: v for k, v in COURSE_EXERCISE.items() if k != "lr_sweep"})
+        args = parser.parse_args(argv)
+        if args.lr is None and args.lr_sweep is None:
+            args.lr_sweep = COURSE_EXERCISE["lr_sweep"]
+        return args
+    return parser.parse_args(argv)
+
+
+def _dataset_name(args: argparse.Namespace) -> str:
+    """``--dataset``, or what ``--data-dir`` holds; a mismatch between the two is refused."""
+    if args.data_dir is None:
+        return args.dataset or "mnist"
+    found = identify_dataset(args.data_dir)
+    if args.dataset is not None and found is not None and found != args.dataset:
+        raise UsageError(f"--data-dir {args.data_dir} holds {found}, not {args.dataset}")
+    return args.dataset or found or Path(args.data_dir).resolve().name
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse output paths that could not be written, before any training."""
+    for flag in ("json", "plot", "save"):
+        path = getattr(args, flag)
+        if path is None:
+            continue
+        target = Path(path)
+        if target.is_dir():
+            raise UsageError(f"--{flag} {path}: is a folder; give a file name")
+        if not target.parent.is_dir():
+            raise UsageError(f"--{flag} {path}: folder {target.parent} does not exist")
+    if args.plot:
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot needs matplotlib: pip install 'xbackprop[plot]'")
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        suffix = Path(args.plot).suffix.lstrip(".").lower()
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if suffix not in formats:
+            raise UsageError(f"--plot {args.plot}: unknown figure format {suffix!r}; use .png, .svg or .pdf")
+
+
 def _load_data(args: argparse.Namespace, say: Any = print) -> Dataset:
     """The requested dataset; an implicit MNIST that cannot be had falls back to digits."""
-    name = args.dataset or "mnist"
+    name = _dataset_name(args)
+    if args.data_dir is not None and name not in DATASETS:  # IDX files of another dataset
+        try:
+            return dataclasses.replace(load_dataset("mnist", data_dir=args.data_dir, progressbar=False), name=name)
+        except DataUnavailableError as exc:
+            raise UsageError(str(exc)) from None
     try:
-        return load_dataset(name, data_dir=args.data_dir, progressbar=not args.quiet, timeout=(10, 60))
+        return load_dataset(name, data_dir=args.data_dir, progressbar=_interactive(args), timeout=(10, 60))
     except DataUnavailableError as exc:
         remedies = (
             f"set XBACKPROP_DATA to a folder with {name}/ in it, pass --data-dir DIR, go online once to "
@@ -134,10 +235,16 @@ def _load_data(args: argparse.Namespace, say: Any = print) -> Dataset:
         raise UsageError(f"{exc}; {remedies}") from None
 
 
+def _interactive(args: argparse.Namespace) -> bool:
+    """Progress bars only for a person watching: not with --quiet, not into a redirected log."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def _summary(result: TrainResult) -> str:
     ending = ""
     if result.diverged_at:
-        ending = f"diverged at iteration {result.diverged_at} (loss {result.losses[-1]:.4g}); stopped. "
+        ending = f"diverged at iteration {result.diverged_at} (loss {result.losses[result.diverged_at - 1]:.4g})"
+        ending += "; stopped. " if result.steps_done == result.diverged_at else "; trained on. "
     return (
         f"{ending}test acc {result.final_test_acc:.4f}, train acc {result.final_train_acc:.4f} after "
         f"{result.steps_done} iterations in {result.seconds:.1f} s ({result.samples_per_s:,.0f} samples/s)"
@@ -170,8 +277,7 @@ def _mpi_context(args: argparse.Namespace) -> Any:
 
 def _setup(args: argparse.Namespace, say: Any) -> tuple[Any, Any, Any, Dataset, Any]:
     """Backend, device, dtype, dataset and its device copy, or UsageError/DataError/BackendUnavailableError."""
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        raise UsageError("--plot needs matplotlib: pip install 'xbackprop[plot]'")
+    _check_outputs(args)
     if args.lr_sweep and (args.save or args.load or args.lr):
         raise UsageError("--lr-sweep trains fresh nets: it does not combine with --lr, --save or --load")
     with warnings.catch_warnings(record=True) as caught:
@@ -212,6 +318,7 @@ def run(args: argparse.Namespace) -> int:
     iters = args.iters if args.iters is not None else (
         epochs_to_iters(args.epochs, n_train, args.batch_size) if args.epochs else 10_000
     )
+    eval_interval = args.eval_interval or default_eval_interval(iters, n_train, args.batch_size)
     sizes = [dataset.num_features, *args.hidden, dataset.num_classes]
     default_lr = BOOK_SGD_LR if args.optimizer == "sgd" else OPTIMIZERS[args.optimizer]().lr
     rates = args.lr_sweep or [args.lr or default_lr]
@@ -222,7 +329,8 @@ def run(args: argparse.Namespace) -> int:
         f"xbackprop {__version__}: backend {backend_name(xp)}, device {device_text}, {args.dtype}, "
         f"dataset {dataset.name} ({n_train} train / {data.x_test.shape[0]} test, {dataset.num_features} features, "
         f"{dataset.num_classes} classes, from {dataset.source}), net {'-'.join(map(str, sizes))} {args.activation}, "
-        f"{args.optimizer} lr {', '.join(f'{r:g}' for r in rates)}, batch {args.batch_size}, {iters} iterations"
+        f"{args.optimizer} lr {', '.join(f'{r:g}' for r in rates)}, batch {args.batch_size}, {iters} iterations, "
+        f"accuracies every {eval_interval}{' on the minibatch and test set' if args.train_acc == 'batch' else ''}"
         f"{parallel}",
         flush=True,
     )
@@ -241,8 +349,8 @@ def run(args: argparse.Namespace) -> int:
         optimizer = OPTIMIZERS[args.optimizer](lr=lr)
         sync = None if context is None else DistributedSync(context, net.params)
         try:
-            result = _train_one(net, optimizer, data, iters, args, label=f"lr {lr:g}" if args.lr_sweep else None,
-                                sync=sync, show=is_root)
+            result = _train_one(net, optimizer, data, iters, eval_interval, args,
+                                label=f"lr {lr:g}" if args.lr_sweep else None, sync=sync, show=is_root)
         except Exception as exc:
             if context is None:
                 raise
@@ -255,7 +363,8 @@ def run(args: argparse.Namespace) -> int:
     if not is_root:
         return 0
     if args.lr_sweep:
-        print("\n| lr | train acc | test acc | seconds | diverged |\n| ---: | ---: | ---: | ---: | --- |")
+        source = "minibatch acc" if args.train_acc == "batch" else "train acc"
+        print(f"\n| lr | {source} | test acc | seconds | diverged |\n| ---: | ---: | ---: | ---: | --- |")
         for lr, result in runs:
             diverged = f"at iteration {result.diverged_at}" if result.diverged_at else "no"
             print(f"| {lr:g} | {result.final_train_acc:.4f} | {result.final_test_acc:.4f} | "
@@ -270,12 +379,15 @@ def run(args: argparse.Namespace) -> int:
             "activation": args.activation,
             "optimizer": args.optimizer,
             "batch_size": args.batch_size,
+            "eval_interval": eval_interval,
+            "train_acc": args.train_acc,
+            "divergence": args.divergence,
             "seed": args.seed,
             **_run_record(runs[0][1], runs[0][0]),
         }
         if args.lr_sweep:
             record["lr_sweep"] = [_run_record(result, lr) for lr, result in runs]
-        with open(args.json, "w") as f:
+        with replace_atomically(args.json) as temporary, open(temporary, "w") as f:
             json.dump(record, f, indent=1, allow_nan=True)
     if args.plot:
         from .plotting import plot_results
@@ -286,24 +398,37 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train_one(
-    net: Any, optimizer: Any, data: Any, iters: int, args: argparse.Namespace, label: str | None,
-    sync: Any = None, show: bool = True,
+    net: Any, optimizer: Any, data: Any, iters: int, eval_interval: int, args: argparse.Namespace,
+    label: str | None, sync: Any = None, show: bool = True,
 ) -> TrainResult:
     progress = None
     quiet = args.quiet or not show
-    if not quiet:
+    if not quiet and _interactive(args):
         from tqdm.auto import tqdm
 
         progress = tqdm(total=iters, desc=label or "train", unit="it", leave=False, dynamic_ncols=True)
+    # Every evaluation is kept in the history; about PRINTED_EVALUATIONS of them are printed.
+    evaluations = math.ceil(iters / eval_interval) if iters else 1
+    print_every = eval_interval * math.ceil(evaluations / PRINTED_EVALUATIONS)
+    book_style = args.eval_interval is None and args.train_acc == "full"
 
     def report(row: dict[str, float]) -> None:
-        if quiet:
+        if quiet or ((row["iter"] - 1) % print_every and row["iter"] != iters):
             return
-        line = f"train acc, test acc | {row['train_acc']:.4f}, {row['test_acc']:.4f}"
-        (progress.write if progress is not None else print)(line)
+        if book_style:  # the book's line
+            line = f"train acc, test acc | {row['train_acc']:.4f}, {row['test_acc']:.4f}"
+        else:
+            source = "minibatch" if args.train_acc == "batch" else "train"
+            line = f"iter {row['iter']:>{len(str(iters))}}: {source} acc, test acc | " \
+                   f"{row['train_acc']:.4f}, {row['test_acc']:.4f}"
+        if progress is not None:
+            progress.write(line)
+        else:
+            print(line, flush=True)
 
     try:
         return train(net, optimizer, data, iters=iters, batch_size=args.batch_size, seed=args.seed,
+                     eval_interval=eval_interval, train_acc_source=args.train_acc, divergence=args.divergence,
                      on_epoch=report, progress=progress, sync=sync)
     finally:
         if progress is not None:
@@ -312,7 +437,7 @@ def _train_one(
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return run(build_parser().parse_args(argv))
+        return run(parse_args(argv))
     except (UsageError, DataError, BackendUnavailableError) as exc:
         message = str(exc)
     except KeyboardInterrupt:

@@ -21,7 +21,24 @@ from array_api_compat import array_namespace, device
 from .backend import compile_function, from_host, host_rng, to_numpy
 from .datasets import DataError, Dataset
 
-__all__ = ["DeviceData", "TrainResult", "to_device", "train", "make_gradient_step", "epochs_to_iters"]
+__all__ = [
+    "DeviceData",
+    "TrainResult",
+    "to_device",
+    "train",
+    "make_gradient_step",
+    "epochs_to_iters",
+    "default_eval_interval",
+    "TRAIN_ACCURACY_SOURCES",
+    "DIVERGENCE_POLICIES",
+]
+
+#: Where the training accuracy of an evaluation comes from: the whole training set, or the current minibatch.
+TRAIN_ACCURACY_SOURCES = ("full", "batch")
+#: What a diverging run does: stop at the first bad loss, or go on so the whole curve can be seen.
+DIVERGENCE_POLICIES = ("stop", "continue")
+#: Evaluations a run makes by default, at most (about): one per epoch unless epochs are many.
+DEFAULT_EVALUATIONS = 20
 
 
 @dataclass(frozen=True)
@@ -56,8 +73,8 @@ def to_device(dataset: Dataset, xp: Any, *, device: Any = None, dtype: Any = Non
 @dataclass
 class TrainResult:
     """What a run did: ``history`` rows ``{iter, loss, train_acc, test_acc}`` at each evaluation,
-    ``losses`` (every step's minibatch loss), and ``diverged_at`` (the first step whose loss
-    was not finite or blew up, or ``None``)."""
+    ``losses`` (every step's minibatch loss), ``diverged_at`` (the first step whose loss
+    was not finite or blew up, or ``None``) and ``train_acc_source`` (``"full"`` or ``"batch"``)."""
 
     iters: int
     batch_size: int
@@ -65,6 +82,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     diverged_at: int | None = None
+    train_acc_source: str = "full"
 
     @property
     def final_train_acc(self) -> float:
@@ -93,30 +111,47 @@ def train(
     seed: int | None = None,
     log_interval: int = 100,
     eval_batch_size: int = 10_000,
+    eval_interval: int | None = None,
+    train_acc_source: str = "full",
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: Any = None,
     divergence_factor: float = 10.0,
+    divergence: str = "stop",
     sync: Any = None,
 ) -> TrainResult:
     """Train ``net`` with ``optimizer`` for ``iters`` minibatch steps of ``batch_size`` rows.
 
-    Train and test accuracy are evaluated after the first step of every epoch (as
-    the book does, ``max(N / batch_size, 1)`` steps an epoch) and after the last
-    step; each evaluation is appended to ``history`` and passed to ``on_epoch``.
+    Train and test accuracy are evaluated after the first step and then every
+    ``eval_interval`` steps (default :func:`default_eval_interval`: every epoch, as the
+    book does, ``max(N / batch_size, 1)`` steps an epoch, unless that makes more than
+    about 20 evaluations), and after the last step; each evaluation is appended to
+    ``history`` and passed to ``on_epoch``. The training accuracy is over the whole
+    training set (``train_acc_source="full"``) or over the current minibatch
+    (``"batch"``, as courses plot it; cheap enough to evaluate every few steps); both
+    accuracies are taken with the parameters after the step.
     ``progress`` is a tqdm-like bar (``update``, ``set_postfix``) or ``None``.
 
-    Stops early, setting ``diverged_at``, at the first loss that is not finite or
-    exceeds ``divergence_factor`` times the first step's loss: with the exact
-    log-softmax a too-large learning rate shows as a blow-up of the loss (and dead
-    ReLUs) rather than as the NaN the book's ``log(y + 1e-7)`` version prints.
+    A loss that is not finite or exceeds ``divergence_factor`` times the first step's
+    loss sets ``diverged_at``: with the exact log-softmax a too-large learning rate
+    shows as a blow-up of the loss (and dead ReLUs) rather than as the NaN the book's
+    ``log(y + 1e-7)`` version prints. ``divergence="stop"`` ends the run there;
+    ``"continue"`` trains on, so the diverging curves can be seen.
 
     ``sync`` (a :class:`xbackprop.distributed.DistributedSync`) makes this one rank
     of synchronous data-parallel training: every rank draws the same global batch,
     computes gradients on its shard of it, and applies the summed update.
     """
+    if train_acc_source not in TRAIN_ACCURACY_SOURCES:
+        raise ValueError(f"train_acc_source must be one of {TRAIN_ACCURACY_SOURCES}, got {train_acc_source!r}")
+    if divergence not in DIVERGENCE_POLICIES:
+        raise ValueError(f"divergence must be one of {DIVERGENCE_POLICIES}, got {divergence!r}")
     xp = array_namespace(data.x_train)
     n_train = data.x_train.shape[0]
     iter_per_epoch = max(n_train // batch_size, 1)
+    if eval_interval is None:
+        eval_interval = default_eval_interval(iters, n_train, batch_size)
+    elif eval_interval < 1:
+        raise ValueError(f"eval_interval must be a positive number of steps, got {eval_interval}")
     rng = host_rng(seed)
     _check_labels(data, net.sizes[-1])
     net.last_layer.check_labels = False  # checked once above, not at every step
@@ -124,7 +159,7 @@ def train(
     if sync is not None:
         shard = _shard(batch_size, sync.context.rank, sync.context.size)
         shard_rows = shard.stop - shard.start
-    result = TrainResult(iters=iters, batch_size=batch_size)
+    result = TrainResult(iters=iters, batch_size=batch_size, train_acc_source=train_acc_source)
     gradient_step = make_gradient_step(net, xp)
     pending: list[Any] = []  # 0-D loss arrays not yet read back
     start = time.perf_counter()
@@ -142,16 +177,19 @@ def train(
         optimizer.update(net.params, grads)
         pending.append(loss)
 
-        evaluate = i % iter_per_epoch == 0 or i == iters - 1
+        evaluate = i % eval_interval == 0 or i == iters - 1
         if len(pending) >= log_interval or evaluate:
-            if not _read_losses(xp, pending, result, progress, divergence_factor):
+            if not _read_losses(xp, pending, result, progress, divergence_factor, divergence == "stop"):
                 break
         if evaluate:
-            _evaluate(net, data, result, i + 1, eval_batch_size, on_epoch, sync)
+            train_rows = block[i % iter_per_epoch, :] if train_acc_source == "batch" else None
+            _evaluate(net, data, result, i + 1, eval_batch_size, on_epoch, sync, train_rows)
     if iters:
         net.last_loss = loss  # a concrete array, not a value traced inside a compiled step
     if not result.history or result.history[-1]["iter"] != result.steps_done:  # stopped early, or iters=0
-        _evaluate(net, data, result, result.steps_done, eval_batch_size, on_epoch, sync)
+        last_batch = block[(result.steps_done - 1) % iter_per_epoch, :] if iters else None
+        train_rows = last_batch if train_acc_source == "batch" else None
+        _evaluate(net, data, result, result.steps_done, eval_batch_size, on_epoch, sync, train_rows)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -178,21 +216,25 @@ def _check_labels(data: DeviceData, num_outputs: int) -> None:
             raise DataError(f"labels must lie in [0, {num_outputs}) for a net with {num_outputs} outputs")
 
 
-def _read_losses(xp: Any, pending: list[Any], result: TrainResult, progress: Any, divergence_factor: float) -> bool:
-    """Move pending losses to the host; record divergence. Returns False when training must stop."""
+def _read_losses(
+    xp: Any, pending: list[Any], result: TrainResult, progress: Any, divergence_factor: float, stop: bool
+) -> bool:
+    """Move pending losses to the host; record the first divergence. Returns False when training must stop."""
     losses = to_numpy(xp.stack(pending)).astype(float)
     pending.clear()
     limit = divergence_factor * (result.losses[0] if result.losses else losses[0])
     with np.errstate(invalid="ignore"):
         bad = np.flatnonzero(~(np.isfinite(losses) & (losses <= limit)))
-    if bad.size:
-        losses = losses[: bad[0] + 1]
+    if bad.size and result.diverged_at is None:
         result.diverged_at = result.steps_done + int(bad[0]) + 1
+        if stop:
+            losses = losses[: bad[0] + 1]
     result.losses.extend(losses.tolist())
     if progress is not None:
         progress.update(len(losses))
-        progress.set_postfix(loss=f"{losses.mean():.4f}")
-    return bad.size == 0
+        with np.errstate(invalid="ignore", over="ignore"):
+            progress.set_postfix(loss=f"{losses.mean():.4f}")
+    return not (stop and bad.size)
 
 
 def _shard(n: int, rank: int, size: int) -> slice:
@@ -212,19 +254,33 @@ def _accuracy(net: Any, x: Any, t: Any, eval_batch_size: int, sync: Any) -> floa
 
 def _evaluate(
     net: Any, data: DeviceData, result: TrainResult, step: int, eval_batch_size: int,
-    on_epoch: Callable[[dict[str, float]], None] | None, sync: Any = None,
+    on_epoch: Callable[[dict[str, float]], None] | None, sync: Any = None, train_rows: Any = None,
 ) -> None:
+    """Append an evaluation at ``step``; ``train_rows`` (device indices) limits the training accuracy to them."""
     since = result.history[-1]["iter"] if result.history else 0
     recent = result.losses[int(since) :] or result.losses[-1:]
+    if train_rows is None:
+        x_train, t_train = data.x_train, data.t_train
+    else:
+        xp = array_namespace(data.x_train)
+        x_train, t_train = xp.take(data.x_train, train_rows, axis=0), xp.take(data.t_train, train_rows, axis=0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean_loss = float(np.mean(recent)) if recent else float("nan")
     row = {
         "iter": step,
-        "loss": float(np.mean(recent)) if recent else float("nan"),
-        "train_acc": _accuracy(net, data.x_train, data.t_train, eval_batch_size, sync),
+        "loss": mean_loss,
+        "train_acc": _accuracy(net, x_train, t_train, eval_batch_size, sync),
         "test_acc": _accuracy(net, data.x_test, data.t_test, eval_batch_size, sync),
     }
     result.history.append(row)
     if on_epoch is not None:
         on_epoch(row)
+
+
+def default_eval_interval(iters: int, n_train: int, batch_size: int) -> int:
+    """Steps between evaluations: one epoch (the book's), widened so a run makes about 20 at most."""
+    iter_per_epoch = max(n_train // batch_size, 1)
+    return max(iter_per_epoch, math.ceil(iters / DEFAULT_EVALUATIONS))
 
 
 def epochs_to_iters(epochs: float, n_train: int, batch_size: int) -> int:
