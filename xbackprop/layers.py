@@ -5,6 +5,9 @@ Every layer has ``forward(...)`` and ``backward(dout)``; ``forward`` caches what
 inputs of ``forward``. No layer writes into an array it was given, and every
 constant is made on the input's device, so the same code runs on NumPy, CuPy,
 PyTorch, JAX and array-api-strict.
+
+Each pass also reports itself to :func:`xbackprop.graph.trace`, which draws the
+computational graph; outside a ``with trace()`` block that report does nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._compat import is_integral, namespace_of
+from ._tape import record_backward, record_forward
 from .functions import log_softmax, one_hot, sigmoid
 
 __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]
@@ -27,11 +31,14 @@ class MulLayer:
     def forward(self, x: Any, y: Any) -> Any:
         self.x = x
         self.y = y
-        return x * y
+        out = x * y
+        record_forward(self, (x, y), out)
+        return out
 
     def backward(self, dout: Any) -> tuple[Any, Any]:
         dx = dout * self.y  # the two inputs swap places
         dy = dout * self.x
+        record_backward(self, dout, (dx, dy))
         return dx, dy
 
 
@@ -42,11 +49,14 @@ class AddLayer:
         pass
 
     def forward(self, x: Any, y: Any) -> Any:
-        return x + y
+        out = x + y
+        record_forward(self, (x, y), out)
+        return out
 
     def backward(self, dout: Any) -> tuple[Any, Any]:
         dx = dout * 1
         dy = dout * 1
+        record_backward(self, dout, (dx, dy))
         return dx, dy
 
 
@@ -64,13 +74,17 @@ class Relu:
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
         self.mask = x <= 0
-        return xp.maximum(x, 0.0)
+        out = xp.maximum(x, 0.0)
+        record_forward(self, (x,), out)
+        return out
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
         # Multiplying by a 0/1 array is several times cheaper than where() on NumPy,
         # whose scalar-broadcasting path is a plain element loop.
-        return dout * xp.astype(~self.mask, dout.dtype)
+        dx = dout * xp.astype(~self.mask, dout.dtype)
+        record_backward(self, dout, (dx,))
+        return dx
 
 
 class Sigmoid:
@@ -81,10 +95,13 @@ class Sigmoid:
 
     def forward(self, x: Any) -> Any:
         self.out = sigmoid(x)
+        record_forward(self, (x,), self.out)
         return self.out
 
     def backward(self, dout: Any) -> Any:
-        return dout * (1.0 - self.out) * self.out
+        dx = dout * (1.0 - self.out) * self.out
+        record_backward(self, dout, (dx,))
+        return dx
 
 
 class Affine:
@@ -112,6 +129,7 @@ class Affine:
         self.db = None
 
     def forward(self, x: Any) -> Any:
+        given = x
         self.original_x_shape = x.shape
         if x.ndim != 2:
             x = namespace_of(x).reshape(x, (x.shape[0], -1))
@@ -121,7 +139,9 @@ class Affine:
                 f"W of shape {tuple(self.W.shape)} (inner dimensions {x.shape[1]} != {self.W.shape[0]})"
             )
         self.x = x
-        return x @ self.W + self.b
+        out = x @ self.W + self.b
+        record_forward(self, (given, self.W, self.b), out)
+        return out
 
     def backward(self, dout: Any) -> Any:
         if self.x is None:
@@ -130,10 +150,13 @@ class Affine:
         self.dW = self.x.T @ dout
         self.db = xp.sum(dout, axis=0)
         self.x = None
-        if not self.input_grad:
-            return None
-        dx = dout @ self.W.T
-        return dx if len(self.original_x_shape) == 2 else xp.reshape(dx, self.original_x_shape)
+        dx = None
+        if self.input_grad:
+            dx = dout @ self.W.T
+            if len(self.original_x_shape) != 2:
+                dx = xp.reshape(dx, self.original_x_shape)
+        record_backward(self, dout, (dx, self.dW, self.db))
+        return dx
 
 
 class SoftmaxWithLoss:
@@ -167,11 +190,14 @@ class SoftmaxWithLoss:
         logp = log_softmax(x, xp=xp)
         self.y = xp.exp(logp)
         self.loss = -xp.sum(self.t * logp) / n
+        record_forward(self, (x, t), self.loss)
         return self.loss
 
     def backward(self, dout: Any = 1) -> Any:
         batch_size = self.t.shape[0]
-        return (self.y - self.t) * (dout / batch_size)
+        dx = (self.y - self.t) * (dout / batch_size)
+        record_backward(self, dout, (dx, None))
+        return dx
 
     def _one_hot_labels(self, xp: Any, t: Any, n: int, c: int, dtype: Any) -> Any:
         if t.ndim == 2:
