@@ -96,7 +96,7 @@ def test_save_then_load_gives_the_same_net(synthetic_dir, tmp_path, capsys):
     reloaded = capsys.readouterr().out.splitlines()[-1].split(",")[0]
     assert trained == reloaded and trained.startswith("test acc ")
     with np.load(saved, allow_pickle=False) as f:
-        assert sorted(f.files) == ["W1", "W2", "activation", "b1", "b2", "sizes"]
+        assert sorted(f.files) == ["W1", "W2", "activation", "b1", "b2", "dataset", "sizes"]
 
 
 def test_load_into_another_backend(xp, tmp_path):
@@ -165,8 +165,21 @@ def test_cli_user_errors_exit_2_with_one_line(args, message, synthetic_dir, tmp_
 def test_cli_rejects_a_net_of_another_shape(synthetic_dir, tmp_path):
     saved = tmp_path / "wide.npz"
     assert main(["--data-dir", str(synthetic_dir), "--iters", "1", "--hidden", "80", "--save", str(saved), "--quiet"]) == 0
-    completed = run_cli("--data-dir", str(synthetic_dir), "--load", str(saved), "--quiet")
+    completed = run_cli("--data-dir", str(synthetic_dir), "--load", str(saved), "--hidden", "50", "--quiet")
     assert completed.returncode == 2 and "saved layer sizes [784, 80, 10] differ" in completed.stderr
+    completed = run_cli("--data-dir", str(synthetic_dir), "--load", str(saved), "--activation", "sigmoid", "--quiet")
+    assert completed.returncode == 2 and "saved from a relu network, this one is sigmoid" in completed.stderr
+
+
+def test_evaluate_a_saved_model(synthetic_dir, tmp_path, capsys):
+    saved = tmp_path / "model"  # no suffix: saved and loaded under exactly this name
+    assert main(["--data-dir", str(synthetic_dir), "--iters", "60", "--hidden", "30", "--activation", "sigmoid",
+                 "--weight-init-std", "xavier", "--save", str(saved), "--quiet"]) == 0
+    trained = capsys.readouterr().out.splitlines()[-1]
+    assert main(["--data-dir", str(synthetic_dir), "--iters", "0", "--load", str(saved)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "net 784-30-10 sigmoid" in out[0]
+    assert out[-1].split(" after ")[0] == trained.split(" after ")[0]  # the same accuracies, nothing trained
 
 
 @pytest.fixture

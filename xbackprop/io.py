@@ -8,6 +8,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from .backend import to_numpy
 
-__all__ = ["save_params", "load_params", "replace_atomically"]
+__all__ = ["SavedNet", "save_params", "read_saved", "load_params", "load_net", "replace_atomically"]
 
 
 @contextmanager
@@ -44,23 +45,35 @@ def replace_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def save_params(path: str | os.PathLike[str], net: Any) -> None:
-    """Write ``net.params`` (as host arrays) and the layer sizes and activation to ``path`` (``.npz`` format).
+@dataclass(frozen=True)
+class SavedNet:
+    """What a saved network file holds: host ``params``, layer ``sizes``, ``activation`` and ``dataset``."""
 
-    The file is written exactly at ``path`` (no suffix is added) through a temporary
-    file beside it, so an interrupted save leaves an earlier file intact.
+    params: dict[str, np.ndarray]
+    sizes: list[int] | None
+    activation: str | None
+    dataset: str | None
+
+
+def save_params(path: str | os.PathLike[str], net: Any, *, dataset: str | None = None) -> None:
+    """Write ``net.params`` (as host arrays), the layer sizes and activation, and ``dataset``'s name to ``path``.
+
+    ``.npz`` format, written exactly at ``path`` (no suffix is added) through a
+    temporary file beside it, so an interrupted save leaves an earlier file intact.
     """
     arrays = {key: to_numpy(value) for key, value in net.params.items()}
-    activation = np.asarray(net.activation if net.activation is not None else "")
+    described = {"sizes": np.asarray(net.sizes, dtype=np.int64)}
+    for key, value in (("activation", net.activation), ("dataset", dataset)):
+        if value is not None:
+            described[key] = np.asarray(value)
     with replace_atomically(path) as temporary, open(temporary, "wb") as f:
-        np.savez(f, sizes=np.asarray(net.sizes, dtype=np.int64), activation=activation, **arrays)
+        np.savez(f, **described, **arrays)
 
 
-def load_params(path: str | os.PathLike[str], net: Any) -> None:
-    """Replace ``net.params`` with the arrays saved at ``path``, on the net's device and in its dtype.
+def read_saved(path: str | os.PathLike[str]) -> SavedNet:
+    """The contents of a file written by :func:`save_params` (never unpickled).
 
-    Raises ``ValueError`` (naming the file) when the file is unreadable or was saved
-    from a network of another shape.
+    Raises ``ValueError`` naming the file when it is missing, unreadable or not a saved network.
     """
     try:
         with np.load(path, allow_pickle=False) as saved:
@@ -68,13 +81,43 @@ def load_params(path: str | os.PathLike[str], net: Any) -> None:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"{path}: not a saved xbackprop network ({exc})") from None
     sizes = stored.pop("sizes", None)
-    stored.pop("activation", None)
-    if sizes is not None and sizes.tolist() != list(net.sizes):
-        raise ValueError(f"{path}: saved layer sizes {sizes.tolist()} differ from this network's {net.sizes}")
+    text = {key: stored.pop(key, None) for key in ("activation", "dataset")}
+    text = {key: str(value) if value is not None and value.ndim == 0 and str(value) else None
+            for key, value in text.items()}
+    if sizes is not None:
+        sizes = [int(n) for n in sizes.ravel()]
+    return SavedNet(stored, sizes, text["activation"], text["dataset"])
+
+
+def load_net(path: str | os.PathLike[str], *, xp: Any = None, device: Any = None, dtype: Any = None) -> tuple[Any, SavedNet]:
+    """A :class:`~xbackprop.MultiLayerNet` rebuilt from a saved file (its sizes and activation), and the file's contents."""
+    from .nets import ACTIVATIONS, MultiLayerNet
+
+    saved = read_saved(path)
+    if saved.sizes is None or len(saved.sizes) < 2 or saved.activation not in ACTIVATIONS:
+        raise ValueError(f"{path}: does not say the network's layer sizes and activation")
+    net = MultiLayerNet(saved.sizes[0], saved.sizes[1:-1], saved.sizes[-1], activation=saved.activation,
+                        xp=xp, device=device, dtype=dtype)
+    load_params(path, net, saved=saved)
+    return net, saved
+
+
+def load_params(path: str | os.PathLike[str], net: Any, *, saved: SavedNet | None = None) -> None:
+    """Replace ``net.params`` with the arrays saved at ``path``, on the net's device and in its dtype.
+
+    Raises ``ValueError`` (naming the file) when the file is unreadable or was saved
+    from a network of another shape or activation; the net is then left as it was.
+    """
+    saved = read_saved(path) if saved is None else saved
+    stored = saved.params
+    if saved.sizes is not None and saved.sizes != list(net.sizes):
+        raise ValueError(f"{path}: saved layer sizes {saved.sizes} differ from this network's {net.sizes}")
+    if saved.activation is not None and net.activation is not None and saved.activation != net.activation:
+        raise ValueError(f"{path}: saved from a {saved.activation} network, this one is {net.activation}")
     if set(stored) != set(net.params):
         raise ValueError(f"{path}: holds {sorted(stored)}, the network needs {sorted(net.params)}")
     for key, value in net.params.items():
         if tuple(stored[key].shape) != tuple(value.shape):
             raise ValueError(f"{path}: {key} has shape {stored[key].shape}, the network needs {tuple(value.shape)}")
-    for key in list(net.params):
-        net.params[key] = net.xp.asarray(stored[key], dtype=net.dtype, device=net.device)
+    converted = {key: net.xp.asarray(stored[key], dtype=net.dtype, device=net.device) for key in net.params}
+    net.params.update(converted)  # all at once, after every check and conversion

@@ -40,7 +40,7 @@ from .datasets import (
     load_dataset,
 )
 from .distributed import DistributedSync, launched_by_mpi, launcher_rank, mpi_context, staging_of
-from .io import load_params, replace_atomically, save_params
+from .io import load_params, read_saved, replace_atomically, save_params
 from .nets import ACTIVATIONS, NAMED_INITS, MultiLayerNet
 from .optimizers import OPTIMIZERS
 from .trainer import (
@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the course exercise: " + ", ".join(f"--{k.replace('_', '-')} {_flag_text(v)}"
                                                   for k, v in COURSE_EXERCISE.items()) + " (each can be overridden)")
     add("--lr", type=_positive_float, help=f"learning rate (default {BOOK_SGD_LR} for sgd, the book's for others)")
-    add("--hidden", type=_hidden_sizes, default=[50], help="hidden widths, comma-separated (default 50)")
-    add("--activation", choices=tuple(ACTIVATIONS), default="relu")
+    add("--hidden", type=_hidden_sizes, help="hidden widths, comma-separated (default 50, or --load's)")
+    add("--activation", choices=tuple(ACTIVATIONS), help="hidden activation (default relu, or --load's)")
     add("--weight-init-std", type=_weight_init, default=0.01, help="a number, he or xavier (default 0.01)")
     add("--optimizer", choices=tuple(OPTIMIZERS), default="sgd")
     add("--dtype", choices=("float32", "float64"), default="float32")
@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--plot", metavar="PATH",
         help="write accuracy and loss curves, one column per run, as PNG, SVG or PDF (needs matplotlib)")
     add("--save", metavar="PATH", help="save the trained parameters (.npz)")
-    add("--load", metavar="PATH", help="start from saved parameters (.npz)")
+    add("--load", metavar="PATH",
+        help="start from saved parameters (.npz); with --iters 0, evaluate a saved model")
     add("--lr-sweep", type=_learning_rates, metavar="LRS", help="train once per learning rate, e.g. 0.01,0.1,1,10")
     add("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     add("--distributed", action="store_true",
@@ -210,6 +211,21 @@ def _check_outputs(args: argparse.Namespace) -> None:
         formats = FigureCanvasBase.get_supported_filetypes()
         if suffix not in formats:
             raise UsageError(f"--plot {args.plot}: unknown figure format {suffix!r}; use .png, .svg or .pdf")
+
+
+def _architecture(args: argparse.Namespace) -> tuple[list[int], str]:
+    """Hidden widths and activation: the flags, else what ``--load``'s file says, else 50 and relu."""
+    hidden, activation = args.hidden, args.activation
+    if args.load and (hidden is None or activation is None):
+        try:
+            saved = read_saved(args.load)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if hidden is None and saved.sizes is not None:
+            hidden = saved.sizes[1:-1]
+        if activation is None:
+            activation = saved.activation
+    return hidden or [50], activation or "relu"
 
 
 def _load_data(args: argparse.Namespace, say: Any = print) -> Dataset:
@@ -305,6 +321,7 @@ def run(args: argparse.Namespace) -> int:
     error = None
     try:
         xp, device, dtype, dataset, data = _setup(args, say)
+        hidden, activation = _architecture(args)
         if context is not None and args.batch_size < context.size:
             raise UsageError(f"--batch-size {args.batch_size} is smaller than the {context.size} MPI ranks")
     except (UsageError, DataError, BackendUnavailableError) as exc:
@@ -319,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
         epochs_to_iters(args.epochs, n_train, args.batch_size) if args.epochs else 10_000
     )
     eval_interval = args.eval_interval or default_eval_interval(iters, n_train, args.batch_size)
-    sizes = [dataset.num_features, *args.hidden, dataset.num_classes]
+    sizes = [dataset.num_features, *hidden, dataset.num_classes]
     default_lr = BOOK_SGD_LR if args.optimizer == "sgd" else OPTIMIZERS[args.optimizer]().lr
     rates = args.lr_sweep or [args.lr or default_lr]
 
@@ -328,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
     say(
         f"xbackprop {__version__}: backend {backend_name(xp)}, device {device_text}, {args.dtype}, "
         f"dataset {dataset.name} ({n_train} train / {data.x_test.shape[0]} test, {dataset.num_features} features, "
-        f"{dataset.num_classes} classes, from {dataset.source}), net {'-'.join(map(str, sizes))} {args.activation}, "
+        f"{dataset.num_classes} classes, from {dataset.source}), net {'-'.join(map(str, sizes))} {activation}, "
         f"{args.optimizer} lr {', '.join(f'{r:g}' for r in rates)}, batch {args.batch_size}, {iters} iterations, "
         f"accuracies every {eval_interval}{' on the minibatch and test set' if args.train_acc == 'batch' else ''}"
         f"{parallel}",
@@ -338,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
     runs: list[tuple[float, TrainResult]] = []
     for lr in rates:
         net = MultiLayerNet(
-            sizes[0], sizes[1:-1], sizes[-1], activation=args.activation, weight_init_std=args.weight_init_std,
+            sizes[0], sizes[1:-1], sizes[-1], activation=activation, weight_init_std=args.weight_init_std,
             xp=xp, device=device, dtype=dtype, seed=args.seed,
         )
         if args.load:
@@ -358,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
         runs.append((lr, result))
         say(("" if not args.lr_sweep else f"lr {lr:g}: ") + _summary(result), flush=True)
         if args.save and is_root:
-            save_params(args.save, net)
+            save_params(args.save, net, dataset=dataset.name)
 
     if not is_root:
         return 0
@@ -376,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
             "dtype": args.dtype,
             "dataset": dataset.name,
             "sizes": sizes,
-            "activation": args.activation,
+            "activation": activation,
             "optimizer": args.optimizer,
             "batch_size": args.batch_size,
             "eval_interval": eval_interval,
