@@ -221,3 +221,24 @@ def test_the_books_gradient_check_gets_the_books_numbers():
     for key in grad_numerical.keys():
         diff = np.average(np.abs(grad_backprop[key] - grad_numerical[key]))
         assert diff < 1e-9, (key, diff)  # the book prints 1e-13 to 1e-10; float32 gave 1e-4
+
+
+def test_the_books_training_loop_runs_unchanged(synthetic_dir, tmp_path, monkeypatch):
+    """train_neuralnet.py's idioms: load_mnist(one_hot_label=True), np.random.choice, params[key] -= ..."""
+    from xbackprop import load_mnist
+
+    (tmp_path / "mnist").symlink_to(synthetic_dir, target_is_directory=True)
+    monkeypatch.setenv("XBACKPROP_DATA", str(tmp_path))
+    (x_train, t_train), (x_test, t_test) = load_mnist(normalize=True, one_hot_label=True)
+    assert x_train.shape == (600, 784) and t_train.shape == (600, 10) and x_train.dtype == np.float32
+    network = TwoLayerNet(input_size=784, hidden_size=50, output_size=10, xp="numpy")
+    np.random.seed(0)
+    train_loss_list = []
+    for _ in range(150):
+        batch_mask = np.random.choice(x_train.shape[0], 100)
+        grad = network.gradient(x_train[batch_mask], t_train[batch_mask])
+        for key in ("W1", "b1", "W2", "b2"):
+            network.params[key] -= 0.1 * grad[key]
+        train_loss_list.append(network.loss(x_train[batch_mask], t_train[batch_mask]))
+    assert float(train_loss_list[-1]) < 0.5 * float(train_loss_list[0])
+    assert network.accuracy(x_test, t_test) > 0.9 and network.params["W1"].dtype == np.float64

@@ -171,14 +171,13 @@ def _flag_text(value: Any) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line as a namespace; ``--course-exercise`` supplies defaults that explicit flags override."""
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "--course-exercise" in argv:
+    args = parser.parse_args(argv)
+    if args.course_exercise:
         parser.set_defaults(**{k: v for k, v in COURSE_EXERCISE.items() if k != "lr_sweep"})
         args = parser.parse_args(argv)
-        if args.lr is None and args.lr_sweep is None:
+        if args.lr is None and args.lr_sweep is None:  # an explicit --lr means one run
             args.lr_sweep = COURSE_EXERCISE["lr_sweep"]
-        return args
-    return parser.parse_args(argv)
+    return args
 
 
 def _dataset_name(args: argparse.Namespace) -> str:
