@@ -243,15 +243,15 @@ def test_the_trainers_gradient_step_equals_backprop(xp):
         np.testing.assert_allclose(to_numpy(grads[key]), to_numpy(value), rtol=1e-12, atol=1e-15)
 
 
-def synthetic_data(synthetic_dir):
+def synthetic_data(synthetic_dir, xp=None):
     from xbackprop.datasets import load_dataset
 
-    return to_device(load_dataset("mnist", data_dir=synthetic_dir), get_namespace("numpy"))
+    return to_device(load_dataset("mnist", data_dir=synthetic_dir), xp or get_namespace("numpy"))
 
 
-def test_eval_interval_and_minibatch_accuracy(synthetic_dir):
-    net = MultiLayerNet(784, [40], 10, xp="numpy", dtype="float32", seed=0)
-    result = train(net, SGD(lr=0.1), synthetic_data(synthetic_dir), iters=95, batch_size=20, seed=0,
+def test_eval_interval_and_minibatch_accuracy(xp, synthetic_dir):
+    net = MultiLayerNet(784, [40], 10, xp=xp, dtype="float32", seed=0)
+    result = train(net, SGD(lr=0.1), synthetic_data(synthetic_dir, xp), iters=95, batch_size=20, seed=0,
                    eval_interval=10, train_acc_source="batch")
     assert [row["iter"] for row in result.history] == [*range(1, 92, 10), 95]
     assert result.train_acc_source == "batch"
