@@ -86,3 +86,89 @@ def test_real_fashion_mnist(data_dir):
     images, labels = load_split(folder, "train")
     assert images.shape == (60000, 28, 28)
     assert np.bincount(labels).tolist() == [6000] * 10
+
+
+def raw_idx(type_code, dims, payload=b""):
+    import struct
+
+    return struct.pack(">BBBB", 0, 0, type_code, len(dims)) + struct.pack(f">{len(dims)}I", *dims) + payload
+
+
+def test_a_header_promising_too_much_is_refused_before_reading(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    # Every axis 2**31: the byte count (2**93) must not wrap around to something small.
+    path.write_bytes(gzip.compress(raw_idx(0x08, (2**31, 2**31, 2**31))))
+    with pytest.raises(DataError, match=r"more than the 1,073,741,824 bytes"):
+        read_idx(path)
+
+
+def test_a_decompression_bomb_stops_at_what_the_header_promises(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(raw_idx(0x08, (10,), bytes(200 << 20)), compresslevel=1))  # 200 MB inside
+    tracemalloc.start()
+    with pytest.raises(DataError, match=r"header says shape \(10,\) \(10 bytes\) but the file holds more"):
+        read_idx(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20, peak
+
+
+def test_a_corrupt_deflate_body(tmp_path):
+    labels = np.random.default_rng(3).integers(0, 10, 20000).astype(np.uint8)
+    data = bytearray(gzip.compress(idx_bytes(labels)))
+    data[len(data) // 2 : len(data) // 2 + 20] = b"\xff" * 20
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: cannot read"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "message"),
+    [
+        (np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8), "holds no pixels"),
+        (np.zeros((5, 0, 0), np.uint8), np.zeros(5, np.uint8), "holds no pixels"),
+    ],
+)
+def test_empty_images_are_refused(tmp_path, images, labels, message):
+    write_split(tmp_path, "test", images, labels)
+    with pytest.raises(DataError, match=message):
+        load_split(tmp_path, "test")
+
+
+def test_train_and_test_images_must_share_a_size(tmp_path):
+    from xbackprop.datasets import load_dataset
+
+    write_split(tmp_path, "train", np.zeros((5, 28, 28), np.uint8), np.zeros(5, np.uint8))
+    write_split(tmp_path, "test", np.zeros((5, 27, 27), np.uint8), np.zeros(5, np.uint8))
+    with pytest.raises(DataError, match="training images are 28x28, test images 27x27"):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_labels_must_fit_the_declared_classes(tmp_path):
+    from xbackprop.datasets import load_dataset
+
+    images = np.zeros((5, 4, 4), np.uint8)
+    write_split(tmp_path, "train", images, np.array([0, 1, 2, 3, 200], np.uint8))
+    write_split(tmp_path, "test", images, np.zeros(5, np.uint8))
+    with pytest.raises(DataError, match=r"training labels run from 0 to 200, outside the 10 classes"):
+        load_dataset("mnist", data_dir=tmp_path)
+    assert load_dataset("mine", data_dir=tmp_path).num_classes == 201  # undeclared: from the labels
+    with pytest.raises(DataError, match=r"outside the 50 classes"):
+        load_dataset("mine", data_dir=tmp_path, classes=50)
+
+
+def test_labels_far_beyond_any_class_count_are_refused(tmp_path):
+    import struct
+
+    from xbackprop.datasets import load_dataset
+
+    images = np.zeros((2, 4, 4), np.uint8)
+    write_split(tmp_path, "train", images, np.zeros(2, np.uint8))
+    write_split(tmp_path, "test", images, np.zeros(2, np.uint8))
+    huge = raw_idx(0x0C, (2,), struct.pack(">2i", 0, 2**31 - 1))  # int32 labels
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(huge))
+    with pytest.raises(DataError, match=r"labels go up to 2147483647; .* declare them \(--classes\)"):
+        load_dataset("mine", data_dir=tmp_path).num_classes

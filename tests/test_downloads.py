@@ -27,10 +27,12 @@ RAW = {
 }
 CHECKSUMS = {stem: {"raw": hashlib.sha256(data).hexdigest()} for stem, data in RAW.items()}
 HANG_SECONDS = 3.0
+BOMB = gzip.compress(b"\0\0\x08\x03" + (1).to_bytes(4, "big") * 3 + bytes(40 << 20), compresslevel=1)
 
 
 class Handler(BaseHTTPRequestHandler):
-    """``/good/``, ``/badsum/``, ``/truncated/``, ``/missing/`` and ``/hang/`` mirrors."""
+    """``/good/``, ``/badsum/``, ``/truncated/``, ``/missing/``, ``/hang/``, ``/stall/``, ``/endless/`` and
+    ``/bomb/`` mirrors."""
 
     def log_message(self, *args):  # keep the test output clean
         pass
@@ -44,14 +46,27 @@ class Handler(BaseHTTPRequestHandler):
         body = gzip.compress(RAW[stem])
         if mode == "badsum":
             body = gzip.compress(RAW[stem][:-1] + b"\x07")
+        if mode == "bomb":  # 40 MB of zeros behind a valid IDX header: 40 kB on the wire
+            body = BOMB
         if mode == "hang":
             time.sleep(HANG_SECONDS)
+        if mode == "endless":  # a body with no end, bounded here: 4,096 chunks of 64 kB at most
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(4096):
+                    self.wfile.write(b"\0" * 65536)
+            except OSError:
+                pass  # the client hung up, as it should
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if mode == "truncated":
+        if mode in ("truncated", "stall"):
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
+            if mode == "stall":
+                time.sleep(HANG_SECONDS)
             self.close_connection = True
             return
         self.wfile.write(body)
@@ -87,8 +102,23 @@ def test_load_dataset_downloads_then_reads_the_cache(server, tmp_path, monkeypat
     np.testing.assert_array_equal(data.x_train, IMAGES["train"])
     np.testing.assert_array_equal(data.t_test, LABELS["test"])
     assert data.source.endswith("(downloaded)")
-    again = load_dataset("mnist", cache_dir=cache, download=False)
+    again = load_dataset("mnist", cache_dir=cache, download=False, checksums=CHECKSUMS)
     assert again.source == str(cache)
+
+
+def test_a_cached_file_that_changed_is_fetched_again(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("XBACKPROP_DATA", raising=False)
+    cache = tmp_path / "cache"
+    load_dataset("mnist", cache_dir=cache, mirrors=[f"{server}/good/"], timeout=5, progressbar=False,
+                 checksums=CHECKSUMS)
+    labels = cache / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(idx_bytes(np.zeros_like(LABELS["test"]))))  # rewritten behind our back
+    with pytest.raises(DataUnavailableError, match="mnist not found"):
+        load_dataset("mnist", cache_dir=cache, download=False, checksums=CHECKSUMS)
+    assert not labels.exists()  # never trusted again
+    data = load_dataset("mnist", cache_dir=cache, mirrors=[f"{server}/good/"], timeout=5, progressbar=False,
+                        checksums=CHECKSUMS)
+    np.testing.assert_array_equal(data.t_test, LABELS["test"])
 
 
 @pytest.mark.parametrize(
@@ -117,3 +147,56 @@ def test_a_bad_mirror_falls_through_to_a_good_one(server, tmp_path):
     download_idx(cache, CHECKSUMS, [f"{server}/badsum/", f"{server}/truncated/", f"{server}/good/"],
                  timeout=5, progressbar=False)
     assert len(leftovers(cache)) == 4
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("endless", "sent more than 1,048,576 bytes"),
+        ("stall", "stalled mid-transfer"),
+        ("bomb", "decompresses to more than 1,048,576 bytes"),
+    ],
+)
+def test_hostile_mirrors_are_cut_off(server, tmp_path, monkeypatch, mode, reason):
+    from xbackprop import datasets
+
+    monkeypatch.setattr(datasets, "MAX_DOWNLOAD_BYTES", 1 << 20)
+    monkeypatch.setattr(datasets, "MAX_IDX_BYTES", 1 << 20)
+    cache = tmp_path / "mnist"
+    start = time.perf_counter()
+    with pytest.raises(DataUnavailableError, match=reason):
+        download_idx(cache, CHECKSUMS, [f"{server}/{mode}/"], timeout=(5, 1), progressbar=False)
+    assert time.perf_counter() - start < 10
+    assert leftovers(cache) == []
+
+
+def test_stale_staging_folders_are_removed(server, tmp_path):
+    import os
+
+    cache = tmp_path / "mnist"
+    stale, fresh = cache / ".staging-killed", cache / ".staging-running"
+    stale.mkdir(parents=True)
+    fresh.mkdir()
+    (stale / "part.gz").write_bytes(b"half")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    download_idx(cache, CHECKSUMS, [f"{server}/good/"], timeout=5, progressbar=False)
+    assert not stale.exists() and fresh.exists()  # a download of another process may still be running
+
+
+@pytest.mark.parametrize("kind", ["a file", "read-only", "under /proc"])
+def test_an_unusable_cache_folder_is_unavailable_data(tmp_path, monkeypatch, kind):
+    import os
+
+    monkeypatch.delenv("XBACKPROP_DATA", raising=False)
+    if kind == "a file":
+        cache = tmp_path / "file"
+        cache.write_text("not a folder")
+    elif kind == "read-only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        cache = tmp_path / "ro"
+        cache.mkdir(mode=0o500)
+    else:
+        cache = "/proc/xbackprop-cache"
+    with pytest.raises(DataUnavailableError, match="not writable"):
+        load_dataset("mnist", cache_dir=cache, mirrors=["http://127.0.0.1:9/"], timeout=1, progressbar=False)

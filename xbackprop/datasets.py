@@ -12,14 +12,20 @@ moves them to the device once. Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import logging
+import math
 import os
+import struct
 import tempfile
+import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -97,6 +103,16 @@ CHECKSUMS = {
     },
 }
 
+#: The most bytes an IDX file's payload may hold (MNIST's training images hold 47 MB): a header
+#: that promises more is refused before anything is decompressed.
+MAX_IDX_BYTES = 1 << 30
+#: The most bytes a download may bring; a mirror that sends more is cut off.
+MAX_DOWNLOAD_BYTES = 64 << 20
+#: The most classes a dataset's labels may imply when it declares none (``--classes`` raises it).
+MAX_CLASSES = 1000
+#: Classes of the known datasets.
+DECLARED_CLASSES = {"mnist": 10, "fashion-mnist": 10, "digits": 10}
+
 #: Environment variable that overrides the download cache folder.
 CACHE_ENV = "XBACKPROP_CACHE"
 
@@ -125,6 +141,7 @@ class Dataset:
     t_test: np.ndarray
     max_value: int
     source: str
+    classes: int | None = None
 
     @property
     def num_features(self) -> int:
@@ -132,44 +149,59 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
-        return int(max(self.t_train.max(), self.t_test.max())) + 1
+        """The declared number of classes, else one more than the largest label (at most :data:`MAX_CLASSES`)."""
+        if self.classes is not None:
+            return self.classes
+        largest = int(max(self.t_train.max(initial=0), self.t_test.max(initial=0)))
+        if largest >= MAX_CLASSES:
+            raise DataError(f"{self.name}: labels go up to {largest}; if the data really has {largest + 1} "
+                            "classes, declare them (--classes)")
+        return largest + 1
+
+    def check_labels(self) -> None:
+        """Raise :class:`DataError` unless every label lies in ``[0, num_classes)``."""
+        for split, labels in (("training", self.t_train), ("test", self.t_test)):
+            if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+                raise DataError(f"{self.name}: {split} labels run from {int(labels.min())} to {int(labels.max())}, "
+                                f"outside the {self.num_classes} classes [0, {self.num_classes})")
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-
-
-def read_idx(path: str | os.PathLike[str], *, ndim: int | None = None) -> np.ndarray:
+def read_idx(
+    path: str | os.PathLike[str], *, ndim: int | None = None, max_bytes: int | None = None
+) -> np.ndarray:
     """Parse an IDX file (optionally gzip-compressed) into a NumPy array of its native type.
 
     Checks the magic number, the rank (``ndim`` when given) and that the payload
-    holds exactly the product of the dimensions. Raises :class:`DataError` naming
-    the file otherwise.
+    holds exactly the product of the dimensions, reading (and decompressing) no more
+    than the header justifies, and nothing at all when that exceeds ``max_bytes``
+    (default :data:`MAX_IDX_BYTES`). Raises :class:`DataError` naming the file otherwise.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
-    rank = data[3]
-    if ndim is not None and rank != ndim:
-        raise DataError(f"{path}: expected {ndim} dimensions, the header says {rank}")
-    header = 4 + 4 * rank
-    if len(data) < header:
-        raise DataError(f"{path}: truncated header")
-    shape = tuple(int(n) for n in np.frombuffer(data, dtype=">u4", count=rank, offset=4))
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != expected:
-        raise DataError(
-            f"{path}: header says shape {shape} ({expected} bytes) but the file holds {len(data) - header} bytes"
-        )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    limit = MAX_IDX_BYTES if max_bytes is None else max_bytes
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+                raise DataError(f"{path}: not an IDX file (bad magic number {magic.hex() or 'empty'})")
+            rank = magic[3]
+            if ndim is not None and rank != ndim:
+                raise DataError(f"{path}: expected {ndim} dimensions, the header says {rank}")
+            dims = f.read(4 * rank)
+            if len(dims) < 4 * rank:
+                raise DataError(f"{path}: truncated header")
+            shape = struct.unpack(f">{rank}I", dims)
+            dtype = np.dtype(_IDX_DTYPES[magic[2]])
+            expected = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
+            if expected > limit:
+                raise DataError(f"{path}: header says shape {shape} ({expected:,} bytes), more than the "
+                                f"{limit:,} bytes an IDX file may hold here")
+            payload = f.read(expected + 1)  # one byte more than promised tells a longer file
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    if len(payload) != expected:
+        held = f"{len(payload)} bytes" if len(payload) < expected else "more"
+        raise DataError(f"{path}: header says shape {shape} ({expected} bytes) but the file holds {held}")
+    return np.frombuffer(payload, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:
@@ -235,6 +267,12 @@ def load_split(folder: str | os.PathLike[str], split: str) -> tuple[np.ndarray, 
     labels = read_idx(paths[1], ndim=1)
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{paths[1]}: {labels.shape[0]} labels for {images.shape[0]} images in {paths[0].name}")
+    if images.shape[0] == 0 or images.shape[1] * images.shape[2] == 0:
+        raise DataError(f"{paths[0]}: holds no pixels (shape {images.shape})")
+    if images.dtype != np.uint8:
+        raise DataError(f"{paths[0]}: pixels must be unsigned bytes (IDX type 0x08), not {images.dtype}")
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{paths[1]}: labels must be integers, not {labels.dtype}")
     return images, labels
 
 
@@ -256,18 +294,79 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _digests(path: Path) -> set[str]:
+    """SHA-256 of the file's bytes and, for gzip data, of its decompressed bytes (streamed, capped)."""
+    whole, raw = hashlib.sha256(), hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            whole.update(block)
+    digests = {whole.hexdigest()}
+    try:
+        with gzip.open(path, "rb") as f:
+            size = 0
+            for block in iter(lambda: f.read(1 << 20), b""):
+                size += len(block)
+                if size > MAX_IDX_BYTES:
+                    raise DataError(f"{path.name}: decompresses to more than {MAX_IDX_BYTES:,} bytes")
+                raw.update(block)
+        digests.add(raw.hexdigest())
+    except (OSError, EOFError, zlib.error):
+        pass  # not gzip data: only the file's own digest can match
+    return digests
+
+
 def _verify(path: Path, expected: dict[str, str]) -> None:
     """Raise DataError unless the file's compressed or decompressed bytes match a known SHA-256."""
-    data = path.read_bytes()
-    if expected.get("gz") == _sha256(data):
-        return
     try:
-        raw = gzip.decompress(data)
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path.name}: not a valid gzip file ({exc})") from None
-    if "raw" in expected and expected["raw"] == _sha256(raw):
-        return
-    raise DataError(f"{path.name}: SHA-256 does not match the published data")
+        digests = _digests(path)
+    except OSError as exc:
+        raise DataError(f"{path.name}: cannot read ({exc})") from None
+    if not digests & set(expected.values()):
+        raise DataError(f"{path.name}: SHA-256 does not match the published data")
+
+
+class _CappedWriter:
+    """A file that refuses to grow past ``limit`` bytes (a mirror that sends forever is cut off)."""
+
+    def __init__(self, file: Any, limit: int) -> None:
+        self.file, self.limit, self.written = file, limit, 0
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        if self.written > self.limit:
+            raise DataError(f"sent more than {self.limit:,} bytes")
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+class _CappedDownloader:
+    """pooch's HTTP downloader, writing through a :class:`_CappedWriter`."""
+
+    def __init__(self, limit: int, **kwargs: Any) -> None:
+        import pooch
+
+        self.inner = pooch.HTTPDownloader(**kwargs)
+        self.limit = limit
+
+    def __call__(self, url: str, output_file: str, pooch_obj: Any, check_only: bool = False) -> Any:
+        if check_only:
+            return self.inner(url, output_file, pooch_obj, check_only=True)
+        with open(output_file, "wb") as f:
+            return self.inner(url, _CappedWriter(f, self.limit), pooch_obj)
+
+
+def _remove_stale_staging(folder: Path, older_than_s: float = 3600.0) -> None:
+    """Delete staging folders that a killed download left behind (an hour old: no download runs that long)."""
+    import shutil
+
+    for staging in folder.glob(".staging-*"):
+        try:
+            if time.time() - staging.stat().st_mtime > older_than_s:
+                shutil.rmtree(staging, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _reason(exc: Exception) -> str:
@@ -284,6 +383,8 @@ def _reason(exc: Exception) -> str:
         return "connection broken mid-transfer"
     if isinstance(exc, requests.ConnectionError):
         text = str(exc)
+        if "Read timed out" in text:
+            return "stalled mid-transfer (read timed out)"
         return "host not found" if ("NameResolution" in text or "resolve" in text) else "cannot connect"
     return f"{type(exc).__name__}: {exc}"[:120]
 
@@ -309,7 +410,13 @@ def download_idx(
 
     pooch.get_logger().setLevel(logging.WARNING)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-")
+        probe.close()
+    except OSError as exc:
+        raise DataUnavailableError(f"cache folder {folder} is not writable ({exc.strerror or exc})") from None
+    _remove_stale_staging(folder)
     for stem, expected in files.items():
         target = folder / f"{stem}.gz"
         if target.is_file():
@@ -319,7 +426,7 @@ def download_idx(
             url = mirror.rstrip("/") + f"/{stem}.gz"
             with tempfile.TemporaryDirectory(dir=folder, prefix=".staging-") as staging:
                 try:
-                    downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=timeout)
+                    downloader = _CappedDownloader(MAX_DOWNLOAD_BYTES, progressbar=progressbar, timeout=timeout)
                     fetched = Path(pooch.retrieve(url, None, fname=target.name, path=staging, downloader=downloader))
                     _verify(fetched, expected)
                 except Exception as exc:
@@ -331,10 +438,24 @@ def download_idx(
             raise DataUnavailableError(f"download of {stem}.gz failed ({'; '.join(failures)})")
 
 
-def _load_idx_dataset(name: str, folder: Path, source: str) -> Dataset:
+def _with_classes(dataset: Dataset, classes: int | None) -> Dataset:
+    if classes is None:
+        return dataset
+    dataset = dataclasses.replace(dataset, classes=classes)
+    dataset.check_labels()
+    return dataset
+
+
+def _load_idx_dataset(name: str, folder: Path, source: str, classes: int | None = None) -> Dataset:
     x_train, t_train = load_split(folder, "train")
     x_test, t_test = load_split(folder, "test")
-    return Dataset(name, x_train, t_train, x_test, t_test, 255, source)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"{folder}: training images are {x_train.shape[1]}x{x_train.shape[2]}, "
+                        f"test images {x_test.shape[1]}x{x_test.shape[2]}")
+    declared = DECLARED_CLASSES.get(name) if classes is None else classes
+    dataset = Dataset(name, x_train, t_train, x_test, t_test, 255, source, declared)
+    dataset.check_labels()
+    return dataset
 
 
 def _load_digits() -> Dataset:
@@ -348,7 +469,7 @@ def _load_digits() -> Dataset:
     order = np.random.default_rng(0).permutation(len(labels))  # a fixed split, the same everywhere
     n_test = len(labels) // 5
     test, train = order[:n_test], order[n_test:]
-    return Dataset("digits", images[train], labels[train], images[test], labels[test], 16, "scikit-learn")
+    return Dataset("digits", images[train], labels[train], images[test], labels[test], 16, "scikit-learn", 10)
 
 
 def load_dataset(
@@ -361,6 +482,7 @@ def load_dataset(
     timeout: float | tuple[float, float] = 30.0,
     progressbar: bool = True,
     checksums: dict[str, dict[str, str]] | None = None,
+    classes: int | None = None,
 ) -> Dataset:
     """Load ``"mnist"``, ``"fashion-mnist"`` or ``"digits"`` as a :class:`Dataset`.
 
@@ -371,16 +493,18 @@ def load_dataset(
     both default to the dataset's published ones). Raises :class:`DataUnavailableError` when
     the data cannot be had and :class:`DataError` for corrupt files.
     """
-    if name not in DATASETS:
+    if name not in DATASETS and data_dir is None:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if classes is not None and classes < 2:
+        raise DataError(f"a dataset needs at least 2 classes, not {classes}")
     if name == "digits":
-        return _load_digits()
+        return _with_classes(_load_digits(), classes)
     if data_dir is not None:
         folder = Path(data_dir)
         missing = [stem for stem in _stems() if _find_file(folder, stem) is None]
         if missing:
             raise DataUnavailableError(f"{folder}: no {', '.join(missing)} (.gz) for {name}")
-        return _load_idx_dataset(name, folder, str(folder))
+        return _load_idx_dataset(name, folder, str(folder), classes)
 
     looked = []
     if os.environ.get(DATA_ENV):
@@ -389,22 +513,44 @@ def load_dataset(
         looked.append(SYSTEM_DIRS[name])
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / name
     looked.append(cache)
+    expected = checksums or CHECKSUMS[name]
+    _drop_corrupt_cache_files(cache, expected)
     for folder in looked:
         if all(_find_file(folder, stem) for stem in _stems()):
-            return _load_idx_dataset(name, folder, str(folder))
+            return _load_idx_dataset(name, folder, str(folder), classes)
     if not download:
         raise DataUnavailableError(f"{name} not found in {', '.join(map(str, looked))}")
     try:
         download_idx(
             cache,
-            {stem: (checksums or CHECKSUMS[name])[stem] for stem in _stems() if _find_file(cache, stem) is None},
+            {stem: expected[stem] for stem in _stems() if _find_file(cache, stem) is None},
             MIRRORS[name] if mirrors is None else mirrors,
             timeout=timeout,
             progressbar=progressbar,
         )
     except DataUnavailableError as exc:
         raise DataUnavailableError(f"{name} not found in {', '.join(map(str, looked))}, and {exc}") from None
-    return _load_idx_dataset(name, cache, f"{cache} (downloaded)")
+    return _load_idx_dataset(name, cache, f"{cache} (downloaded)", classes)
+
+
+def _drop_corrupt_cache_files(cache: Path, expected: dict[str, dict[str, str]]) -> None:
+    """Delete cached files that no longer match their published SHA-256, so they are fetched again.
+
+    The cache is xbackprop's own: whatever is there was verified once, and a file that
+    changed since (a disk error, an edit) must not be trained on.
+    """
+    for stem in _stems():
+        path = _find_file(cache, stem)
+        if path is None:
+            continue
+        try:
+            _verify(path, expected[stem])
+        except DataError:
+            logging.getLogger(__name__).warning("%s no longer matches its SHA-256; fetching it again", path)
+            try:
+                path.unlink()
+            except OSError as exc:
+                raise DataError(f"{path}: no longer matches its SHA-256 and cannot be removed ({exc})") from None
 
 
 def load_mnist(
