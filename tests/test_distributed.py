@@ -67,6 +67,54 @@ def test_a_bad_data_path_on_one_rank_ends_all_ranks(synthetic_dir, tmp_path):
     assert time.perf_counter() - start < 30
 
 
+def two_rank_run(synthetic_dir, other_dir):
+    """Rank 0 on the synthetic data, rank 1 on ``other_dir``: (completed process, seconds)."""
+    common = ["--iters", "5", "--quiet"]
+    rank0 = [sys.executable, "-m", "xbackprop.train", "--data-dir", str(synthetic_dir), *common]
+    rank1 = [sys.executable, "-m", "xbackprop.train", "--data-dir", str(other_dir), *common]
+    start = time.perf_counter()
+    completed = subprocess.run([MPIEXEC, "-n", "1", *rank0, ":", "-n", "1", *rank1], capture_output=True, text=True,
+                               stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+    return completed, time.perf_counter() - start
+
+
+def test_a_corrupt_file_on_one_rank_ends_all_ranks(synthetic_dir, tmp_path):
+    import shutil
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(synthetic_dir, corrupt)
+    body = bytearray((corrupt / "train-images-idx3-ubyte.gz").read_bytes())
+    body[len(body) // 2 : len(body) // 2 + 64] = bytes(64)
+    (corrupt / "train-images-idx3-ubyte.gz").write_bytes(bytes(body))
+    completed, seconds = two_rank_run(synthetic_dir, corrupt)
+    assert completed.returncode == 2, completed.stderr
+    assert "error: rank 1: " in completed.stderr and "train-images-idx3-ubyte.gz" in completed.stderr
+    assert "Traceback" not in completed.stderr and seconds < 30
+
+
+def test_ranks_agree_on_the_net_before_the_first_allreduce(synthetic_dir, tmp_path):
+    from conftest import learnable, write_split
+
+    other = tmp_path / "twelve-classes"
+    other.mkdir()
+    rng = np.random.default_rng(1)
+    images, labels = learnable(600, rng)
+    labels[:5] = 11  # a rank whose labels imply 12 classes would build 784-50-12
+    write_split(other, "train", images, labels)
+    write_split(other, "test", *learnable(200, rng))
+    completed, seconds = two_rank_run(synthetic_dir, other)
+    assert completed.returncode == 2, completed.stderr
+    assert "disagree on the net's layer sizes (rank 0: [784, 50, 10], rank 1: [784, 50, 12])" in completed.stderr
+    assert "Traceback" not in completed.stderr and seconds < 30
+
+
+def test_a_stale_rank_variable_does_not_hide_the_error(tmp_path):
+    env = {**os.environ, "PMI_RANK": "1"}
+    completed = subprocess.run([sys.executable, "-m", "xbackprop.train", "--data-dir", str(tmp_path / "missing")],
+                               capture_output=True, text=True, env=env, timeout=TIMEOUT)
+    assert completed.returncode == 2 and "error: " in completed.stderr and "missing" in completed.stderr
+
+
 def test_a_rank_failing_mid_training_ends_all_ranks(synthetic_dir):
     script = (str(Path(__file__).with_name("mpi_failing_rank.py")),)
     completed, seconds = mpirun(2, "--data-dir", str(synthetic_dir), "--iters", "50", "--quiet", script=script)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from array_api_compat import device
 
@@ -44,7 +44,13 @@ def launched_by_mpi() -> bool:
 
 
 def launcher_rank() -> int:
-    """This process's rank as the MPI launcher set it, without importing MPI (0 outside MPI)."""
+    """This process's rank as the MPI launcher set it, without importing MPI (0 outside MPI).
+
+    A rank variable counts only beside a world size above 1, so a stale ``PMI_RANK``
+    left in a shell does not make a lone process think it is a silent non-root rank.
+    """
+    if not launched_by_mpi():
+        return 0
     for name in _RANK_VARIABLES:
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
@@ -90,10 +96,24 @@ class MPIContext:
                 return error if rank == self.rank else RuntimeError(f"rank {rank}: {message}")
         return None
 
-    def abort(self, message: str, code: int = 2) -> None:
-        """Print ``message`` and end every rank (``MPI_Abort``): for failures that strike mid-collective."""
+    def abort(self, message: str, code: int = 2) -> NoReturn:
+        """Print ``message`` and end every rank (``MPI_Abort``): for failures that strike mid-collective.
+
+        Never returns: some MPI libraries return from ``Abort`` for a moment before
+        the launcher ends the process, so this process ends itself too.
+        """
         print(message, file=sys.stderr, flush=True)
-        self.comm.Abort(code)
+        try:
+            self.comm.Abort(code)
+        finally:
+            os._exit(code)  # no cleanup that could wait on another rank
+
+    def agree_on(self, what: str, value: Any) -> None:
+        """Collective: raise ``RuntimeError`` on every rank unless all ranks hold the same ``value``."""
+        values = self.comm.allgather(value)
+        if any(v != values[0] for v in values):
+            listed = ", ".join(f"rank {rank}: {v}" for rank, v in enumerate(values))
+            raise RuntimeError(f"the ranks disagree on {what} ({listed})")
 
     def describe(self) -> str:
         version = " ".join(self.MPI.Get_library_version().split()[:3])

@@ -11,7 +11,6 @@ User mistakes end with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import json
 import math
@@ -129,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--device", help="device, e.g. cpu, cuda:0, gpu:0 (default: the backend's)")
     add("--dataset", choices=DATASETS, help="dataset (default mnist, falling back to digits when offline)")
     add("--data-dir", help="folder holding the four *-idx?-ubyte(.gz) files")
+    add("--classes", type=_positive_int, metavar="C",
+        help="number of classes of --data-dir's labels (default: 10 for MNIST and Fashion-MNIST, else from the labels)")
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--iters", type=_non_negative_int, help="minibatch steps (default 10000)")
     length.add_argument("--epochs", type=_positive_float, help="passes over the training set instead of --iters")
@@ -230,13 +231,9 @@ def _architecture(args: argparse.Namespace) -> tuple[list[int], str]:
 def _load_data(args: argparse.Namespace, say: Any = print) -> Dataset:
     """The requested dataset; an implicit MNIST that cannot be had falls back to digits."""
     name = _dataset_name(args)
-    if args.data_dir is not None and name not in DATASETS:  # IDX files of another dataset
-        try:
-            return dataclasses.replace(load_dataset("mnist", data_dir=args.data_dir, progressbar=False), name=name)
-        except DataUnavailableError as exc:
-            raise UsageError(str(exc)) from None
     try:
-        return load_dataset(name, data_dir=args.data_dir, progressbar=_interactive(args), timeout=(10, 60))
+        return load_dataset(name, data_dir=args.data_dir, progressbar=_interactive(args), timeout=(10, 60),
+                            classes=args.classes)
     except DataUnavailableError as exc:
         remedies = (
             f"set XBACKPROP_DATA to a folder with {name}/ in it, pass --data-dir DIR, go online once to "
@@ -246,7 +243,7 @@ def _load_data(args: argparse.Namespace, say: Any = print) -> Dataset:
             if importlib.util.find_spec("sklearn") is None:
                 raise UsageError(f"{exc}; {remedies} (needs scikit-learn)") from None
             say(f"{PROG}: {exc}; falling back to the digits dataset (--dataset to choose)", file=sys.stderr)
-            return load_dataset("digits")
+            return load_dataset("digits", classes=args.classes)
         raise UsageError(f"{exc}; {remedies}") from None
 
 
@@ -325,8 +322,17 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--batch-size {args.batch_size} is smaller than the {context.size} MPI ranks")
     except (UsageError, DataError, BackendUnavailableError) as exc:
         error = exc
+    except Exception as exc:  # on one rank of several, anything must reach the others, not hang them
+        if context is None:
+            raise
+        error = UsageError(f"{type(exc).__name__}: {exc}")
     if context is not None:  # every rank stops together, with the failing rank's message
         error = context.agree(error)
+        if error is None:  # a rank with other data would build another net: the first Allreduce would fail
+            try:
+                context.agree_on("the net's layer sizes", [dataset.num_features, *hidden, dataset.num_classes])
+            except RuntimeError as exc:
+                error = exc
     if error is not None:
         raise error if isinstance(error, UsageError) else UsageError(str(error))
 
