@@ -166,7 +166,7 @@ def test_cli_rejects_a_net_of_another_shape(synthetic_dir, tmp_path):
     saved = tmp_path / "wide.npz"
     assert main(["--data-dir", str(synthetic_dir), "--iters", "1", "--hidden", "80", "--save", str(saved), "--quiet"]) == 0
     completed = run_cli("--data-dir", str(synthetic_dir), "--load", str(saved), "--hidden", "50", "--quiet")
-    assert completed.returncode == 2 and "saved layer sizes [784, 80, 10] differ" in completed.stderr
+    assert completed.returncode == 2 and "W1 has shape (784, 80), the network needs (784, 50)" in completed.stderr
     completed = run_cli("--data-dir", str(synthetic_dir), "--load", str(saved), "--activation", "sigmoid", "--quiet")
     assert completed.returncode == 2 and "saved from a relu network, this one is sigmoid" in completed.stderr
 

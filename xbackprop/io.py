@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import tempfile
@@ -70,11 +71,64 @@ def save_params(path: str | os.PathLike[str], net: Any, *, dataset: str | None =
         np.savez(f, **described, **arrays)
 
 
-def read_saved(path: str | os.PathLike[str]) -> SavedNet:
+#: The most bytes a saved network's arrays may hold together (784-1000-1000-10 in float64 is 15 MB).
+MAX_SAVED_BYTES = 1 << 30
+
+
+def _inspect_npz(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """``{name: (shape, dtype)}`` of every array in an ``.npz``, read from the headers alone.
+
+    Refuses, before any array is read: a file that is not a zip archive (an ``.npy``,
+    say), members that are not ``.npy`` arrays, object arrays, a member whose declared
+    size differs from what its header implies (a zip bomb), and totals above
+    :data:`MAX_SAVED_BYTES`.
+    """
+    arrays = {}
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise ValueError(f"holds {info.filename!r}, which is not an array")
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                header_size = f.tell()
+            if dtype.hasobject:
+                raise ValueError(f"{info.filename[:-4]} holds Python objects")
+            size = math.prod(shape) * dtype.itemsize
+            if info.file_size != header_size + size:
+                raise ValueError(f"{info.filename[:-4]} claims {info.file_size:,} bytes, its header {size:,}")
+            total += size
+            if total > MAX_SAVED_BYTES:
+                raise ValueError(f"its arrays hold more than {MAX_SAVED_BYTES:,} bytes")
+            arrays[info.filename[:-4]] = (tuple(shape), dtype)
+    return arrays
+
+
+def read_saved(path: str | os.PathLike[str], expected: dict[str, tuple[int, ...]] | None = None) -> SavedNet:
     """The contents of a file written by :func:`save_params` (never unpickled).
 
-    Raises ``ValueError`` naming the file when it is missing, unreadable or not a saved network.
+    Every member's header is checked before any array is read; with ``expected``
+    (``{name: shape}``) the parameters must have exactly those shapes, so a file
+    made for another network is refused without reading it. Raises ``ValueError``
+    naming the file when it is missing, unreadable, oversized or not a saved network.
     """
+    try:
+        members = _inspect_npz(path)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        reason = "not an .npz archive" if isinstance(exc, zipfile.BadZipFile) else exc
+        raise ValueError(f"{path}: not a saved xbackprop network ({reason})") from None
+    params = {name: spec for name, spec in members.items() if name not in ("sizes", "activation", "dataset")}
+    for name, (shape, dtype) in params.items():
+        if dtype.kind != "f":
+            raise ValueError(f"{path}: {name} holds {dtype} numbers; parameters must be real floating point")
+        if expected is not None and name in expected and shape != tuple(expected[name]):
+            raise ValueError(f"{path}: {name} has shape {shape}, the network needs {tuple(expected[name])}")
+    if expected is not None and set(params) != set(expected):
+        raise ValueError(f"{path}: holds {sorted(params)}, the network needs {sorted(expected)}")
     try:
         with np.load(path, allow_pickle=False) as saved:
             stored = {key: saved[key] for key in saved.files}
@@ -108,7 +162,8 @@ def load_params(path: str | os.PathLike[str], net: Any, *, saved: SavedNet | Non
     Raises ``ValueError`` (naming the file) when the file is unreadable or was saved
     from a network of another shape or activation; the net is then left as it was.
     """
-    saved = read_saved(path) if saved is None else saved
+    if saved is None:
+        saved = read_saved(path, expected={key: tuple(value.shape) for key, value in net.params.items()})
     stored = saved.params
     if saved.sizes is not None and saved.sizes != list(net.sizes):
         raise ValueError(f"{path}: saved layer sizes {saved.sizes} differ from this network's {net.sizes}")

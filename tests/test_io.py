@@ -1,0 +1,121 @@
+"""Saved networks: atomic writes, and hostile or mistaken files refused before anything large is read."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+from xbackprop import TwoLayerNet
+from xbackprop.backend import to_numpy
+from xbackprop.io import load_net, load_params, replace_atomically, save_params
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def npy_header(shape, dtype="<f4") -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def net():
+    return TwoLayerNet(6, 4, 3, xp="numpy", dtype="float32", seed=0)
+
+
+def write_npz(path, members, *, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name if "." in name else f"{name}.npy", data)
+
+
+def test_save_and_load_round_trip_exactly_at_the_path(net, tmp_path):
+    path = tmp_path / "model"  # no suffix added
+    save_params(path, net, dataset="mnist")
+    assert path.is_file() and not (tmp_path / "model.npz").exists()
+    loaded, saved = load_net(path, xp="numpy", dtype="float32")
+    assert saved.dataset == "mnist" and saved.activation == "relu" and saved.sizes == [6, 4, 3]
+    for key in net.params:
+        np.testing.assert_array_equal(to_numpy(loaded.params[key]), to_numpy(net.params[key]))
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({"W1": npy_header((200_000, 200_000))}, r"W1 claims 128 bytes, its header 160,000,000,000"),  # 149 GiB
+        ({"W1": npy_bytes(np.zeros((6, 4), np.complex64))}, "W1 holds complex64 numbers"),
+        ({"W1": npy_bytes(np.zeros((6, 5), np.float32))}, r"W1 has shape \(6, 5\), the network needs \(6, 4\)"),
+        ({"W1": npy_bytes(np.zeros((6, 4), np.float32))}, r"holds \['W1'\], the network needs"),
+        ({"notes.txt": b"hello"}, "'notes.txt', which is not an array"),
+    ],
+)
+def test_hostile_or_mistaken_files_are_refused(net, tmp_path, members, message):
+    path = tmp_path / "bad.npz"
+    write_npz(path, members)
+    before = {key: to_numpy(value).copy() for key, value in net.params.items()}
+    with pytest.raises(ValueError, match=message):
+        load_params(path, net)
+    for key in net.params:  # all or nothing: the net is as it was
+        np.testing.assert_array_equal(to_numpy(net.params[key]), before[key])
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(net, tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "bomb.npz"
+    # A valid (6, 4) header followed by 64 MB of zeros: small on disk, huge inflated.
+    write_npz(path, {"W1": npy_header((6, 4)) + bytes(64 << 20)}, compression=zipfile.ZIP_DEFLATED)
+    tracemalloc.start()
+    with pytest.raises(ValueError, match="W1 claims 67,108,992 bytes, its header 96"):
+        load_params(path, net)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20, peak
+
+
+def test_an_npy_file_is_not_a_saved_network(net, tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros(3))
+    with pytest.raises(ValueError, match=r"x.npy: not a saved xbackprop network \(not an .npz archive\)"):
+        load_params(path, net)
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), replace_atomically(target) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_killing_a_save_never_destroys_the_previous_model(net, tmp_path):
+    """SIGKILL at random moments of a loop of saves: the file is always a whole, loadable model."""
+    path = tmp_path / "model.npz"
+    save_params(path, net)
+    script = (
+        "import sys; from xbackprop import TwoLayerNet; from xbackprop.io import save_params\n"
+        "net = TwoLayerNet(784, 300, 10, xp='numpy', dtype='float32', seed=1)\n"
+        "print('ready', flush=True)\n"
+        "while True: save_params(sys.argv[1], net)\n"
+    )
+    for delay in (0.05, 0.13, 0.21, 0.34):
+        child = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE)
+        assert child.stdout.readline() == b"ready\n"
+        time.sleep(delay)
+        child.kill()
+        child.wait()
+        loaded, _ = load_net(path, xp="numpy")  # raises if the file were truncated
+        assert loaded.sizes in ([6, 4, 3], [784, 300, 10])
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.npz"]
+    assert all(name.startswith(".model.npz.") for name in leftovers)  # a killed process cannot clean up
