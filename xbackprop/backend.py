@@ -119,6 +119,8 @@ def get_namespace(name: str | ModuleType | None = None, *, strict: bool | None =
         return name
     if name is None:
         name = os.environ.get(BACKEND_ENV, "").strip() or "numpy"
+    if not isinstance(name, str):
+        raise TypeError(f"a backend is a name such as 'numpy' or a namespace module, not {type(name).__name__}")
     key = name.strip().lower().replace("-", "_")
     if key not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; known backends: {', '.join(BACKENDS)}")
@@ -151,22 +153,38 @@ def backend_name(xp: ModuleType) -> str:
 
 
 def resolve_dtype(xp: ModuleType, dtype: Any = None, device: Any = None) -> Any:
-    """A dtype of ``xp``: a name such as ``"float64"`` is looked up; ``None`` gives the namespace's
-    default real floating dtype on ``device`` (float64 for NumPy, as the book's ``np.random.randn``;
-    float32 for PyTorch)."""
+    """A real floating dtype of ``xp``: a name such as ``"float64"`` is looked up; ``None`` gives the
+    namespace's default real floating dtype on ``device`` (float64 for NumPy, as the book's
+    ``np.random.randn``; float32 for PyTorch). Anything else raises ``ValueError``."""
     if dtype is None:
         return xp.__array_namespace_info__().default_dtypes(device=device)["real floating"]
     if isinstance(dtype, str):
         if dtype not in ("float32", "float64"):
             raise ValueError(f"unsupported dtype {dtype!r}; use 'float32' or 'float64'")
         return getattr(xp, dtype)
+    if dtype not in (xp.float32, xp.float64):
+        raise ValueError(f"unsupported dtype {dtype!r}; parameters need a real floating dtype, float32 or float64")
     return dtype
 
 
 def resolve_device(xp: ModuleType, device: Any = None) -> Any:
-    """A device of ``xp``: ``None`` gives its default; a string such as ``"cuda:1"`` is parsed."""
+    """A device of ``xp``: ``None`` gives its default; a string such as ``"cuda:1"`` is parsed and tried.
+
+    Raises ``ValueError`` for a device the backend does not have or cannot use
+    (``cuda`` on a CPU-only PyTorch build, say), before any work is done on it.
+    """
     if device is None or not isinstance(device, str):
         return device
+    try:
+        resolved = _parse_device(xp, device)
+        xp.zeros((1,), device=resolved)  # a device that exists on paper may still be unusable
+    except Exception as exc:  # each backend raises its own types here
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"device {device!r} cannot be used with {backend_name(xp)}: {reason}") from None
+    return resolved
+
+
+def _parse_device(xp: ModuleType, device: str) -> Any:
     name = backend_name(xp)
     if name == "torch":
         import torch

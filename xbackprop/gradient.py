@@ -38,6 +38,10 @@ def numerical_gradient(f: Callable[[Any], Any], x: Any, h: float = 1e-4) -> Any:
     where the backend allows it). Returns an array shaped and typed like ``x``.
     """
     xp = array_namespace(x)
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(f"numerical_gradient needs a real floating array, got {x.dtype}: h = {h} would be rounded away")
+    if not h > 0:
+        raise ValueError(f"the step h must be positive, got {h}")
     work = xp.asarray(x, copy=True)
     differences = []
     for index in itertools.product(*(range(n) for n in x.shape)):
@@ -126,6 +130,8 @@ def directional_check(net: Any, x: Any, t: Any, *, h: float = 1e-4, seed: int | 
     has, all in float64. ``d`` is drawn on the host with NumPy's ``Generator(seed)``
     and spans every parameter.
     """
+    if not h > 0:
+        raise ValueError(f"the step h must be positive, got {h}")
     xp = array_namespace(x, *net.params.values())
     params = {key: _float64_copy(xp, value) for key, value in net.params.items()}
     x, t = _float64_copy(xp, x), _float64_copy(xp, t)

@@ -21,6 +21,10 @@ from .functions import log_softmax, one_hot, sigmoid
 __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss"]
 
 
+def _forward_first(layer: Any) -> RuntimeError:
+    return RuntimeError(f"{type(layer).__name__}.backward: call forward first")
+
+
 class MulLayer:
     """``out = x * y`` for Python numbers or arrays (the book's apple example)."""
 
@@ -36,6 +40,8 @@ class MulLayer:
         return out
 
     def backward(self, dout: Any) -> tuple[Any, Any]:
+        if self.x is None:
+            raise _forward_first(self)
         dx = dout * self.y  # the two inputs swap places
         dy = dout * self.x
         record_backward(self, dout, (dx, dy))
@@ -79,6 +85,8 @@ class Relu:
         return out
 
     def backward(self, dout: Any) -> Any:
+        if self.mask is None:
+            raise _forward_first(self)
         xp = namespace_of(dout)
         # Multiplying by a 0/1 array is several times cheaper than where() on NumPy,
         # whose scalar-broadcasting path is a plain element loop.
@@ -99,6 +107,8 @@ class Sigmoid:
         return self.out
 
     def backward(self, dout: Any) -> Any:
+        if self.out is None:
+            raise _forward_first(self)
         dx = dout * (1.0 - self.out) * self.out
         record_backward(self, dout, (dx,))
         return dx
@@ -130,6 +140,8 @@ class Affine:
 
     def forward(self, x: Any) -> Any:
         given = x
+        if x.ndim < 1:
+            raise ValueError(f"Affine: input must have a batch axis, got a 0-D array (W is {tuple(self.W.shape)})")
         self.original_x_shape = x.shape
         if x.ndim != 2:
             x = namespace_of(x).reshape(x, (x.shape[0], -1))
@@ -170,13 +182,15 @@ class SoftmaxWithLoss:
 
     ``backward(dout=1)`` returns ``dout * (y - t) / N``.
 
-    ``check_labels=True`` verifies integer labels lie in ``[0, C)``, which reads two
-    numbers back from the device; a trainer that validated its data once can turn
-    it off.
+    ``check_labels=True`` verifies integer labels lie in ``[0, C)`` and one-hot rows
+    hold a single 1 among 0s, which reads a number or two back from the device; a
+    trainer that validated its data once can turn it off. The same labels array
+    passed again is not checked again.
     """
 
     def __init__(self, *, check_labels: bool = True) -> None:
         self.check_labels = check_labels
+        self._checked = None  # the labels array last found valid
         self.loss = None
         self.y = None
         self.t = None
@@ -186,6 +200,8 @@ class SoftmaxWithLoss:
         if x.ndim != 2:
             raise ValueError(f"SoftmaxWithLoss: scores must be (N, C), got shape {tuple(x.shape)}")
         n, c = x.shape
+        if n == 0:
+            raise ValueError("SoftmaxWithLoss: the batch is empty; the mean loss of no rows is undefined")
         self.t = self._one_hot_labels(xp, t, n, c, x.dtype)
         logp = log_softmax(x, xp=xp)
         self.y = xp.exp(logp)
@@ -194,6 +210,8 @@ class SoftmaxWithLoss:
         return self.loss
 
     def backward(self, dout: Any = 1) -> Any:
+        if self.t is None:
+            raise _forward_first(self)
         batch_size = self.t.shape[0]
         dx = (self.y - self.t) * (dout / batch_size)
         record_backward(self, dout, (dx, None))
@@ -205,6 +223,10 @@ class SoftmaxWithLoss:
                 raise ValueError(
                     f"SoftmaxWithLoss: one-hot labels of shape {tuple(t.shape)} do not match scores ({n}, {c})"
                 )
+            if self._must_check(t) and not bool(xp.all(xp.sum(xp.astype(t == 1, dtype), axis=1) == 1)
+                                                & xp.all((t == 0) | (t == 1))):
+                raise ValueError("SoftmaxWithLoss: (N, C) labels must be one-hot rows, a single 1 among 0s")
+            self._checked = t
             return t if t.dtype == dtype else xp.astype(t, dtype)
         if t.ndim != 1 or not is_integral(xp, t.dtype):
             raise ValueError(
@@ -213,8 +235,13 @@ class SoftmaxWithLoss:
             )
         if t.shape[0] != n:
             raise ValueError(f"SoftmaxWithLoss: {t.shape[0]} labels for a batch of {n} scores")
-        if self.check_labels and n > 0:
+        if self._must_check(t):
             low, high = int(xp.min(t)), int(xp.max(t))
             if low < 0 or high >= c:
                 raise ValueError(f"SoftmaxWithLoss: labels must lie in [0, {c}), got values from {low} to {high}")
+            self._checked = t
         return one_hot(t, c, dtype=dtype, xp=xp)
+
+    def _must_check(self, t: Any) -> bool:
+        # The same labels array again (a numerical gradient's 2P forward passes) was checked already.
+        return self.check_labels and t is not self._checked

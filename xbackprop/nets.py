@@ -13,6 +13,8 @@ effect at once.
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -121,6 +123,8 @@ class LayerNet:
         if t.ndim != 1:
             t = xp.argmax(t, axis=1)
         n = x.shape[0]
+        if n == 0:
+            raise ValueError("accuracy: no rows to score")
         step = n if batch_size is None else max(int(batch_size), 1)
         correct = 0
         for start in range(0, n, step):
@@ -128,7 +132,7 @@ class LayerNet:
             predicted = xp.argmax(self.predict(x[start:stop, ...], params), axis=1)
             hits = predicted == xp.astype(t[start:stop], predicted.dtype)
             correct = correct + xp.sum(xp.astype(hits, xp.int64))
-        return float(correct) / n if n else 0.0
+        return float(correct) / n
 
     def numerical_gradient(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Gradients of :meth:`loss` by central differences, element by element (slow: 2 losses per element)."""
@@ -211,9 +215,9 @@ class MultiLayerNet(LayerNet):
     ) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}")
-        sizes = [input_size, *hidden_size_list, output_size]
-        if any(not isinstance(s, int) or s < 1 for s in sizes):
-            raise ValueError(f"layer sizes must be positive integers, got {sizes}")
+        sizes = _layer_sizes(input_size, hidden_size_list, output_size)
+        if not isinstance(weight_init_std, str) and not 0 < float(weight_init_std) < math.inf:
+            raise ValueError(f"weight_init_std must be a positive finite number or a name, got {weight_init_std}")
         xp = get_namespace(xp)
         device = resolve_device(xp, device)
         params = _draw_params(sizes, weight_init_std, seed, xp, device, resolve_dtype(xp, dtype, device))
@@ -228,6 +232,21 @@ class MultiLayerNet(LayerNet):
         super().__init__(layers, SoftmaxWithLoss(), params=params)
         self.activation = activation
         self.weight_decay_lambda = weight_decay_lambda
+
+
+def _layer_sizes(input_size: Any, hidden_size_list: Any, output_size: Any) -> list[int]:
+    """``[input, *hidden, output]`` as Python ints; any integer type (NumPy's too) is accepted."""
+    if isinstance(hidden_size_list, (str, bytes)) or not isinstance(hidden_size_list, Sequence):
+        hidden_size_list = [hidden_size_list] if isinstance(hidden_size_list, numbers.Integral) else hidden_size_list
+    try:
+        sizes = [operator.index(s) for s in (input_size, *hidden_size_list, output_size)]
+    except TypeError:
+        raise ValueError(
+            f"layer sizes must be positive integers, got {[input_size, *hidden_size_list, output_size]}"
+        ) from None
+    if min(sizes) < 1:
+        raise ValueError(f"layer sizes must be positive integers, got {sizes}")
+    return sizes
 
 
 def _draw_params(
