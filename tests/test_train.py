@@ -129,6 +129,27 @@ def test_lr_sweep_reports_divergence(synthetic_dir, tmp_path, capsys):
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def deflate_dir(synthetic_dir, tmp_path):
+    """The synthetic data with 64 bytes in the middle of the training images' deflate stream zeroed."""
+    import shutil
+
+    folder = tmp_path / "deflate"
+    shutil.copytree(synthetic_dir, folder)
+    body = bytearray((folder / "train-images-idx3-ubyte.gz").read_bytes())
+    body[len(body) // 2 : len(body) // 2 + 64] = bytes(64)
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(bytes(body))
+    return folder
+
+
+def labels200_dir(tmp_path):
+    folder = tmp_path / "labels200"
+    folder.mkdir()
+    images = np.zeros((5, 28, 28), np.uint8)
+    write_split(folder, "train", images, np.array([0, 1, 2, 3, 200], np.uint8))
+    write_split(folder, "test", images, np.zeros(5, np.uint8))
+    return folder
+
+
 def corrupt_dir(tmp_path):
     folder = tmp_path / "corrupt"
     folder.mkdir()
@@ -150,12 +171,23 @@ def corrupt_dir(tmp_path):
         (["--data-dir", "{synthetic}", "--load", "{missing}"], "not a saved xbackprop network"),
         (["--data-dir", "{synthetic}", "--lr-sweep", "0.1,1", "--save", "x.npz"], "does not combine"),
         (["--data-dir", "{synthetic}", "--device", "cuda:0"], "--device cuda:0"),
+        (["--data-dir", "{synthetic}", "--seed", "-1"], "--seed: must not be negative, got -1"),
+        (["--data-dir", "{synthetic}", "--load", "{npy}"], "not a saved xbackprop network (not an .npz archive)"),
+        (["--data-dir", "{synthetic}", "--hidden", "1000000000"], "GiB, more than this machine's"),
+        (["--data-dir", "{synthetic}", "--batch-size", "2000000000"], "exceeds the 600 training images"),
+        (["--data-dir", "{deflate}"], "train-images-idx3-ubyte.gz: cannot read"),
+        (["--data-dir", "{labels200}", "--dataset", "mnist"], "labels run from 0 to 200, outside the 10 classes"),
+        (["--data-dir", "{labels200}", "--classes", "1"], "at least 2 classes"),
+        (["--data-dir", "{newline}"], "no train-images-idx3-ubyte"),
+        (["--data-dir", "{synthetic}", "--json", "{tmp}/no/such/folder/x.json"], "does not exist"),
     ],
 )
 def test_cli_user_errors_exit_2_with_one_line(args, message, synthetic_dir, tmp_path):
     (tmp_path / "empty").mkdir()
+    np.save(tmp_path / "x.npy", np.zeros(3))
     paths = {"empty": tmp_path / "empty", "corrupt": corrupt_dir(tmp_path), "synthetic": synthetic_dir,
-             "missing": tmp_path / "nope.npz"}
+             "missing": tmp_path / "nope.npz", "npy": tmp_path / "x.npy", "deflate": deflate_dir(synthetic_dir, tmp_path),
+             "labels200": labels200_dir(tmp_path), "newline": tmp_path / "two\nlines", "tmp": tmp_path}
     completed = run_cli(*[a.format(**paths) for a in args], "--quiet")
     assert completed.returncode == 2, completed.stderr
     assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr
@@ -343,3 +375,61 @@ def test_outputs_are_checked_before_training(flag, path, message, synthetic_dir,
     assert main(["--data-dir", str(synthetic_dir), "--iters", "5", flag, path.format(tmp=tmp_path)]) == 2
     captured = capsys.readouterr()
     assert message in captured.err and captured.out == ""  # refused before the run began
+
+
+def test_xp_naming_no_backend_is_a_user_error(synthetic_dir):
+    completed = run_cli("--data-dir", str(synthetic_dir), "--quiet", env={**os.environ, "XP": "nonsense"})
+    assert completed.returncode == 2 and completed.stderr.count("\n") == 1
+    assert "XP='nonsense': unknown backend 'nonsense'" in completed.stderr
+
+
+def test_cuda_on_a_cpu_only_torch_is_a_user_error(synthetic_dir):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    if torch.cuda.is_available():
+        pytest.skip("this PyTorch has a usable CUDA device")
+    completed = run_cli("--data-dir", str(synthetic_dir), "--backend", "torch", "--device", "cuda", "--quiet")
+    assert completed.returncode == 2 and completed.stderr.count("\n") == 1
+    assert "--device cuda: device 'cuda' cannot be used with torch" in completed.stderr
+
+
+def test_an_unusable_cache_falls_back_to_digits_or_says_why(offline, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sklearn", reason="the digits fallback needs scikit-learn")
+    cache = tmp_path / "a-file"
+    cache.write_text("not a folder")
+    monkeypatch.setenv("XBACKPROP_CACHE", str(cache))
+    assert main(["--iters", "20", "--quiet"]) == 0
+    assert "falling back to the digits dataset" in capsys.readouterr().err
+    assert main(["--dataset", "mnist", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not writable" in err
+
+
+def test_json_is_standard_json_even_when_the_loss_is_not_finite(synthetic_dir, tmp_path):
+    out = tmp_path / "run.json"
+    with np.errstate(all="ignore"):
+        assert main(["--data-dir", str(synthetic_dir), "--iters", "30", "--lr", "1e30", "--weight-init-std", "1",
+                     "--divergence", "continue", "--json", str(out), "--quiet"]) == 1
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    record = json.loads(out.read_text(), parse_constant=refuse)
+    assert record["diverged_at"] is not None and None in record["losses"]
+
+
+def test_ctrl_c_ends_with_130_and_one_line(synthetic_dir, tmp_path):
+    import signal
+    import time
+
+    saved = tmp_path / "model.npz"
+    assert main(["--data-dir", str(synthetic_dir), "--iters", "1", "--save", str(saved), "--quiet"]) == 0
+    before = saved.read_bytes()
+    child = subprocess.Popen([sys.executable, "-m", "xbackprop.train", "--data-dir", str(synthetic_dir), "--iters",
+                              "100000000", "--save", str(saved)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    assert child.stdout.readline().startswith("xbackprop ")  # training has begun
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 130 and err == "python -m xbackprop.train: interrupted\n"
+    assert saved.read_bytes() == before

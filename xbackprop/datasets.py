@@ -196,12 +196,30 @@ def read_idx(
                 raise DataError(f"{path}: header says shape {shape} ({expected:,} bytes), more than the "
                                 f"{limit:,} bytes an IDX file may hold here")
             payload = f.read(expected + 1)  # one byte more than promised tells a longer file
+            if len(payload) > expected:
+                held = f"more than {expected + _count_rest(f, _EXCESS_READ):,} bytes"
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
+    if len(payload) < expected:
+        held = f"{len(payload)} bytes"
     if len(payload) != expected:
-        held = f"{len(payload)} bytes" if len(payload) < expected else "more"
         raise DataError(f"{path}: header says shape {shape} ({expected} bytes) but the file holds {held}")
     return np.frombuffer(payload, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+_EXCESS_READ = 64 << 20  # how far past its promise a file is read, to tell corrupt data from extra data
+
+
+def _count_rest(f: Any, limit: int) -> int:
+    """Bytes left in ``f`` (read and dropped in blocks), up to ``limit``: the rest of a gzip stream is
+    decompressed and its checksum checked, so a corrupt stream raises here rather than passing as longer."""
+    count = 0
+    while count < limit:
+        block = f.read(min(1 << 20, limit - count))
+        if not block:
+            break
+        count += len(block)
+    return count
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:

@@ -11,11 +11,14 @@ User mistakes end with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
+import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--weight-init-std", type=_weight_init, default=0.01, help="a number, he or xavier (default 0.01)")
     add("--optimizer", choices=tuple(OPTIMIZERS), default="sgd")
     add("--dtype", choices=("float32", "float64"), default="float32")
-    add("--seed", type=int, default=0, help="seed of weights and minibatch draws (default 0)")
+    add("--seed", type=_non_negative_int, default=0, help="seed of weights and minibatch draws (default 0)")
     add("--json", metavar="PATH", help="write the run's figures and history as JSON")
     add("--plot", metavar="PATH",
         help="write accuracy and loss curves, one column per run, as PNG, SVG or PDF (needs matplotlib)")
@@ -211,6 +214,20 @@ def _check_outputs(args: argparse.Namespace) -> None:
         formats = FigureCanvasBase.get_supported_filetypes()
         if suffix not in formats:
             raise UsageError(f"--plot {args.plot}: unknown figure format {suffix!r}; use .png, .svg or .pdf")
+
+
+def _check_size(sizes: list[int], args: argparse.Namespace, n_train: int) -> None:
+    """Refuse a net or a batch that could not fit in this machine's memory, before allocating it."""
+    if args.batch_size > n_train:
+        raise UsageError(f"--batch-size {args.batch_size} exceeds the {n_train} training images")
+    parameters = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
+    itemsize = 4 if args.dtype == "float32" else 8
+    # parameters, gradients and up to two optimizer states; activations of a batch for each layer
+    needed = itemsize * (4 * parameters + 3 * args.batch_size * sum(sizes))
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    if memory and needed > memory:
+        raise UsageError(f"a {'-'.join(map(str, sizes))} net at batch {args.batch_size} needs about "
+                         f"{needed / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB")
 
 
 def _architecture(args: argparse.Namespace) -> tuple[list[int], str]:
@@ -294,7 +311,10 @@ def _setup(args: argparse.Namespace, say: Any) -> tuple[Any, Any, Any, Dataset, 
         raise UsageError("--lr-sweep trains fresh nets: it does not combine with --lr, --save or --load")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        xp = get_namespace(args.backend)
+        try:
+            xp = get_namespace(args.backend)
+        except ValueError as exc:  # only XP can name an unknown backend: --backend has choices
+            raise UsageError(f"XP={os.environ.get('XP', '')!r}: {exc}") from None
     for warning in caught:  # the CuPy fallback, in one line
         say(f"{PROG}: warning: {warning.message}", file=sys.stderr)
     try:
@@ -342,6 +362,7 @@ def run(args: argparse.Namespace) -> int:
     )
     eval_interval = args.eval_interval or default_eval_interval(iters, n_train, args.batch_size)
     sizes = [dataset.num_features, *hidden, dataset.num_classes]
+    _check_size(sizes, args, n_train)
     default_lr = BOOK_SGD_LR if args.optimizer == "sgd" else OPTIMIZERS[args.optimizer]().lr
     rates = args.lr_sweep or [args.lr or default_lr]
 
@@ -380,7 +401,8 @@ def run(args: argparse.Namespace) -> int:
         runs.append((lr, result))
         say(("" if not args.lr_sweep else f"lr {lr:g}: ") + _summary(result), flush=True)
         if args.save and is_root:
-            save_params(args.save, net, dataset=dataset.name)
+            with _writing("--save", args.save):
+                save_params(args.save, net, dataset=dataset.name)
 
     if not is_root:
         return 0
@@ -409,14 +431,35 @@ def run(args: argparse.Namespace) -> int:
         }
         if args.lr_sweep:
             record["lr_sweep"] = [_run_record(result, lr) for lr, result in runs]
-        with replace_atomically(args.json) as temporary, open(temporary, "w") as f:
-            json.dump(record, f, indent=1, allow_nan=True)
+        with _writing("--json", args.json), replace_atomically(args.json) as temporary, open(temporary, "w") as f:
+            json.dump(_finite(record), f, indent=1, allow_nan=False)
     if args.plot:
         from .plotting import plot_results
 
         title = f"{dataset.name}, {'-'.join(map(str, sizes))}, {args.optimizer}, {backend_name(xp)}"
-        plot_results(args.plot, [(f"lr {lr:g}", result) for lr, result in runs], title=title)
+        with _writing("--plot", args.plot):
+            plot_results(args.plot, [(f"lr {lr:g}", result) for lr, result in runs], title=title)
     return 1 if (not args.lr_sweep and runs[0][1].diverged_at) else 0
+
+
+@contextlib.contextmanager
+def _writing(flag: str, path: str) -> Iterator[None]:
+    """Turn a failed write (full disk, permissions gone) into a one-line error naming the flag."""
+    try:
+        yield
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: {exc.strerror or exc}") from None
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by ``None``, so the JSON is standard JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _train_one(
@@ -466,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     if launcher_rank() == 0:  # under mpiexec every rank fails alike: one line is enough
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+        one_line = message.replace("\r", "\\r").replace("\n", "\\n")  # a path may hold a newline
+        print(f"{PROG}: error: {one_line}", file=sys.stderr)
     return 2
 
 
