@@ -205,6 +205,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise UsageError(f"--{flag} {path}: is a folder; give a file name")
         if not target.parent.is_dir():
             raise UsageError(f"--{flag} {path}: folder {target.parent} does not exist")
+        if not os.access(target.parent, os.W_OK | os.X_OK):
+            raise UsageError(f"--{flag} {path}: folder {target.parent} is not writable")
     if args.plot:
         if importlib.util.find_spec("matplotlib") is None:
             raise UsageError("--plot needs matplotlib: pip install 'xbackprop[plot]'")
