@@ -119,3 +119,19 @@ def test_killing_a_save_never_destroys_the_previous_model(net, tmp_path):
         assert loaded.sizes in ([6, 4, 3], [784, 300, 10])
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "model.npz"]
     assert all(name.startswith(".model.npz.") for name in leftovers)  # a killed process cannot clean up
+
+
+def test_only_regular_files_are_replaced(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="exists and is not a regular file"), replace_atomically(fifo):
+        pass
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+    real, link = tmp_path / "real.json", tmp_path / "link.json"
+    real.write_text("old")
+    link.symlink_to(real)
+    with replace_atomically(link) as temporary:
+        temporary.write_text("new")
+    assert link.is_symlink() and real.read_text() == "new"  # the link still points at the replaced file

@@ -180,12 +180,14 @@ def corrupt_dir(tmp_path):
         (["--data-dir", "{labels200}", "--classes", "1"], "at least 2 classes"),
         (["--data-dir", "{newline}"], "no train-images-idx3-ubyte"),
         (["--data-dir", "{synthetic}", "--json", "{tmp}/no/such/folder/x.json"], "does not exist"),
+        (["--data-dir", "{synthetic}", "--save", "{fifo}"], "exists and is not a regular file"),
     ],
 )
 def test_cli_user_errors_exit_2_with_one_line(args, message, synthetic_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     np.save(tmp_path / "x.npy", np.zeros(3))
-    paths = {"empty": tmp_path / "empty", "corrupt": corrupt_dir(tmp_path), "synthetic": synthetic_dir,
+    os.mkfifo(tmp_path / "fifo")
+    paths = {"fifo": tmp_path / "fifo", "empty": tmp_path / "empty", "corrupt": corrupt_dir(tmp_path), "synthetic": synthetic_dir,
              "missing": tmp_path / "nope.npz", "npy": tmp_path / "x.npy", "deflate": deflate_dir(synthetic_dir, tmp_path),
              "labels200": labels200_dir(tmp_path), "newline": tmp_path / "two\nlines", "tmp": tmp_path}
     completed = run_cli(*[a.format(**paths) for a in args], "--quiet")
@@ -433,3 +435,18 @@ def test_ctrl_c_ends_with_130_and_one_line(synthetic_dir, tmp_path):
     _, err = child.communicate(timeout=30)
     assert child.returncode == 130 and err == "python -m xbackprop.train: interrupted\n"
     assert saved.read_bytes() == before
+
+
+def test_a_full_disk_at_save_time_is_one_line(synthetic_dir, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import xbackprop.train as cli
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli, "save_params", full_disk)
+    assert main(["--data-dir", str(synthetic_dir), "--iters", "5", "--save", str(tmp_path / "m.npz"), "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1].startswith("test acc ")  # the run's figures were printed first
+    assert captured.err == f"python -m xbackprop.train: error: --save {tmp_path / 'm.npz'}: No space left on device\n"

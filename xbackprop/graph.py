@@ -412,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         error = f"--out {args.out}: use a .svg, .png or .pdf file name"
     elif out.is_dir() or not out.parent.is_dir():
         error = f"--out {args.out}: {'is a folder' if out.is_dir() else f'folder {out.parent} does not exist'}"
+    elif out.exists() and not out.is_file():
+        error = f"--out {args.out}: exists and is not a regular file"
     else:
         try:
             import matplotlib  # noqa: F401

@@ -26,9 +26,13 @@ def replace_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     An error or interruption inside the block deletes the temporary file and leaves
     whatever was at ``path`` as it was. A new file gets mode 0644, a replaced one keeps
-    its mode.
+    its mode. A symbolic link is followed, so the file it points to is replaced; a path
+    that holds anything but a regular file (a folder, a device such as ``/dev/full``)
+    raises ``ValueError`` and is left alone.
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path}: exists and is not a regular file; refusing to replace it")
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(fd)
     temporary = Path(name)

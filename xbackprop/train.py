@@ -203,6 +203,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
         target = Path(path)
         if target.is_dir():
             raise UsageError(f"--{flag} {path}: is a folder; give a file name")
+        if target.exists() and not target.is_file():
+            raise UsageError(f"--{flag} {path}: exists and is not a regular file")
         if not target.parent.is_dir():
             raise UsageError(f"--{flag} {path}: folder {target.parent} does not exist")
         if not os.access(target.parent, os.W_OK | os.X_OK):

@@ -163,27 +163,30 @@ def train(
     gradient_step = make_gradient_step(net, xp)
     pending: list[Any] = []  # 0-D loss arrays not yet read back
     start = time.perf_counter()
-    for i in range(iters):
-        if i % iter_per_epoch == 0:  # one host draw and one copy per epoch
-            block = from_host(
-                rng.integers(0, n_train, size=(iter_per_epoch, batch_size)), xp, device=device(data.x_train)
-            )
-        batch_index = block[i % iter_per_epoch, :]
-        if sync is not None:
-            batch_index = batch_index[shard]
-        grads, loss = gradient_step(net.params, data.x_train, data.t_train, batch_index)
-        if sync is not None:
-            grads, loss = sync.allreduce(grads, loss, weight=shard_rows / batch_size)
-        optimizer.update(net.params, grads)
-        pending.append(loss)
+    # The losses are checked for overflow below; NumPy's own warnings would only repeat it, once per array op.
+    # The losses are checked for overflow here; NumPy's own warnings would only repeat it, once per operation.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for i in range(iters):
+            if i % iter_per_epoch == 0:  # one host draw and one copy per epoch
+                block = from_host(
+                    rng.integers(0, n_train, size=(iter_per_epoch, batch_size)), xp, device=device(data.x_train)
+                )
+            batch_index = block[i % iter_per_epoch, :]
+            if sync is not None:
+                batch_index = batch_index[shard]
+            grads, loss = gradient_step(net.params, data.x_train, data.t_train, batch_index)
+            if sync is not None:
+                grads, loss = sync.allreduce(grads, loss, weight=shard_rows / batch_size)
+            optimizer.update(net.params, grads)
+            pending.append(loss)
 
-        evaluate = i % eval_interval == 0 or i == iters - 1
-        if len(pending) >= log_interval or evaluate:
-            if not _read_losses(xp, pending, result, progress, divergence_factor, divergence == "stop"):
-                break
-        if evaluate:
-            train_rows = block[i % iter_per_epoch, :] if train_acc_source == "batch" else None
-            _evaluate(net, data, result, i + 1, eval_batch_size, on_epoch, sync, train_rows)
+            evaluate = i % eval_interval == 0 or i == iters - 1
+            if len(pending) >= log_interval or evaluate:
+                if not _read_losses(xp, pending, result, progress, divergence_factor, divergence == "stop"):
+                    break
+            if evaluate:
+                train_rows = block[i % iter_per_epoch, :] if train_acc_source == "batch" else None
+                _evaluate(net, data, result, i + 1, eval_batch_size, on_epoch, sync, train_rows)
     if iters:
         net.last_loss = loss  # a concrete array, not a value traced inside a compiled step
     if not result.history or result.history[-1]["iter"] != result.steps_done:  # stopped early, or iters=0
