@@ -38,21 +38,21 @@ def worker(batch: int, steps: int) -> dict:
     x_all = rng.random((60_000, 784), dtype=np.float32)
     t_all = rng.integers(0, 10, 60_000).astype(np.uint8)
     net = TwoLayerNet(784, 50, 10, xp=xp, dtype="float32", seed=0)
-    net.last_layer.check_labels = False
     optimizer, sync = SGD(lr=0.1), DistributedSync(context, net.params)
     shard = _shard(batch, context.rank, context.size)
     weight = (shard.stop - shard.start) / batch
 
     def step():
         index = rng.integers(0, 60_000, batch)[shard]
-        grads = net.gradient(xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0))
-        grads, _ = sync.allreduce(grads, net.last_loss, weight)
+        x, t = xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0)
+        loss, grads = net.loss_and_gradient(x, t, check_labels=False)
+        grads, _ = sync.allreduce(grads, loss, weight)
         optimizer.update(net.params, grads)
 
-    grads = net.gradient(x_all[:batch], t_all[:batch])
+    loss, grads = net.loss_and_gradient(x_all[:batch], t_all[:batch])
 
     def allreduce_only():
-        sync.allreduce(grads, net.last_loss, weight)
+        sync.allreduce(grads, loss, weight)
 
     timings = {}
     for name, fn in (("step", step), ("allreduce", allreduce_only)):

@@ -45,7 +45,6 @@ else:
             hw.step(X[idx], T[idx], 0.1)
     else:
         net = TwoLayerNet(8, 5, 2, xp=xp, dtype="float32", seed=0)
-        net.last_layer.check_labels = False
         optimizer = SGD(0.1)
         gradient_step = make_gradient_step(net, xp)
 

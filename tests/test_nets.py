@@ -148,8 +148,8 @@ def test_float32_gradient_stays_float32(xp, activation):
                         xp=xp, dtype="float32", seed=0)
     x = xp.asarray(RNG.random((8, 12)), dtype=xp.float32)
     t = xp.asarray(RNG.integers(0, 3, 8), dtype=xp.uint8)
-    grads = net.gradient(x, t)
-    assert net.last_loss.dtype == xp.float32
+    loss, grads = net.loss_and_gradient(x, t)
+    assert loss.dtype == xp.float32
     assert all(grads[key].dtype == xp.float32 for key in net.params)
     out = x
     for layer in net.layers.values():
@@ -242,3 +242,13 @@ def test_the_books_training_loop_runs_unchanged(synthetic_dir, tmp_path, monkeyp
         train_loss_list.append(network.loss(x_train[batch_mask], t_train[batch_mask]))
     assert float(train_loss_list[-1]) < 0.5 * float(train_loss_list[0])
     assert network.accuracy(x_test, t_test) > 0.9 and network.params["W1"].dtype == np.float64
+
+
+def test_loss_and_gradient_is_one_pure_call(xp):
+    net = MultiLayerNet(5, [4], 3, weight_init_std=0.7, weight_decay_lambda=0.1, xp=xp, dtype="float64", seed=2)
+    _, _, x, t = small_batch(xp)
+    loss, grads = net.loss_and_gradient(x, t)
+    assert float(loss) == pytest.approx(float(net.loss(x, t)), rel=1e-14)
+    for key, value in net.gradient(x, t).items():
+        assert_close(grads[key], to_numpy(value), xp=xp, rtol=1e-14)
+    assert not hasattr(net, "last_loss")  # nothing handed back through the net

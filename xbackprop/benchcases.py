@@ -109,7 +109,6 @@ def make_case(name: str, batch: int, backend: str = "numpy", seed: int = 0) -> C
         net.params[key] = from_host(rng.uniform(0.05, 0.15, sizes[1] if key == "b1" else sizes[2]), xp, dtype=xp.float64)
     x = from_host(rng.random((batch, sizes[0])), xp, dtype=xp.float64)
     t = from_host(rng.integers(0, sizes[2], batch), xp)
-    net.last_layer.check_labels = False
     return Case(name, sizes, batch, xp, net, x, t)
 
 

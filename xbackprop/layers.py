@@ -183,9 +183,9 @@ class SoftmaxWithLoss:
     ``backward(dout=1)`` returns ``dout * (y - t) / N``.
 
     ``check_labels=True`` verifies integer labels lie in ``[0, C)`` and one-hot rows
-    hold a single 1 among 0s, which reads a number or two back from the device; a
-    trainer that validated its data once can turn it off. The same labels array
-    passed again is not checked again.
+    hold a single 1 among 0s, which reads a number or two back from the device;
+    ``forward(x, t, check_labels=False)`` skips it for one call (a trainer that
+    validated its data once). The same labels array passed again is not checked again.
     """
 
     def __init__(self, *, check_labels: bool = True) -> None:
@@ -195,14 +195,15 @@ class SoftmaxWithLoss:
         self.y = None
         self.t = None
 
-    def forward(self, x: Any, t: Any) -> Any:
+    def forward(self, x: Any, t: Any, *, check_labels: bool | None = None) -> Any:
         xp = namespace_of(x, t)
         if x.ndim != 2:
             raise ValueError(f"SoftmaxWithLoss: scores must be (N, C), got shape {tuple(x.shape)}")
         n, c = x.shape
         if n == 0:
             raise ValueError("SoftmaxWithLoss: the batch is empty; the mean loss of no rows is undefined")
-        self.t = self._one_hot_labels(xp, t, n, c, x.dtype)
+        check = self.check_labels if check_labels is None else check_labels
+        self.t = self._one_hot_labels(xp, t, n, c, x.dtype, check)
         logp = log_softmax(x, xp=xp)
         self.y = xp.exp(logp)
         self.loss = -xp.sum(self.t * logp) / n
@@ -217,13 +218,13 @@ class SoftmaxWithLoss:
         record_backward(self, dout, (dx, None))
         return dx
 
-    def _one_hot_labels(self, xp: Any, t: Any, n: int, c: int, dtype: Any) -> Any:
+    def _one_hot_labels(self, xp: Any, t: Any, n: int, c: int, dtype: Any, check: bool) -> Any:
         if t.ndim == 2:
             if tuple(t.shape) != (n, c):
                 raise ValueError(
                     f"SoftmaxWithLoss: one-hot labels of shape {tuple(t.shape)} do not match scores ({n}, {c})"
                 )
-            if self._must_check(t) and not bool(xp.all(xp.sum(xp.astype(t == 1, dtype), axis=1) == 1)
+            if check and t is not self._checked and not bool(xp.all(xp.sum(xp.astype(t == 1, dtype), axis=1) == 1)
                                                 & xp.all((t == 0) | (t == 1))):
                 raise ValueError("SoftmaxWithLoss: (N, C) labels must be one-hot rows, a single 1 among 0s")
             self._checked = t
@@ -235,13 +236,9 @@ class SoftmaxWithLoss:
             )
         if t.shape[0] != n:
             raise ValueError(f"SoftmaxWithLoss: {t.shape[0]} labels for a batch of {n} scores")
-        if self._must_check(t):
+        if check and t is not self._checked:  # the same array again (2P numerical passes) was checked
             low, high = int(xp.min(t)), int(xp.max(t))
             if low < 0 or high >= c:
                 raise ValueError(f"SoftmaxWithLoss: labels must lie in [0, {c}), got values from {low} to {high}")
             self._checked = t
         return one_hot(t, c, dtype=dtype, xp=xp)
-
-    def _must_check(self, t: Any) -> bool:
-        # The same labels array again (a numerical gradient's 2P forward passes) was checked already.
-        return self.check_labels and t is not self._checked

@@ -79,7 +79,6 @@ class LayerNet:
         self.device = device_of(first)
         self.dtype = first.dtype
         self.sizes = [int(first.shape[0]), *(int(affine.W.shape[1]) for affine in affines)]
-        self.last_loss = None
 
     @property
     def lastLayer(self) -> Any:  # the book's spelling, for its readers
@@ -99,10 +98,16 @@ class LayerNet:
             x = layer.forward(x)
         return x
 
-    def loss(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> Any:
-        """Mean cross-entropy (plus weight decay) as a 0-D array; ``t`` one-hot ``(N, C)`` or labels ``(N,)``."""
+    def loss(
+        self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, check_labels: bool = True
+    ) -> Any:
+        """Mean cross-entropy (plus weight decay) as a 0-D array; ``t`` one-hot ``(N, C)`` or labels ``(N,)``.
+
+        ``check_labels=False`` skips the last layer's label check (a device read-back),
+        for callers that validated their labels once.
+        """
         y = self.predict(x, params)
-        loss = self.last_layer.forward(y, t)
+        loss = self.last_layer.forward(y, t, check_labels=check_labels)
         if self.weight_decay_lambda:
             xp = namespace_of(y)
             params = self.params if params is None else params
@@ -142,12 +147,16 @@ class LayerNet:
             grads[key] = numerical_gradient(lambda p, key=key: self.loss(x, t, {**params, key: p}), value)
         return grads
 
-    def gradient(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Gradients of :meth:`loss` by backpropagation, shaped like ``params``.
+    def loss_and_gradient(
+        self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, check_labels: bool = True
+    ) -> tuple[Any, dict[str, Any]]:
+        """The loss (0-D array) and its gradients by backpropagation, shaped like ``params``, in one pass.
 
-        The loss of this forward pass is kept in ``last_loss`` (a 0-D array).
+        A pure function of its arguments as far as callers see (the layers cache this
+        pass's values for their backward), so a backend that compiles whole functions
+        can trace it.
         """
-        self.last_loss = self.loss(x, t, params)
+        loss = self.loss(x, t, params, check_labels=check_labels)
 
         dout = self.last_layer.backward(1)
         for layer in reversed(self.layers.values()):
@@ -160,7 +169,11 @@ class LayerNet:
             if self.weight_decay_lambda:
                 grads[w_key] = grads[w_key] + self.weight_decay_lambda * params[w_key]
             grads[b_key] = affine.db
-        return grads
+        return loss, grads
+
+    def gradient(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The book's ``gradient``: gradients of :meth:`loss` by backpropagation, shaped like ``params``."""
+        return self.loss_and_gradient(x, t, params)[1]
 
 
 class MultiLayerNet(LayerNet):

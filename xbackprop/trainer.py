@@ -153,8 +153,7 @@ def train(
     elif eval_interval < 1:
         raise ValueError(f"eval_interval must be a positive number of steps, got {eval_interval}")
     rng = host_rng(seed)
-    _check_labels(data, net.sizes[-1])
-    net.last_layer.check_labels = False  # checked once above, not at every step
+    _check_labels(data, net.sizes[-1])  # once here, so the steps skip it
 
     if sync is not None:
         shard = _shard(batch_size, sync.context.rank, sync.context.size)
@@ -187,8 +186,6 @@ def train(
             if evaluate:
                 train_rows = block[i % iter_per_epoch, :] if train_acc_source == "batch" else None
                 _evaluate(net, data, result, i + 1, eval_batch_size, on_epoch, sync, train_rows)
-    if iters:
-        net.last_loss = loss  # a concrete array, not a value traced inside a compiled step
     if not result.history or result.history[-1]["iter"] != result.steps_done:  # stopped early, or iters=0
         last_batch = block[(result.steps_done - 1) % iter_per_epoch, :] if iters else None
         train_rows = last_batch if train_acc_source == "batch" else None
@@ -202,12 +199,13 @@ def make_gradient_step(net: Any, xp: Any) -> Callable[[dict[str, Any], Any, Any,
 
     A pure function of its arguments, so backends that compile whole functions
     (JAX) run it as one program (see :func:`xbackprop.backend.compile_function`).
-    The net's label check must be off (the trainer checks the dataset once).
+    Labels are not checked here (the trainer checks the dataset once).
     """
 
     def batch_gradient(params: dict[str, Any], x_all: Any, t_all: Any, index: Any) -> tuple[dict[str, Any], Any]:
-        grads = net.gradient(xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0), params)
-        return grads, net.last_loss
+        x, t = xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0)
+        loss, grads = net.loss_and_gradient(x, t, params, check_labels=False)
+        return grads, loss
 
     return compile_function(batch_gradient, xp)
 
