@@ -51,3 +51,17 @@ def test_book_defaults():
     assert SGD().lr == 0.01 and Momentum().momentum == 0.9 and AdaGrad().lr == 0.01
     adam = Adam()
     assert (adam.lr, adam.beta1, adam.beta2) == (0.001, 0.9, 0.999)
+
+
+@pytest.mark.parametrize(("name", "cls"), [("sgd", SGD), ("momentum", Momentum), ("adagrad", AdaGrad), ("adam", Adam)])
+def test_apply_is_pure_and_takes_the_same_steps(xp, name, cls):
+    optimizer = cls(lr=0.1)
+    params = {"W": asarray(xp, P0.copy())}
+    state = optimizer.init(params)
+    for g in GRADS:
+        before = to_numpy(params["W"]).copy()
+        new_params, state = optimizer.apply(params, {"W": asarray(xp, g)}, state)
+        np.testing.assert_array_equal(to_numpy(params["W"]), before)  # nothing passed in was modified
+        params = new_params
+    assert_close(params["W"], reference(name), xp=xp, rtol=1e-12)
+    assert optimizer.state is None  # apply keeps nothing on the optimizer

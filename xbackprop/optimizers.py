@@ -1,19 +1,30 @@
 """The book's chapter 6 optimizers, on any Array API namespace.
 
-``update(params, grads)`` changes ``params`` (a dict of arrays) for the next step
-with the book's ``params[key] -= step``: writable arrays are updated in place (no
-new parameter array per step), and for immutable ones (JAX) Python falls back to
-``params[key] = params[key] - step``, replacing the dict entry. The gradients are
-never modified. State arrays live on the parameters' device.
+Each optimizer writes its rule once, as a pure ``step(grads, state) -> (steps, state)``
+that says how far each parameter moves. Two ways to use it:
+
+- ``update(params, grads)``, the book's: ``params[key] -= step`` for every parameter,
+  in place where the arrays are writable (no new parameter array per step); for
+  immutable ones (JAX) Python falls back to ``params[key] = params[key] - step``,
+  replacing the dict entry. The optimizer keeps its state between calls.
+- ``apply(params, grads, state) -> (params, state)``, pure: new arrays, nothing
+  modified, the state passed in and out (``init(params)`` makes the first one), so a
+  whole training step can be compiled (``jax.jit``) or captured.
+
+The gradients are never modified. State arrays live on the parameters' device.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import device
+
 from ._compat import namespace_of
 
-__all__ = ["SGD", "Momentum", "AdaGrad", "Adam", "OPTIMIZERS"]
+__all__ = ["Optimizer", "SGD", "Momentum", "AdaGrad", "Adam", "OPTIMIZERS"]
+
+State = dict[str, Any]
 
 
 def _zeros_like(params: dict[str, Any]) -> dict[str, Any]:
@@ -21,71 +32,105 @@ def _zeros_like(params: dict[str, Any]) -> dict[str, Any]:
     return {key: namespace_of(value).zeros_like(value) for key, value in params.items()}
 
 
-class SGD:
+class Optimizer:
+    """The two ways to take a step; subclasses define ``init`` and ``step``."""
+
+    lr: float
+
+    def __init__(self) -> None:
+        self.state: State | None = None
+
+    def init(self, params: dict[str, Any]) -> State:
+        """The state before the first step."""
+        return {}
+
+    def step(self, grads: dict[str, Any], state: State) -> tuple[dict[str, Any], State]:
+        """How far each parameter moves (subtracted from it), and the next state. Pure."""
+        raise NotImplementedError
+
+    def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
+        """The book's ``update``: move ``params`` (in place where possible) and keep the state."""
+        if self.state is None:
+            self.state = self.init(params)
+        steps, self.state = self.step(grads, self.state)
+        for key in params:
+            params[key] -= steps[key]
+
+    def apply(self, params: dict[str, Any], grads: dict[str, Any], state: State) -> tuple[dict[str, Any], State]:
+        """New parameters and state after one step; nothing passed in is modified."""
+        steps, state = self.step(grads, state)
+        return {key: params[key] - steps[key] for key in params}, state
+
+
+class SGD(Optimizer):
     """``W -= lr * dW``. Default ``lr=0.01`` as in the book."""
 
     def __init__(self, lr: float = 0.01) -> None:
+        super().__init__()
         self.lr = lr
 
-    def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
-        for key in params:
-            params[key] -= self.lr * grads[key]
+    def step(self, grads: dict[str, Any], state: State) -> tuple[dict[str, Any], State]:
+        return {key: self.lr * g for key, g in grads.items()}, state
 
 
-class Momentum:
+class Momentum(Optimizer):
     """``v = momentum * v - lr * dW; W += v``."""
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
+        super().__init__()
         self.lr = lr
         self.momentum = momentum
-        self.v: dict[str, Any] | None = None
 
-    def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
-        if self.v is None:
-            self.v = _zeros_like(params)
-        for key in params:
-            self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
-            params[key] += self.v[key]
+    def init(self, params: dict[str, Any]) -> State:
+        return {"v": _zeros_like(params)}
+
+    def step(self, grads: dict[str, Any], state: State) -> tuple[dict[str, Any], State]:
+        v = {key: self.momentum * state["v"][key] - self.lr * g for key, g in grads.items()}
+        return {key: -value for key, value in v.items()}, {"v": v}
 
 
-class AdaGrad:
+class AdaGrad(Optimizer):
     """``h += dW * dW; W -= lr * dW / (sqrt(h) + 1e-7)``."""
 
     def __init__(self, lr: float = 0.01) -> None:
+        super().__init__()
         self.lr = lr
-        self.h: dict[str, Any] | None = None
 
-    def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
-        if self.h is None:
-            self.h = _zeros_like(params)
-        for key in params:
-            xp = namespace_of(grads[key])
-            self.h[key] = self.h[key] + grads[key] * grads[key]
-            params[key] -= self.lr * grads[key] / (xp.sqrt(self.h[key]) + 1e-7)
+    def init(self, params: dict[str, Any]) -> State:
+        return {"h": _zeros_like(params)}
+
+    def step(self, grads: dict[str, Any], state: State) -> tuple[dict[str, Any], State]:
+        h = {key: state["h"][key] + g * g for key, g in grads.items()}
+        steps = {key: self.lr * g / (namespace_of(g).sqrt(h[key]) + 1e-7) for key, g in grads.items()}
+        return steps, {"h": h}
 
 
-class Adam:
-    """Adam (Kingma & Ba) with the book's bias-corrected step size and ``eps = 1e-7``."""
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with the book's bias-corrected step size and ``eps = 1e-7``.
+
+    The step count lives in the state as a 0-D array of the parameters' dtype, so a
+    compiled step can carry it.
+    """
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
+        super().__init__()
         self.lr = lr
         self.beta1 = beta1
         self.beta2 = beta2
-        self.iter = 0
-        self.m: dict[str, Any] | None = None
-        self.v: dict[str, Any] | None = None
 
-    def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
-        if self.m is None:
-            self.m = _zeros_like(params)
-            self.v = _zeros_like(params)
-        self.iter += 1
-        lr_t = self.lr * (1.0 - self.beta2**self.iter) ** 0.5 / (1.0 - self.beta1**self.iter)
-        for key in params:
-            xp = namespace_of(grads[key])
-            self.m[key] = self.m[key] + (1 - self.beta1) * (grads[key] - self.m[key])
-            self.v[key] = self.v[key] + (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
-            params[key] -= lr_t * self.m[key] / (xp.sqrt(self.v[key]) + 1e-7)
+    def init(self, params: dict[str, Any]) -> State:
+        first = next(iter(params.values()))
+        count = namespace_of(first).zeros((), dtype=first.dtype, device=device(first))
+        return {"iter": count, "m": _zeros_like(params), "v": _zeros_like(params)}
+
+    def step(self, grads: dict[str, Any], state: State) -> tuple[dict[str, Any], State]:
+        count = state["iter"] + 1
+        xp = namespace_of(count)
+        lr_t = self.lr * xp.sqrt(1.0 - self.beta2**count) / (1.0 - self.beta1**count)
+        m = {key: state["m"][key] + (1 - self.beta1) * (g - state["m"][key]) for key, g in grads.items()}
+        v = {key: state["v"][key] + (1 - self.beta2) * (g**2 - state["v"][key]) for key, g in grads.items()}
+        steps = {key: lr_t * m[key] / (xp.sqrt(v[key]) + 1e-7) for key in grads}
+        return steps, {"iter": count, "m": m, "v": v}
 
 
 #: Optimizer classes by the CLI's names.
