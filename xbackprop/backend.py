@@ -35,6 +35,7 @@ __all__ = [
     "is_host_namespace",
     "is_cuda_namespace",
     "compile_function",
+    "compile_steps",
 ]
 
 #: Backend names accepted by :func:`get_namespace` and the ``XP`` variable.
@@ -285,3 +286,29 @@ def compile_function(fn: Any, xp: ModuleType) -> Any:
 
         return jax.jit(fn)
     return fn
+
+
+def compile_steps(step: Any, xp: ModuleType) -> Any:
+    """Many training steps per call where the backend compiles loops, else ``None``.
+
+    ``step(params, state, x_all, t_all, index) -> (params, state, loss)`` must be pure.
+    The result, ``run(params, state, x_all, t_all, indices) -> (params, state, losses)``,
+    applies it once per row of ``indices`` ``(K, batch)``. On JAX that is one
+    ``jax.lax.scan`` inside one ``jax.jit`` (one dispatch for K steps; on an
+    accelerator the parameter and state buffers are donated and updated in place).
+    Elsewhere ``None``: the caller steps eagerly.
+    """
+    if not array_api_compat.is_jax_namespace(xp):
+        return None
+    import jax
+
+    def run(params: Any, state: Any, x_all: Any, t_all: Any, indices: Any) -> Any:
+        def body(carry: Any, index: Any) -> Any:
+            params, state, loss = step(*carry, x_all, t_all, index)
+            return (params, state), loss
+
+        (params, state), losses = jax.lax.scan(body, (params, state), indices)
+        return params, state, losses
+
+    on_cpu = all(d.platform == "cpu" for d in jax.devices())
+    return jax.jit(run, donate_argnums=() if on_cpu else (0, 1))  # the CPU backend cannot donate

@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from saved parameters (.npz); with --iters 0, evaluate a saved model")
     add("--lr-sweep", type=_learning_rates, metavar="LRS", help="train once per learning rate, e.g. 0.01,0.1,1,10")
     add("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    add("--no-compile", action="store_true",
+        help="run every step eagerly, op by op (for debugging; JAX otherwise compiles blocks of steps)")
     add("--distributed", action="store_true",
         help="data-parallel over MPI ranks (automatic when mpiexec starts several); needs xbackprop[distributed]")
     return parser
@@ -498,7 +500,7 @@ def _train_one(
     try:
         return train(net, optimizer, data, iters=iters, batch_size=args.batch_size, seed=args.seed,
                      eval_interval=eval_interval, train_acc_source=args.train_acc, divergence=args.divergence,
-                     on_epoch=report, progress=progress, sync=sync)
+                     on_epoch=report, progress=progress, sync=sync, compile=not args.no_compile)
     finally:
         if progress is not None:
             progress.close()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from .backend import compile_function, from_host, host_rng, to_numpy
+from .backend import compile_function, compile_steps, from_host, host_rng, to_numpy
 from .datasets import DataError, Dataset
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "to_device",
     "train",
     "make_gradient_step",
+    "make_train_step",
     "epochs_to_iters",
     "default_eval_interval",
     "TRAIN_ACCURACY_SOURCES",
@@ -118,6 +119,7 @@ def train(
     divergence_factor: float = 10.0,
     divergence: str = "stop",
     sync: Any = None,
+    compile: bool = True,
 ) -> TrainResult:
     """Train ``net`` with ``optimizer`` for ``iters`` minibatch steps of ``batch_size`` rows.
 
@@ -140,6 +142,12 @@ def train(
     ``sync`` (a :class:`xbackprop.distributed.DistributedSync`) makes this one rank
     of synchronous data-parallel training: every rank draws the same global batch,
     computes gradients on its shard of it, and applies the summed update.
+
+    ``compile=True`` runs the whole step (gather, forward, backward, optimizer
+    update) compiled where the backend can (:func:`xbackprop.backend.compile_steps`:
+    JAX runs a block of steps per dispatch), else step by step with the optimizer's
+    in-place ``update``; ``compile=False`` runs every backend eagerly, for debugging.
+    Either way the optimizer's ``state`` is left where the run ended.
     """
     if train_acc_source not in TRAIN_ACCURACY_SOURCES:
         raise ValueError(f"train_acc_source must be one of {TRAIN_ACCURACY_SOURCES}, got {train_acc_source!r}")
@@ -159,33 +167,47 @@ def train(
         shard = _shard(batch_size, sync.context.rank, sync.context.size)
         shard_rows = shard.stop - shard.start
     result = TrainResult(iters=iters, batch_size=batch_size, train_acc_source=train_acc_source)
-    gradient_step = make_gradient_step(net, xp)
-    pending: list[Any] = []  # 0-D loss arrays not yet read back
+    compiled = compile_steps(make_train_step(net, optimizer, xp), xp) if compile and sync is None else None
+    gradient_step = None if compiled else make_gradient_step(net, xp, compile=compile)
+    state = None if compiled is None else (optimizer.state or optimizer.init(net.params))
+    pending: list[Any] = []  # loss arrays (0-D, or 1-D for a compiled block) not yet read back
+    waiting = 0  # the losses in pending
+    i = 0  # steps taken
     start = time.perf_counter()
-    # The losses are checked for overflow below; NumPy's own warnings would only repeat it, once per array op.
     # The losses are checked for overflow here; NumPy's own warnings would only repeat it, once per operation.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for i in range(iters):
+        while i < iters:
             if i % iter_per_epoch == 0:  # one host draw and one copy per epoch
                 block = from_host(
                     rng.integers(0, n_train, size=(iter_per_epoch, batch_size)), xp, device=device(data.x_train)
                 )
-            batch_index = block[i % iter_per_epoch, :]
-            if sync is not None:
-                batch_index = batch_index[shard]
-            grads, loss = gradient_step(net.params, data.x_train, data.t_train, batch_index)
-            if sync is not None:
-                grads, loss = sync.allreduce(grads, loss, weight=shard_rows / batch_size)
-            optimizer.update(net.params, grads)
-            pending.append(loss)
+            row = i % iter_per_epoch
+            if compiled is not None:  # as many steps as run before anything must be read back
+                n = _steps_until_event(i, iters, iter_per_epoch, eval_interval, log_interval - waiting)
+                params, state, losses = compiled(dict(net.params), state, data.x_train, data.t_train,
+                                                 block[row : row + n, :])
+                net.params.update(params)
+            else:
+                n = 1
+                batch_index = block[row, :] if sync is None else block[row, :][shard]
+                grads, losses = gradient_step(net.params, data.x_train, data.t_train, batch_index)
+                if sync is not None:
+                    grads, losses = sync.allreduce(grads, losses, weight=shard_rows / batch_size)
+                optimizer.update(net.params, grads)
+            pending.append(losses)
+            waiting += n
+            i += n
 
-            evaluate = i % eval_interval == 0 or i == iters - 1
-            if len(pending) >= log_interval or evaluate:
+            evaluate = (i - 1) % eval_interval == 0 or i == iters
+            if waiting >= log_interval or evaluate:
+                waiting = 0
                 if not _read_losses(xp, pending, result, progress, divergence_factor, divergence == "stop"):
                     break
             if evaluate:
-                train_rows = block[i % iter_per_epoch, :] if train_acc_source == "batch" else None
-                _evaluate(net, data, result, i + 1, eval_batch_size, on_epoch, sync, train_rows)
+                train_rows = block[(i - 1) % iter_per_epoch, :] if train_acc_source == "batch" else None
+                _evaluate(net, data, result, i, eval_batch_size, on_epoch, sync, train_rows)
+    if compiled is not None:
+        optimizer.state = state
     if not result.history or result.history[-1]["iter"] != result.steps_done:  # stopped early, or iters=0
         last_batch = block[(result.steps_done - 1) % iter_per_epoch, :] if iters else None
         train_rows = last_batch if train_acc_source == "batch" else None
@@ -194,7 +216,34 @@ def train(
     return result
 
 
-def make_gradient_step(net: Any, xp: Any) -> Callable[[dict[str, Any], Any, Any, Any], tuple[dict[str, Any], Any]]:
+def _steps_until_event(i: int, iters: int, iter_per_epoch: int, eval_interval: int, room: int) -> int:
+    """Steps from step ``i`` up to the next evaluation, epoch end, loss read-back or the end of the run."""
+    next_eval = -(-i // eval_interval) * eval_interval  # the first evaluated step at or after i
+    epoch_end = (i // iter_per_epoch + 1) * iter_per_epoch
+    return max(min(iters, epoch_end, next_eval + 1, i + max(room, 1)) - i, 1)
+
+
+def make_train_step(net: Any, optimizer: Any, xp: Any) -> Callable[..., tuple[dict[str, Any], Any, Any]]:
+    """``(params, state, x_all, t_all, index) -> (params, state, loss)``: one whole training step, pure.
+
+    Gathers the minibatch on the device, backpropagates it and applies the
+    optimizer's rule (:meth:`~xbackprop.optimizers.Optimizer.apply`); nothing passed
+    in is modified, so it can be compiled (see :func:`xbackprop.backend.compile_steps`).
+    Labels are not checked here (the trainer checks the dataset once).
+    """
+
+    def train_step(params: dict[str, Any], state: Any, x_all: Any, t_all: Any, index: Any) -> tuple[Any, Any, Any]:
+        x, t = xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0)
+        loss, grads = net.loss_and_gradient(x, t, params, check_labels=False)
+        params, state = optimizer.apply(params, grads, state)
+        return params, state, loss
+
+    return train_step
+
+
+def make_gradient_step(
+    net: Any, xp: Any, *, compile: bool = True
+) -> Callable[[dict[str, Any], Any, Any, Any], tuple[dict[str, Any], Any]]:
     """``(params, x_all, t_all, index) -> (grads, loss)``: gather a minibatch on the device and backpropagate it.
 
     A pure function of its arguments, so backends that compile whole functions
@@ -207,7 +256,7 @@ def make_gradient_step(net: Any, xp: Any) -> Callable[[dict[str, Any], Any, Any,
         loss, grads = net.loss_and_gradient(x, t, params, check_labels=False)
         return grads, loss
 
-    return compile_function(batch_gradient, xp)
+    return compile_function(batch_gradient, xp) if compile else batch_gradient
 
 
 def _check_labels(data: DeviceData, num_outputs: int) -> None:
@@ -221,7 +270,7 @@ def _read_losses(
     xp: Any, pending: list[Any], result: TrainResult, progress: Any, divergence_factor: float, stop: bool
 ) -> bool:
     """Move pending losses to the host; record the first divergence. Returns False when training must stop."""
-    losses = to_numpy(xp.stack(pending)).astype(float)
+    losses = to_numpy(xp.concat([xp.reshape(loss, (-1,)) for loss in pending])).astype(float)
     pending.clear()
     limit = divergence_factor * (result.losses[0] if result.losses else losses[0])
     with np.errstate(invalid="ignore"):
