@@ -121,23 +121,32 @@ class LayerNet:
         """Fraction of rows whose highest score is the true class, as a Python float.
 
         ``t`` is one-hot ``(N, C)`` or labels ``(N,)``. ``batch_size`` bounds the rows
-        scored at once (the book's ``accuracy(x, t, batch_size=100)``); the count
-        stays on the device until the end.
+        scored at once (the book's ``accuracy(x, t, batch_size=100)``).
+        """
+        if x.shape[0] == 0:
+            raise ValueError("accuracy: no rows to score")
+        return float(self.count_correct(x, t, params, batch_size=batch_size)) / x.shape[0]
+
+    def count_correct(
+        self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, batch_size: int | None = None
+    ) -> Any:
+        """How many rows' highest score is the true class, as a 0-D integer array left on the device.
+
+        Scores at most ``batch_size`` rows at a time; nothing is read back, so a caller
+        can gather several counts and read them in one go.
         """
         xp = namespace_of(x)
         if t.ndim != 1:
             t = xp.argmax(t, axis=1)
         n = x.shape[0]
-        if n == 0:
-            raise ValueError("accuracy: no rows to score")
-        step = n if batch_size is None else max(int(batch_size), 1)
-        correct = 0
+        step = max(n, 1) if batch_size is None else max(int(batch_size), 1)
+        correct = xp.zeros((), dtype=xp.int64, device=device_of(x))
         for start in range(0, n, step):
             stop = min(start + step, n)
             predicted = xp.argmax(self.predict(x[start:stop, ...], params), axis=1)
             hits = predicted == xp.astype(t[start:stop], predicted.dtype)
             correct = correct + xp.sum(xp.astype(hits, xp.int64))
-        return float(correct) / n
+        return correct
 
     def numerical_gradient(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Gradients of :meth:`loss` by central differences, element by element (slow: 2 losses per element)."""

@@ -292,14 +292,22 @@ def _shard(n: int, rank: int, size: int) -> slice:
     return slice(rank * n // size, (rank + 1) * n // size)
 
 
-def _accuracy(net: Any, x: Any, t: Any, eval_batch_size: int, sync: Any) -> float:
-    """Accuracy on (x, t); with ``sync``, each rank scores its shard and the correct counts are summed."""
-    if sync is None:
-        return net.accuracy(x, t, batch_size=eval_batch_size)
-    rows = _shard(x.shape[0], sync.context.rank, sync.context.size)
-    n = rows.stop - rows.start
-    correct = round(net.accuracy(x[rows, ...], t[rows], batch_size=eval_batch_size) * n) if n else 0
-    return sync.sum_int(correct) / x.shape[0]
+def _accuracies(net: Any, pairs: list[tuple[Any, Any]], eval_batch_size: int, sync: Any) -> list[float]:
+    """Accuracy on each ``(x, t)``, with one read-back for all of them.
+
+    With ``sync``, each rank scores its shard of every pair and the counts are summed.
+    """
+    xp = array_namespace(pairs[0][0])
+    counts = []
+    for x, t in pairs:
+        if sync is not None:
+            rows = _shard(x.shape[0], sync.context.rank, sync.context.size)
+            x, t = x[rows, ...], t[rows]
+        counts.append(net.count_correct(x, t, batch_size=eval_batch_size))
+    correct = [int(c) for c in to_numpy(xp.stack(counts))]
+    if sync is not None:
+        correct = [sync.sum_int(c) for c in correct]
+    return [c / x.shape[0] for c, (x, _) in zip(correct, pairs)]
 
 
 def _evaluate(
@@ -319,9 +327,10 @@ def _evaluate(
     row = {
         "iter": step,
         "loss": mean_loss,
-        "train_acc": _accuracy(net, x_train, t_train, eval_batch_size, sync),
-        "test_acc": _accuracy(net, data.x_test, data.t_test, eval_batch_size, sync),
     }
+    row["train_acc"], row["test_acc"] = _accuracies(
+        net, [(x_train, t_train), (data.x_test, data.t_test)], eval_batch_size, sync
+    )
     result.history.append(row)
     if on_epoch is not None:
         on_epoch(row)
