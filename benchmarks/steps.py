@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from xbackprop import TwoLayerNet, get_namespace
-from xbackprop.backend import backend_name, from_host, synchronize
+from xbackprop import MultiLayerNet, TwoLayerNet, get_namespace
+from xbackprop.backend import backend_name, compile_steps, from_host, resolve_device, synchronize
 from xbackprop.optimizers import SGD
-from xbackprop.trainer import make_gradient_step
+from xbackprop.trainer import make_gradient_step, make_train_step
 
 from .handwritten import HandwrittenTwoLayerNet
 
@@ -28,24 +28,55 @@ def training_data(n: int = 60_000, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     return rng.random((n, SIZES[0]), dtype=np.float32), rng.integers(0, SIZES[-1], n).astype(np.uint8)
 
 
-def make_xbackprop(backend: str, x_host: np.ndarray, t_host: np.ndarray, batch: int = 100) -> Callable[[], None]:
-    """xbackprop's TwoLayerNet and SGD, through the trainer's own gradient step."""
+def make_xbackprop(
+    backend: str, x_host: np.ndarray, t_host: np.ndarray, batch: int = 100, *, sizes: tuple[int, ...] = SIZES,
+    device: str | None = None,
+) -> Callable[[], None]:
+    """xbackprop's net and SGD, step by step through the trainer's own gradient step (jitted on JAX)."""
     xp = get_namespace(backend, strict=True)
-    x_all, t_all = from_host(x_host, xp), from_host(t_host, xp)
-    net = TwoLayerNet(*SIZES, xp=xp, dtype="float32", seed=0)
+    device = resolve_device(xp, device)
+    x_all, t_all = from_host(x_host, xp, device=device), from_host(t_host, xp, device=device)
+    net = MultiLayerNet(sizes[0], list(sizes[1:-1]), sizes[-1], xp=xp, device=device, dtype="float32", seed=0)
     gradient_step = make_gradient_step(net, xp)
     optimizer = SGD(lr=LR)
     rng = np.random.default_rng(1)
     n = x_host.shape[0]
 
     def step() -> None:
-        index = from_host(rng.integers(0, n, batch), xp)
+        index = from_host(rng.integers(0, n, batch), xp, device=device)
         grads, _ = gradient_step(net.params, x_all, t_all, index)
         optimizer.update(net.params, grads)
         synchronize(xp)
 
     step.backend = backend_name(xp)
     return step
+
+
+def make_xbackprop_blocks(
+    backend: str, x_host: np.ndarray, t_host: np.ndarray, batch: int = 100, *, sizes: tuple[int, ...] = SIZES,
+    block: int = 100, device: str | None = None,
+) -> Callable[[], None] | None:
+    """``block`` SGD steps per call through the trainer's compiled loop (JAX's scan), or ``None`` where the
+    backend does not compile loops. Time per step = time per call / ``block``."""
+    xp = get_namespace(backend, strict=True)
+    device = resolve_device(xp, device)
+    net = MultiLayerNet(sizes[0], list(sizes[1:-1]), sizes[-1], xp=xp, device=device, dtype="float32", seed=0)
+    optimizer = SGD(lr=LR)
+    run = compile_steps(make_train_step(net, optimizer, xp), xp)
+    if run is None:
+        return None
+    x_all, t_all = from_host(x_host, xp, device=device), from_host(t_host, xp, device=device)
+    carry = {"params": dict(net.params), "state": optimizer.init(net.params)}
+    rng = np.random.default_rng(1)
+    n = x_host.shape[0]
+
+    def steps() -> None:
+        indices = from_host(rng.integers(0, n, (block, batch)), xp, device=device)
+        carry["params"], carry["state"], losses = run(carry["params"], carry["state"], x_all, t_all, indices)
+        synchronize(xp)
+        losses.block_until_ready()
+
+    return steps
 
 
 def make_handwritten(x_host: np.ndarray, t_host: np.ndarray, batch: int = 100) -> Callable[[], None]:

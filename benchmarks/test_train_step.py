@@ -55,3 +55,15 @@ def test_torch_eager(benchmark, data, device):
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX not installed")
 def test_jax_jit(benchmark, data):
     _run(benchmark, steps.make_jax_jit(*data), "jax-jit", "jax")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX not installed")
+def test_xbackprop_jax_scan(benchmark, data):
+    """The trainer's compiled loop on JAX: 100 steps per dispatch; the figure is per 100 steps."""
+    steps_100 = steps.make_xbackprop_blocks("jax", *data, block=100)
+    benchmark.group = GROUP + " (x100 for the scan)"
+    benchmark.extra_info.update(implementation="xbackprop-jax-scan-100", backend="jax", device="cpu",
+                                dtype="float32", P=39_760, batch=100, steps_per_call=100, blas=blas_info())
+    for _ in range(3):
+        steps_100()
+    benchmark.pedantic(steps_100, rounds=20, iterations=1, warmup_rounds=1)

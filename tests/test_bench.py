@@ -53,3 +53,14 @@ def test_train_step_ratios_script(tmp_path):
     assert {"xbackprop-numpy", "handwritten-numpy", "matmul-floor"} <= names
     assert record["blas"].endswith("1 threads") or "threadpoolctl" in record["blas"]
     assert all(row["median_ms"] > 0 and row["ratio"] > 0 for row in record["rows"])
+
+
+def test_step_sweep_runs_and_writes_its_files(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks.step_sweep", "--sizes", "1", "--out", str(tmp_path),
+                           "--name", "sweep"], capture_output=True, text=True, timeout=300, check=False,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "| numpy | eager | 784-50-10 | 100 |" in done.stdout
+    record = json.loads((tmp_path / "sweep.json").read_text())
+    assert {row["backend"] for row in record["rows"]} >= {"numpy"}
+    assert all(row["seconds_per_step"] > 0 for row in record["rows"])
