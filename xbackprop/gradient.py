@@ -22,6 +22,7 @@ from .backend import host_rng
 
 __all__ = [
     "numerical_gradient",
+    "stacked_central_differences",
     "gradient_check",
     "GradientCheckResult",
     "directional_check",
@@ -29,19 +30,29 @@ __all__ = [
 ]
 
 
-def numerical_gradient(f: Callable[[Any], Any], x: Any, h: float = 1e-4) -> Any:
+def numerical_gradient(f: Callable[[Any], Any], x: Any, h: float = 1e-4, *, batch: int | None = None) -> Any:
     """Gradient of the scalar function ``f`` at ``x`` by central differences.
 
-    For each element ``x[i]``, ``(f(x + h e_i) - f(x - h e_i)) / (2 h)``: ``2 * x.size``
-    calls of ``f``. ``f`` receives the perturbed array and returns a 0-D array or a
-    number. ``x`` itself is not modified (a private copy is perturbed, in place
-    where the backend allows it). Returns an array shaped and typed like ``x``.
+    For each element ``x[i]``, ``(f(x + h e_i) - f(x - h e_i)) / (2 h)``.
+
+    ``batch=None`` is the book's loop: ``2 * x.size`` calls of ``f``, each with one
+    perturbed copy of ``x``; ``f`` returns a 0-D array or a number. ``x`` itself is not
+    modified (a private copy is perturbed, in place where the backend allows it).
+
+    ``batch=K`` perturbs K elements per call: ``f`` receives a stack ``(K, *x.shape)``
+    of copies, copy ``k`` with its own element moved by ``h``, and returns their K
+    values ``(K,)`` — ``2 * ceil(x.size / K)`` calls. The stack is built by comparing
+    element positions (the standard has no scatter), so memory grows as ``K * x.size``.
+
+    Returns an array shaped and typed like ``x``.
     """
     xp = array_namespace(x)
     if not xp.isdtype(x.dtype, "real floating"):
         raise TypeError(f"numerical_gradient needs a real floating array, got {x.dtype}: h = {h} would be rounded away")
     if not h > 0:
         raise ValueError(f"the step h must be positive, got {h}")
+    if batch is not None:
+        return _stacked_differences(f, x, h, int(batch), xp)
     work = xp.asarray(x, copy=True)
     differences = []
     for index in itertools.product(*(range(n) for n in x.shape)):
@@ -57,6 +68,44 @@ def numerical_gradient(f: Callable[[Any], Any], x: Any, h: float = 1e-4) -> Any:
     else:
         stacked = xp.stack(differences) if differences else xp.zeros((0,), dtype=x.dtype, device=device(x))
     return xp.astype(xp.reshape(stacked, x.shape), x.dtype) / (2 * h)
+
+
+def _stacked_differences(f: Callable[[Any], Any], x: Any, h: float, batch: int, xp: Any) -> Any:
+    """``numerical_gradient`` with ``batch`` perturbed copies of ``x`` per call of ``f``."""
+    size = math.prod(x.shape)
+    flat = xp.reshape(x, (1, size))
+    positions = xp.arange(size, device=device(x))
+
+    def values(moved: Any, step: float) -> Any:
+        """f at the copies of x whose element ``moved[k]`` is moved by ``step``."""
+        shift = step * xp.astype(positions[None, :] == moved[:, None], x.dtype)  # the standard has no scatter
+        copies = f(xp.reshape(flat + shift, (moved.shape[0], *x.shape)))
+        if tuple(copies.shape) != (moved.shape[0],):
+            raise ValueError(f"with batch={batch}, f must return one value per copy, shape ({moved.shape[0]},), "
+                             f"got {tuple(copies.shape)}")
+        return copies
+
+    return xp.reshape(stacked_central_differences(values, size, h, batch, like=x), x.shape)
+
+
+def stacked_central_differences(
+    values: Callable[[Any, float], Any], size: int, h: float, batch: int, *, like: Any
+) -> Any:
+    """Central differences for ``size`` elements, ``batch`` of them per evaluation, as a flat array.
+
+    ``values(moved, step)`` returns, for each position in the integer array ``moved``
+    ``(k,)``, the function's value with that one element moved by ``step``: ``(k,)``.
+    The result has ``like``'s dtype and device.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be a positive number of copies, got {batch}")
+    xp = array_namespace(like)
+    differences = []
+    for start in range(0, size, batch):
+        moved = xp.arange(start, min(start + batch, size), device=device(like))
+        differences.append(values(moved, h) - values(moved, -h))
+    stacked = xp.concat(differences) if differences else xp.zeros((0,), dtype=like.dtype, device=device(like))
+    return xp.astype(stacked, like.dtype) / (2 * h)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,13 @@ class Affine:
     trailing axes multiply to ``D`` (flattened, as for images). ``backward`` sets
     ``dW`` ``(D, M)`` and ``db`` ``(M,)`` and returns ``dx`` in ``x``'s original shape.
 
+    Leading axes ride along as ``torch.nn.Linear``'s do: an ``x`` of ``(..., N, D)``
+    whose last axis already matches ``W`` gives ``(..., N, M)``, and backward sums the
+    parameter gradients over them. A stack of parameters, ``W`` ``(K, D, M)`` with
+    ``b`` ``(K, M)`` (or either one stacked), gives ``(K, N, M)``: K perturbed copies
+    of the layer in one forward pass, as the batched numerical gradient uses them;
+    such a pass has no backward.
+
     ``input_grad=False`` skips ``dx`` (``backward`` returns ``None``): the first
     layer of a network needs no gradient with respect to its data.
 
@@ -140,32 +147,40 @@ class Affine:
 
     def forward(self, x: Any) -> Any:
         given = x
-        if x.ndim < 1:
-            raise ValueError(f"Affine: input must have a batch axis, got a 0-D array (W is {tuple(self.W.shape)})")
+        if x.ndim < 2:
+            raise ValueError(f"Affine: input must be (N, D) or (..., N, D), got shape {tuple(x.shape)} "
+                             f"(W is {tuple(self.W.shape)})")
         self.original_x_shape = x.shape
-        if x.ndim != 2:
+        if x.shape[-1] != self.W.shape[-2]:  # an image or other (N, ...) sample: flatten it
             x = namespace_of(x).reshape(x, (x.shape[0], -1))
-        if x.shape[1] != self.W.shape[0]:
+        if x.shape[-1] != self.W.shape[-2]:
             raise ValueError(
                 f"Affine: input of shape {tuple(self.original_x_shape)} does not fit "
-                f"W of shape {tuple(self.W.shape)} (inner dimensions {x.shape[1]} != {self.W.shape[0]})"
+                f"W of shape {tuple(self.W.shape)} (inner dimensions {x.shape[-1]} != {self.W.shape[-2]})"
             )
         self.x = x
-        out = x @ self.W + self.b
+        b = self.b if self.b.ndim == 1 else namespace_of(self.b).expand_dims(self.b, axis=-2)  # (K, 1, M)
+        out = x @ self.W + b
         record_forward(self, (given, self.W, self.b), out)
         return out
 
     def backward(self, dout: Any) -> Any:
         if self.x is None:
             raise RuntimeError("Affine.backward: call forward first (each backward uses up its forward's input)")
+        if self.W.ndim != 2 or self.b.ndim != 1:
+            raise ValueError("Affine.backward: a pass through a stack of parameters has no backward")
         xp = namespace_of(dout)
-        self.dW = self.x.T @ dout
-        self.db = xp.sum(dout, axis=0)
+        x, flat_dout = self.x, dout
+        if x.ndim != 2:  # leading axes: every row of every copy counts once
+            x = xp.reshape(x, (-1, x.shape[-1]))
+            flat_dout = xp.reshape(dout, (-1, dout.shape[-1]))
+        self.dW = x.T @ flat_dout
+        self.db = xp.sum(flat_dout, axis=0)
         self.x = None
         dx = None
         if self.input_grad:
             dx = dout @ self.W.T
-            if len(self.original_x_shape) != 2:
+            if tuple(dx.shape) != tuple(self.original_x_shape):
                 dx = xp.reshape(dx, self.original_x_shape)
         record_backward(self, dout, (dx, self.dW, self.db))
         return dx
@@ -182,6 +197,10 @@ class SoftmaxWithLoss:
 
     ``backward(dout=1)`` returns ``dout * (y - t) / N``.
 
+    Scores with leading axes, ``(K, N, C)`` (K copies of a network, as the batched
+    numerical gradient runs them), give one loss per copy, ``(K,)``, against the same
+    labels.
+
     ``check_labels=True`` verifies integer labels lie in ``[0, C)`` and one-hot rows
     hold a single 1 among 0s, which reads a number or two back from the device;
     ``forward(x, t, check_labels=False)`` skips it for one call (a trainer that
@@ -197,16 +216,17 @@ class SoftmaxWithLoss:
 
     def forward(self, x: Any, t: Any, *, check_labels: bool | None = None) -> Any:
         xp = namespace_of(x, t)
-        if x.ndim != 2:
-            raise ValueError(f"SoftmaxWithLoss: scores must be (N, C), got shape {tuple(x.shape)}")
-        n, c = x.shape
+        if x.ndim < 2:
+            raise ValueError(f"SoftmaxWithLoss: scores must be (N, C) or (K, N, C), got shape {tuple(x.shape)}")
+        n, c = x.shape[-2:]
         if n == 0:
             raise ValueError("SoftmaxWithLoss: the batch is empty; the mean loss of no rows is undefined")
         check = self.check_labels if check_labels is None else check_labels
         self.t = self._one_hot_labels(xp, t, n, c, x.dtype, check)
         logp = log_softmax(x, xp=xp)
         self.y = xp.exp(logp)
-        self.loss = -xp.sum(self.t * logp) / n
+        # one loss per stacked copy: 0-D for (N, C) scores, (K,) for (K, N, C)
+        self.loss = -xp.sum(self.t * logp, axis=(-2, -1)) / n
         record_forward(self, (x, t), self.loss)
         return self.loss
 
