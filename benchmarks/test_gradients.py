@@ -1,4 +1,4 @@
-"""Backprop against the book's numerical gradient (2 forward passes per parameter), side by side.
+"""Backprop against the numerical gradient (2 forward passes per parameter), loop and batched, side by side.
 
 Each pytest-benchmark group is one case: a net size, a batch and a backend, with
 the two methods in it. The assertion is about correctness only: the two
@@ -22,7 +22,7 @@ from xbackprop.benchcases import (
 
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("size", list(SIZES))
-@pytest.mark.parametrize("method", ["backprop", "numerical"])
+@pytest.mark.parametrize("method", ["backprop", "numerical", "numerical-batched"])
 def test_gradient(benchmark, backend, size, batch, method):
     p = parameter_count(SIZES[size])
     if method == "numerical" and not times_numerical(p, backend):
@@ -32,6 +32,10 @@ def test_gradient(benchmark, backend, size, batch, method):
     benchmark.extra_info.update(case.info(), method=method)
     if method == "backprop":
         grads = benchmark(case.backprop)
+    elif method == "numerical-batched":
+        grads = benchmark.pedantic(case.numerical_batched, rounds=3, iterations=1, warmup_rounds=1)
+        assert max_relative_difference(grads, case.backprop()) < 1e-6
+        return
     else:
         rounds = 1 if p > 1_000 else 3
         grads = benchmark.pedantic(case.numerical, rounds=rounds, iterations=1, warmup_rounds=0)

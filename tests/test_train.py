@@ -491,3 +491,34 @@ def test_steps_run_up_to_the_next_event():
     assert _steps_until_event(9_901, 10_000, 600, 600, 100) == 99
     # 10 steps an epoch, evaluations every 10: steps 11..19, then step 20 is evaluated after its own dispatch
     assert _steps_until_event(11, 1000, 10, 10, 100) == 9
+
+
+def test_training_with_numerical_gradients_follows_backprop(synthetic_dir, capsys):
+    """The chapter's commented-out line, as a flag: the same run with each gradient, float64 by default."""
+    finals = {}
+    for method in ("backprop", "numerical-batched", "numerical"):
+        dtype = ["--dtype", "float64"] if method == "backprop" else []  # numerical gradients default to it
+        assert main(["--data-dir", str(synthetic_dir), "--iters", "3", "--hidden", "4", "--batch-size", "20",
+                     "--gradient", method, "--quiet", *dtype]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert "float64" in out[0] and "ms per iteration" in out[-1]
+        finals[method] = out[-1].split(" after ")[0]
+    assert finals["numerical"] == finals["numerical-batched"] == finals["backprop"]
+
+
+def test_numerical_gradients_of_a_large_net_warn(synthetic_dir, capsys):
+    assert main(["--data-dir", str(synthetic_dir), "--iters", "0", "--gradient", "numerical", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "--gradient numerical runs 79,520 forward passes a step (2P, P = 39,760)" in err
+
+
+def test_numerical_batched_training_on_every_backend(xp, synthetic_dir):
+    data = to_device(__import__("xbackprop.datasets", fromlist=["load_dataset"]).load_dataset(
+        "mnist", data_dir=synthetic_dir), xp, dtype=xp.float64)
+    params = {}
+    for method in ("backprop", "numerical-batched"):
+        net = MultiLayerNet(784, [3], 10, weight_init_std=0.3, xp=xp, dtype="float64", seed=5)
+        train(net, SGD(lr=0.1), data, iters=3, batch_size=10, seed=2, gradient=method)
+        params[method] = {key: to_numpy(value) for key, value in net.params.items()}
+    for key, value in params["backprop"].items():
+        np.testing.assert_allclose(params["numerical-batched"][key], value, rtol=1e-6, atol=1e-9)

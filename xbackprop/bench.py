@@ -1,7 +1,8 @@
 """python -m xbackprop.bench: why backprop exists, in one table.
 
 For each backend, net size and batch, times one backprop gradient, one forward
-pass and the book's element-by-element numerical gradient (2P forward passes),
+pass, the batched numerical gradient (K perturbed copies per forward pass) and the
+book's element-by-element numerical gradient (2P forward passes),
 all in float64, and prints a markdown table with the measured ratio and the ratio
 predicted from the forward and backward times (``2P * forward / backprop``), and
 the numerical gradient against its own floor (2P forward passes, timed next to
@@ -63,8 +64,17 @@ def measure(backend: str, size: str, batch: int, *, numerical_budget_s: float = 
     row["backprop_s"] = median_seconds(case.backprop)
     row["forward_s"] = median_seconds(case.forward)
     row["predicted_ratio"] = 2 * case.parameters * row["forward_s"] / row["backprop_s"]
+    batched_times = []
+    while not batched_times or (len(batched_times) < max_numerical_runs and sum(batched_times) < numerical_budget_s):
+        t0 = time.perf_counter()
+        batched = case.numerical_batched()
+        batched_times.append(time.perf_counter() - t0)
+    row["batched_s"] = statistics.median(batched_times)
+    row["batched_ratio"] = row["batched_s"] / row["backprop_s"]
+    row["batched_max_rel_diff"] = max_relative_difference(case.backprop(), batched)
     if not times_numerical(case.parameters, backend):
-        row.update(numerical_s=None, measured_ratio=None, floor_s=None, numerical_floor_ratio=None)
+        row.update(numerical_s=None, measured_ratio=None, floor_s=None, numerical_floor_ratio=None,
+                   loop_over_batched=None)
         return row
     calls = min(2 * case.parameters, floor_calls)
     numerical_times, floor_times = [], []
@@ -80,6 +90,7 @@ def measure(backend: str, size: str, batch: int, *, numerical_budget_s: float = 
     row["numerical_floor_ratio"] = statistics.median(n / f for n, f in zip(numerical_times, floor_times))
     row["numerical_runs"] = len(numerical_times)
     row["max_rel_diff"] = max_relative_difference(case.backprop(), numerical)
+    row["loop_over_batched"] = row["numerical_s"] / row["batched_s"]
     return row
 
 
@@ -89,16 +100,18 @@ def _ms(seconds: float | None) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| backend | size | P | batch | backprop ms | forward ms | numerical ms | measured ratio | predicted ratio "
-        "| numerical / its floor |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| backend | size | P | batch | backprop ms | forward ms | numerical ms (loop) | loop / backprop "
+        "| predicted | batched ms | batched / backprop | loop / batched | loop / its floor |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         measured = "—" if r["measured_ratio"] is None else f"{r['measured_ratio']:,.0f}×"
         floor = "—" if r["numerical_floor_ratio"] is None else f"{r['numerical_floor_ratio']:.2f}"
+        speedup = "—" if r.get("loop_over_batched") is None else f"{r['loop_over_batched']:,.1f}×"
         lines.append(
             f"| {r['backend']} | {r['sizes']} | {r['P']:,} | {r['batch']} | {_ms(r['backprop_s'])} | "
-            f"{_ms(r['forward_s'])} | {_ms(r['numerical_s'])} | {measured} | {r['predicted_ratio']:,.0f}× | {floor} |"
+            f"{_ms(r['forward_s'])} | {_ms(r['numerical_s'])} | {measured} | {r['predicted_ratio']:,.0f}× | "
+            f"{_ms(r['batched_s'])} | {r['batched_ratio']:,.0f}× | {speedup} | {floor} |"
         )
     return "\n".join(lines)
 
@@ -114,7 +127,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 label=f"backprop, {backend}, batch {batch}")
         timed = [r for r in mine if r["numerical_s"] is not None]
         ax.plot([r["P"] for r in timed], [r["numerical_s"] for r in timed], marker=marker, ls="--",
-                label=f"numerical, {backend}, batch {batch}")
+                label=f"numerical (loop), {backend}, batch {batch}")
+        ax.plot([r["P"] for r in mine], [r["batched_s"] for r in mine], marker=marker, ls=":",
+                label=f"numerical (batched), {backend}, batch {batch}")
     ax.set(xscale="log", yscale="log", xlabel="parameters P", ylabel="seconds per gradient",
            title="backprop against numerical differentiation")
     ax.grid(alpha=0.3, which="both")

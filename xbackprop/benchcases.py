@@ -1,8 +1,9 @@
 """Cases shared by ``benchmarks/`` and ``python -m xbackprop.bench``: backprop against numerical gradients.
 
 A case is a two-layer ReLU net of a given size on one backend, with a float64 batch
-of random inputs and labels. ``backprop`` and ``numerical`` return the gradient
-dicts; both finish their device work before returning, so they can be timed.
+of random inputs and labels. ``backprop``, ``numerical`` (the book's loop) and
+``numerical_batched`` (K perturbed copies per forward pass) return the gradient
+dicts; all finish their device work before returning, so they can be timed.
 """
 
 from __future__ import annotations
@@ -22,18 +23,21 @@ SIZES = {
     "small": (20, 10, 5),
     "medium": (100, 50, 10),
     "book": (784, 50, 10),
+    "wide": (784, 300, 10),
 }
 BATCHES = (3, 100)
 
-# The element-by-element numerical gradient costs 2P forward passes; above this P it is
-# timed on the fastest backends only, so that a full run stays within minutes.
+# The element-by-element numerical gradient costs 2P forward passes; above LARGE_P it is
+# timed on the fastest backends only, and above LOOP_MAX_P not at all (minutes a run),
+# so that a full run stays within minutes. The batched one is timed everywhere.
 LARGE_P = 10_000
+LOOP_MAX_P = 50_000
 LARGE_P_BACKENDS = ("numpy", "cupy")
 
 
 def times_numerical(parameters: int, backend: str) -> bool:
-    """Whether the numerical gradient of a net with ``parameters`` is timed on ``backend``."""
-    return parameters <= LARGE_P or backend in LARGE_P_BACKENDS
+    """Whether the book's element-by-element numerical gradient of ``parameters`` is timed on ``backend``."""
+    return parameters <= LARGE_P or (backend in LARGE_P_BACKENDS and parameters <= LOOP_MAX_P)
 
 
 def parameter_count(sizes: tuple[int, int, int]) -> int:
@@ -80,6 +84,9 @@ class Case:
 
     def numerical(self) -> dict[str, Any]:
         return self._synced(lambda: self.net.numerical_gradient(self.x, self.t))
+
+    def numerical_batched(self) -> dict[str, Any]:
+        return self._synced(lambda: self.net.numerical_gradient(self.x, self.t, batch="auto"))
 
     def forward(self) -> Any:
         loss = self.net.loss(self.x, self.t)

@@ -47,6 +47,7 @@ from .nets import ACTIVATIONS, NAMED_INITS, MultiLayerNet
 from .optimizers import OPTIMIZERS
 from .trainer import (
     DIVERGENCE_POLICIES,
+    GRADIENT_METHODS,
     TRAIN_ACCURACY_SOURCES,
     TrainResult,
     default_eval_interval,
@@ -57,6 +58,8 @@ from .trainer import (
 
 PROG = "python -m xbackprop.train"
 BOOK_SGD_LR = 0.1  # chapter 5's learning rate; the other optimizers keep chapter 6's defaults
+#: Above this many parameters a numerical gradient is slow enough to warn about (the digits net has 3,760).
+NUMERICAL_WARN_P = 5_000
 #: Lines of accuracies a run prints by default, at most (about); the history keeps every evaluation.
 PRINTED_EVALUATIONS = 20
 
@@ -151,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--activation", choices=tuple(ACTIVATIONS), help="hidden activation (default relu, or --load's)")
     add("--weight-init-std", type=_weight_init, default=0.01, help="a number, he or xavier (default 0.01)")
     add("--optimizer", choices=tuple(OPTIMIZERS), default="sgd")
-    add("--dtype", choices=("float32", "float64"), default="float32")
+    add("--dtype", choices=("float32", "float64"),
+        help="float32 by default; float64 with a numerical --gradient (central differences need it)")
     add("--seed", type=_non_negative_int, default=0, help="seed of weights and minibatch draws (default 0)")
     add("--json", metavar="PATH", help="write the run's figures and history as JSON")
     add("--plot", metavar="PATH",
@@ -161,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from saved parameters (.npz); with --iters 0, evaluate a saved model")
     add("--lr-sweep", type=_learning_rates, metavar="LRS", help="train once per learning rate, e.g. 0.01,0.1,1,10")
     add("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    add("--gradient", choices=GRADIENT_METHODS, default="backprop",
+        help="backprop, or central differences: the book's loop or batched (2P forward passes a step: small nets)")
     add("--no-compile", action="store_true",
         help="run every step eagerly, op by op (for debugging; JAX otherwise compiles blocks of steps)")
     add("--distributed", action="store_true",
@@ -178,9 +184,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line as a namespace; ``--course-exercise`` supplies defaults that explicit flags override."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.dtype is None:  # float32 central differences with h = 1e-4 are accurate to about 1e-3
+        args.dtype = "float32" if args.gradient == "backprop" else "float64"
     if args.course_exercise:
         parser.set_defaults(**{k: v for k, v in COURSE_EXERCISE.items() if k != "lr_sweep"})
+        dtype = args.dtype
         args = parser.parse_args(argv)
+        args.dtype = args.dtype or dtype
         if args.lr is None and args.lr_sweep is None:  # an explicit --lr means one run
             args.lr_sweep = COURSE_EXERCISE["lr_sweep"]
     return args
@@ -282,7 +292,8 @@ def _summary(result: TrainResult) -> str:
         ending += "; stopped. " if result.steps_done == result.diverged_at else "; trained on. "
     return (
         f"{ending}test acc {result.final_test_acc:.4f}, train acc {result.final_train_acc:.4f} after "
-        f"{result.steps_done} iterations in {result.seconds:.1f} s ({result.samples_per_s:,.0f} samples/s)"
+        f"{result.steps_done} iterations in {result.seconds:.1f} s ({result.samples_per_s:,.0f} samples/s, "
+        f"{1e3 * result.seconds / max(result.steps_done, 1):.3g} ms per iteration)"
     )
 
 
@@ -369,6 +380,11 @@ def run(args: argparse.Namespace) -> int:
     eval_interval = args.eval_interval or default_eval_interval(iters, n_train, args.batch_size)
     sizes = [dataset.num_features, *hidden, dataset.num_classes]
     _check_size(sizes, args, n_train)
+    parameters = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    if args.gradient != "backprop" and parameters > NUMERICAL_WARN_P:
+        say(f"{PROG}: warning: --gradient {args.gradient} runs {2 * parameters:,} forward passes a step "
+            f"(2P, P = {parameters:,}); numerical gradients are for small nets, e.g. --dataset digits",
+            file=sys.stderr)
     default_lr = BOOK_SGD_LR if args.optimizer == "sgd" else OPTIMIZERS[args.optimizer]().lr
     rates = args.lr_sweep or [args.lr or default_lr]
 
@@ -432,6 +448,7 @@ def run(args: argparse.Namespace) -> int:
             "eval_interval": eval_interval,
             "train_acc": args.train_acc,
             "divergence": args.divergence,
+            "gradient": args.gradient,
             "seed": args.seed,
             **_run_record(runs[0][1], runs[0][0]),
         }
@@ -500,7 +517,8 @@ def _train_one(
     try:
         return train(net, optimizer, data, iters=iters, batch_size=args.batch_size, seed=args.seed,
                      eval_interval=eval_interval, train_acc_source=args.train_acc, divergence=args.divergence,
-                     on_epoch=report, progress=progress, sync=sync, compile=not args.no_compile)
+                     on_epoch=report, progress=progress, sync=sync, compile=not args.no_compile,
+                     gradient=args.gradient)
     finally:
         if progress is not None:
             progress.close()

@@ -31,11 +31,15 @@ __all__ = [
     "epochs_to_iters",
     "default_eval_interval",
     "TRAIN_ACCURACY_SOURCES",
+    "GRADIENT_METHODS",
     "DIVERGENCE_POLICIES",
 ]
 
 #: Where the training accuracy of an evaluation comes from: the whole training set, or the current minibatch.
 TRAIN_ACCURACY_SOURCES = ("full", "batch")
+#: How the trainer computes gradients: backpropagation, or central differences element by element
+#: (the book's loop) or K perturbed copies per forward pass (see ``LayerNet.numerical_gradient``).
+GRADIENT_METHODS = ("backprop", "numerical", "numerical-batched")
 #: What a diverging run does: stop at the first bad loss, or go on so the whole curve can be seen.
 DIVERGENCE_POLICIES = ("stop", "continue")
 #: Evaluations a run makes by default, at most (about): one per epoch unless epochs are many.
@@ -120,6 +124,7 @@ def train(
     divergence: str = "stop",
     sync: Any = None,
     compile: bool = True,
+    gradient: str = "backprop",
 ) -> TrainResult:
     """Train ``net`` with ``optimizer`` for ``iters`` minibatch steps of ``batch_size`` rows.
 
@@ -148,11 +153,17 @@ def train(
     JAX runs a block of steps per dispatch), else step by step with the optimizer's
     in-place ``update``; ``compile=False`` runs every backend eagerly, for debugging.
     Either way the optimizer's ``state`` is left where the run ended.
+
+    ``gradient`` chooses how gradients are computed (:data:`GRADIENT_METHODS`): by
+    backpropagation, or numerically — 2P forward passes a step, the chapter's way of
+    showing why backpropagation exists; sensible for small nets only.
     """
     if train_acc_source not in TRAIN_ACCURACY_SOURCES:
         raise ValueError(f"train_acc_source must be one of {TRAIN_ACCURACY_SOURCES}, got {train_acc_source!r}")
     if divergence not in DIVERGENCE_POLICIES:
         raise ValueError(f"divergence must be one of {DIVERGENCE_POLICIES}, got {divergence!r}")
+    if gradient not in GRADIENT_METHODS:
+        raise ValueError(f"gradient must be one of {GRADIENT_METHODS}, got {gradient!r}")
     xp = array_namespace(data.x_train)
     n_train = data.x_train.shape[0]
     iter_per_epoch = max(n_train // batch_size, 1)
@@ -167,8 +178,10 @@ def train(
         shard = _shard(batch_size, sync.context.rank, sync.context.size)
         shard_rows = shard.stop - shard.start
     result = TrainResult(iters=iters, batch_size=batch_size, train_acc_source=train_acc_source)
-    compiled = compile_steps(make_train_step(net, optimizer, xp), xp) if compile and sync is None else None
-    gradient_step = None if compiled else make_gradient_step(net, xp, compile=compile)
+    compiled = None
+    if compile and sync is None and gradient == "backprop":
+        compiled = compile_steps(make_train_step(net, optimizer, xp), xp)
+    gradient_step = None if compiled else make_gradient_step(net, xp, compile=compile, method=gradient)
     state = None if compiled is None else (optimizer.state or optimizer.init(net.params))
     pending: list[Any] = []  # loss arrays (0-D, or 1-D for a compiled block) not yet read back
     waiting = 0  # the losses in pending
@@ -242,9 +255,10 @@ def make_train_step(net: Any, optimizer: Any, xp: Any) -> Callable[..., tuple[di
 
 
 def make_gradient_step(
-    net: Any, xp: Any, *, compile: bool = True
+    net: Any, xp: Any, *, compile: bool = True, method: str = "backprop"
 ) -> Callable[[dict[str, Any], Any, Any, Any], tuple[dict[str, Any], Any]]:
-    """``(params, x_all, t_all, index) -> (grads, loss)``: gather a minibatch on the device and backpropagate it.
+    """``(params, x_all, t_all, index) -> (grads, loss)``: gather a minibatch on the device and backpropagate it
+    (or, with ``method="numerical"`` or ``"numerical-batched"``, differentiate it numerically, never compiled).
 
     A pure function of its arguments, so backends that compile whole functions
     (JAX) run it as one program (see :func:`xbackprop.backend.compile_function`).
@@ -256,6 +270,13 @@ def make_gradient_step(
         loss, grads = net.loss_and_gradient(x, t, params, check_labels=False)
         return grads, loss
 
+    def numerical_gradient(params: dict[str, Any], x_all: Any, t_all: Any, index: Any) -> tuple[dict[str, Any], Any]:
+        x, t = xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0)
+        batch = "auto" if method == "numerical-batched" else None
+        return net.numerical_gradient(x, t, params, batch=batch), net.loss(x, t, params, check_labels=False)
+
+    if method != "backprop":
+        return numerical_gradient
     return compile_function(batch_gradient, xp) if compile else batch_gradient
 
 
