@@ -11,7 +11,9 @@ import pytest
 
 from xbackprop.benchcases import (
     BATCHES,
+    LARGE_P,
     LARGE_P_BACKENDS,
+    LOOP_MAX_P,
     SIZES,
     make_case,
     max_relative_difference,
@@ -26,7 +28,8 @@ from xbackprop.benchcases import (
 def test_gradient(benchmark, backend, size, batch, method):
     p = parameter_count(SIZES[size])
     if method == "numerical" and not times_numerical(p, backend):
-        pytest.skip(f"numerical gradient of P={p} on {backend} takes minutes; timed on {', '.join(LARGE_P_BACKENDS)}")
+        pytest.skip(f"the loop over P={p:,} on {backend} takes minutes: it is timed up to P={LARGE_P:,} everywhere "
+                    f"and up to P={LOOP_MAX_P:,} on {', '.join(LARGE_P_BACKENDS)}")
     case = make_case(size, batch, backend)
     benchmark.group = f"{size} {'-'.join(map(str, SIZES[size]))} P={p} batch {batch} {backend}"
     benchmark.extra_info.update(case.info(), method=method)
