@@ -96,3 +96,15 @@ def synthetic_dir(tmp_path_factory):
     write_split(folder, "train", *learnable(600, rng))
     write_split(folder, "test", *learnable(200, rng))
     return folder
+
+
+def corrupt_copy(source, destination):
+    """A copy of the IDX folder ``source`` whose training images have 64 bytes zeroed mid-deflate-stream."""
+    import shutil
+
+    shutil.copytree(source, destination)
+    path = destination / "train-images-idx3-ubyte.gz"
+    body = bytearray(path.read_bytes())
+    body[len(body) // 2 : len(body) // 2 + 64] = bytes(64)
+    path.write_bytes(bytes(body))
+    return destination

@@ -79,14 +79,9 @@ def two_rank_run(synthetic_dir, other_dir):
 
 
 def test_a_corrupt_file_on_one_rank_ends_all_ranks(synthetic_dir, tmp_path):
-    import shutil
+    from conftest import corrupt_copy
 
-    corrupt = tmp_path / "corrupt"
-    shutil.copytree(synthetic_dir, corrupt)
-    body = bytearray((corrupt / "train-images-idx3-ubyte.gz").read_bytes())
-    body[len(body) // 2 : len(body) // 2 + 64] = bytes(64)
-    (corrupt / "train-images-idx3-ubyte.gz").write_bytes(bytes(body))
-    completed, seconds = two_rank_run(synthetic_dir, corrupt)
+    completed, seconds = two_rank_run(synthetic_dir, corrupt_copy(synthetic_dir, tmp_path / "corrupt"))
     assert completed.returncode == 2, completed.stderr
     assert "error: rank 1: " in completed.stderr and "train-images-idx3-ubyte.gz" in completed.stderr
     assert "Traceback" not in completed.stderr and seconds < 30

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 from array_api_compat import array_namespace
-from conftest import write_split
+from conftest import corrupt_copy, write_split
 
 from xbackprop import MultiLayerNet, get_namespace, to_numpy
 from xbackprop.backend import backend_name
@@ -128,18 +128,6 @@ def test_lr_sweep_reports_divergence(synthetic_dir, tmp_path, capsys):
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def deflate_dir(synthetic_dir, tmp_path):
-    """The synthetic data with 64 bytes in the middle of the training images' deflate stream zeroed."""
-    import shutil
-
-    folder = tmp_path / "deflate"
-    shutil.copytree(synthetic_dir, folder)
-    body = bytearray((folder / "train-images-idx3-ubyte.gz").read_bytes())
-    body[len(body) // 2 : len(body) // 2 + 64] = bytes(64)
-    (folder / "train-images-idx3-ubyte.gz").write_bytes(bytes(body))
-    return folder
-
-
 def labels200_dir(tmp_path):
     folder = tmp_path / "labels200"
     folder.mkdir()
@@ -187,7 +175,7 @@ def test_cli_user_errors_exit_2_with_one_line(args, message, synthetic_dir, tmp_
     np.save(tmp_path / "x.npy", np.zeros(3))
     os.mkfifo(tmp_path / "fifo")
     paths = {"fifo": tmp_path / "fifo", "empty": tmp_path / "empty", "corrupt": corrupt_dir(tmp_path), "synthetic": synthetic_dir,
-             "missing": tmp_path / "nope.npz", "npy": tmp_path / "x.npy", "deflate": deflate_dir(synthetic_dir, tmp_path),
+             "missing": tmp_path / "nope.npz", "npy": tmp_path / "x.npy", "deflate": corrupt_copy(synthetic_dir, tmp_path / "deflate"),
              "labels200": labels200_dir(tmp_path), "newline": tmp_path / "two\nlines", "tmp": tmp_path}
     completed = run_cli(*[a.format(**paths) for a in args], "--quiet")
     assert completed.returncode == 2, completed.stderr
