@@ -43,6 +43,8 @@ def replace_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
         except FileNotFoundError:
             mode = 0o644
         os.chmod(temporary, mode)
+        with open(temporary, "rb") as written:  # on disk before the name points at it
+            os.fsync(written.fileno())
         os.replace(temporary, path)
     except BaseException:
         with suppress(FileNotFoundError):
