@@ -11,8 +11,15 @@ BENCH_BACKENDS = ("numpy", "torch", "jax", "cupy")
 
 @pytest.fixture(params=BENCH_BACKENDS)
 def backend(request) -> str:
+    """A backend name; JAX's float64 is on inside the benchmark only (the gradient cases are float64)."""
     try:
         get_namespace(request.param, strict=True)
     except BackendUnavailableError as exc:
         pytest.skip(f"{request.param}: {exc}")
-    return request.param
+    if request.param == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield request.param
+    else:
+        yield request.param

@@ -1,6 +1,6 @@
 """The one ``xp`` fixture: every layer and net test runs on each importable namespace.
 
-numpy, array_api_strict, torch (CPU) and jax (float64 enabled) run where they are
+numpy, array_api_strict, torch (CPU) and jax (float64 on, per test) run where they are
 installed; cupy runs only where a CUDA device is usable. A backend that cannot run
 is skipped with the reason, never silently passed.
 """
@@ -23,11 +23,22 @@ TEST_BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "cupy")
 
 @pytest.fixture(params=TEST_BACKENDS)
 def xp(request):
-    """An Array API namespace; skipped with the reason when that backend cannot run here."""
+    """An Array API namespace; skipped with the reason when that backend cannot run here.
+
+    JAX runs each test inside ``jax.enable_x64()``: the tests compare in float64, and
+    the switch stays local to the test (xbackprop never flips it).
+    """
     try:
-        return get_namespace(request.param, strict=True)
+        namespace = get_namespace(request.param, strict=True)
     except BackendUnavailableError as exc:
         pytest.skip(f"{request.param}: {exc}")
+    if request.param == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield namespace
+    else:
+        yield namespace
 
 
 @pytest.fixture

@@ -96,3 +96,20 @@ def test_host_arrays_reach_the_device(xp):
     x = backend.from_host(np.arange(6.0).reshape(2, 3), xp, dtype=xp.float32)
     assert backend_name(backend.array_api_compat.array_namespace(x)) == backend_name(xp)
     assert x.dtype == xp.float32
+
+
+def test_jax_float64_is_the_users_switch():
+    """Selecting JAX leaves its process-wide x64 flag alone; float64 without it is refused, not truncated."""
+    jax = pytest.importorskip("jax", reason="JAX is not installed")
+    from xbackprop import TwoLayerNet
+
+    if jax.config.jax_enable_x64:
+        pytest.skip("x64 was switched on for this whole process (JAX_ENABLE_X64)")
+    xp = backend.get_namespace("jax")
+    assert jax.config.jax_enable_x64 is False
+    assert backend.resolve_dtype(xp) == xp.float32
+    with pytest.raises(ValueError, match="JAX computes in float64 only with its x64 switch on"):
+        TwoLayerNet(4, 3, 2, xp=xp, dtype="float64")
+    with jax.enable_x64(True):  # the user's own, local switch
+        assert TwoLayerNet(4, 3, 2, xp=xp, dtype="float64").params["W1"].dtype == xp.float64
+    assert jax.config.jax_enable_x64 is False

@@ -25,6 +25,8 @@ __all__ = [
     "get_namespace",
     "backend_name",
     "resolve_dtype",
+    "require_dtype",
+    "enable_float64",
     "resolve_device",
     "device_of",
     "describe_device",
@@ -78,10 +80,9 @@ def _import_namespace(name: str) -> ModuleType:
             importlib.import_module("torch")
             return importlib.import_module("array_api_compat.torch")
         if name == "jax":
-            jax = importlib.import_module("jax")
-            # Gradient checks need float64; float32 stays the default for training
-            # because every array xbackprop makes has an explicit dtype.
-            jax.config.update("jax_enable_x64", True)
+            # JAX's float64 stays the user's switch (JAX_ENABLE_X64=1, jax.config, `with jax.enable_x64():`):
+            # it is process-wide, and a library must not flip it. See require_dtype.
+            importlib.import_module("jax")
             return importlib.import_module("jax.numpy")
         if name == "dask":
             importlib.import_module("dask.array")
@@ -153,6 +154,36 @@ def backend_name(xp: ModuleType) -> str:
     return getattr(xp, "__name__", repr(xp))
 
 
+def require_dtype(xp: ModuleType, dtype: Any) -> Any:
+    """``dtype``, or ``ValueError`` where ``xp`` would silently compute in another (JAX without x64).
+
+    JAX turns float64 into float32 unless its process-wide x64 switch is on; xbackprop
+    never flips it, so a float64 computation on JAX asks the user to.
+    """
+    if dtype == getattr(xp, "float64", None) and array_api_compat.is_jax_namespace(xp):
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            raise ValueError(
+                "JAX computes in float64 only with its x64 switch on: run with JAX_ENABLE_X64=1, call "
+                "jax.config.update('jax_enable_x64', True) first, or work inside `with jax.enable_x64():`"
+            )
+    return dtype
+
+
+def enable_float64(xp: ModuleType) -> None:
+    """Turn on JAX's process-wide float64 support (nothing to do for other namespaces).
+
+    For applications that were asked for float64 on JAX (``python -m xbackprop.train
+    --backend jax --dtype float64``, ``python -m xbackprop.gradcheck --backend jax``);
+    the library itself never calls it.
+    """
+    if array_api_compat.is_jax_namespace(xp):
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+
 def resolve_dtype(xp: ModuleType, dtype: Any = None, device: Any = None) -> Any:
     """A real floating dtype of ``xp``: a name such as ``"float64"`` is looked up; ``None`` gives the
     namespace's default real floating dtype on ``device`` (float64 for NumPy, as the book's
@@ -162,10 +193,10 @@ def resolve_dtype(xp: ModuleType, dtype: Any = None, device: Any = None) -> Any:
     if isinstance(dtype, str):
         if dtype not in ("float32", "float64"):
             raise ValueError(f"unsupported dtype {dtype!r}; use 'float32' or 'float64'")
-        return getattr(xp, dtype)
+        return require_dtype(xp, getattr(xp, dtype))
     if dtype not in (xp.float32, xp.float64):
         raise ValueError(f"unsupported dtype {dtype!r}; parameters need a real floating dtype, float32 or float64")
-    return dtype
+    return require_dtype(xp, dtype)
 
 
 def resolve_device(xp: ModuleType, device: Any = None) -> Any:

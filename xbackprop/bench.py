@@ -24,7 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from .backend import BACKENDS, BackendUnavailableError, backend_name, describe_device, get_namespace
+from .backend import BACKENDS, BackendUnavailableError, backend_name, describe_device, enable_float64, get_namespace
 from .benchcases import BATCHES, SIZES, blas_info, make_case, max_relative_difference, times_numerical
 from .io import replace_atomically
 
@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         backends = args.backend or [backend_name(get_namespace())]
         for backend in backends:
             xp = get_namespace(backend, strict=True)
+            enable_float64(xp)  # the cases compute in float64
             for size in args.size or list(SIZES):
                 for batch in args.batch or list(BATCHES):
                     row = measure(backend, size, batch)

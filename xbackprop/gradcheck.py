@@ -11,7 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .backend import BACKENDS, BackendUnavailableError, backend_name, from_host, get_namespace, host_rng
+from .backend import (
+    BACKENDS,
+    BackendUnavailableError,
+    backend_name,
+    enable_float64,
+    from_host,
+    get_namespace,
+    host_rng,
+)
 from .datasets import find_dataset_dir, load_split
 from .gradient import gradient_check
 from .nets import TwoLayerNet
@@ -38,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         xp = get_namespace(args.backend)
+        enable_float64(xp)  # the check computes in float64: on JAX this command turns its switch on
         folder = find_dataset_dir("mnist", args.data_dir, split="test")
         if folder is not None:
             images, labels = load_split(folder, "test")

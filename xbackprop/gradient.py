@@ -18,7 +18,7 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import array_namespace, device
 
-from .backend import host_rng
+from .backend import host_rng, require_dtype
 
 __all__ = [
     "numerical_gradient",
@@ -127,6 +127,7 @@ class GradientCheckResult:
 
 
 def _float64_copy(xp: Any, a: Any) -> Any:
+    require_dtype(xp, xp.float64)  # JAX without x64 would hand back float32
     return xp.astype(a, xp.float64) if xp.isdtype(a.dtype, "real floating") else a
 
 

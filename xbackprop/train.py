@@ -28,6 +28,7 @@ from .backend import (
     BackendUnavailableError,
     backend_name,
     describe_device,
+    enable_float64,
     get_namespace,
     resolve_device,
     resolve_dtype,
@@ -334,6 +335,8 @@ def _setup(args: argparse.Namespace, say: Any) -> tuple[Any, Any, Any, Dataset, 
             raise UsageError(f"XP={os.environ.get('XP', '')!r}: {exc}") from None
     for warning in caught:  # the CuPy fallback, in one line
         say(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+    if args.dtype == "float64":  # asked for on the command line: JAX's process-wide switch is ours to flip
+        enable_float64(xp)
     try:
         device = resolve_device(xp, args.device)
     except (ValueError, RuntimeError, IndexError) as exc:
