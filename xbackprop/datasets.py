@@ -37,6 +37,7 @@ __all__ = [
     "Dataset",
     "IDX_FILES",
     "read_idx",
+    "read_images",
     "find_dataset_dir",
     "identify_dataset",
     "load_split",
@@ -220,6 +221,40 @@ def _count_rest(f: Any, limit: int) -> int:
             break
         count += len(block)
     return count
+
+
+def read_images(path: str | os.PathLike[str], side: int, *, invert: str = "auto") -> tuple[list[str], np.ndarray]:
+    """Images to classify: a label per image and float64 rows ``(n, side * side)`` in ``[0, 1]``.
+
+    An IDX file gives every image it holds (they must be ``side`` x ``side``). A PNG or
+    JPEG (needs Pillow) is turned grey and scaled to ``side`` x ``side``; MNIST draws
+    light strokes on black, so it is inverted when ``invert="yes"``, or ``"auto"`` and
+    its border is light. Raises :class:`DataError` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if "idx" in path.name:
+        images = read_idx(path, ndim=3)
+        if images.shape[1] * images.shape[2] != side * side:
+            raise DataError(f"{path}: images of {images.shape[1]}x{images.shape[2]}, the network takes {side}x{side}")
+        scale = 255.0 if images.dtype == np.uint8 else max(float(images.max()), 1.0)
+        labels = [f"{path.name}[{i}]" for i in range(len(images))]
+        return labels, images.reshape(len(images), -1) / scale
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise DataError(f"{path}: reading PNG or JPEG needs Pillow: pip install 'xbackprop[images]'") from None
+    try:
+        with Image.open(path) as opened:
+            grey = opened.convert("L").resize((side, side), Image.Resampling.LANCZOS)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: not an image Pillow can read ({exc})") from None
+    pixels = np.asarray(grey, dtype=np.float64) / 255.0
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    if invert == "yes" or (invert == "auto" and border.mean() > 0.5):
+        pixels = 1.0 - pixels
+    return [str(path)], pixels.reshape(1, -1)
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:

@@ -16,10 +16,8 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .backend import BACKENDS, BackendUnavailableError, from_host, get_namespace, to_numpy
-from .datasets import DataError, read_idx
+from .datasets import read_images
 from .functions import softmax
 from .io import load_net
 
@@ -32,42 +30,9 @@ CLASS_NAMES = {
 }
 
 
-class InputError(Exception):
-    """An input file that cannot be read as images; the message names it."""
-
-
-def read_images(path: Path, side: int, invert: str) -> list[tuple[str, np.ndarray]]:
-    """``[(label, pixels)]``: float64 rows of ``side * side`` values in ``[0, 1]``, light strokes on dark."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if "idx" in path.name:
-        try:
-            images = read_idx(path, ndim=3)
-        except DataError as exc:
-            raise InputError(str(exc)) from None
-        if images.shape[1] * images.shape[2] != side * side:
-            raise InputError(f"{path}: images of {images.shape[1]}x{images.shape[2]}, the network takes {side}x{side}")
-        scale = 255.0 if images.dtype == np.uint8 else max(float(images.max()), 1.0)
-        return [(f"{path.name}[{i}]", image.reshape(-1) / scale) for i, image in enumerate(images)]
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise InputError(f"{path}: reading PNG or JPEG needs Pillow: pip install 'xbackprop[images]'") from None
-    try:
-        with Image.open(path) as opened:
-            grey = opened.convert("L").resize((side, side), Image.Resampling.LANCZOS)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path}: not an image Pillow can read ({exc})") from None
-    pixels = np.asarray(grey, dtype=np.float64) / 255.0
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    if invert == "yes" or (invert == "auto" and border.mean() > 0.5):
-        pixels = 1.0 - pixels
-    return [(str(path), pixels.reshape(-1))]
-
-
-def describe(probabilities: np.ndarray, top: int, names: tuple[str, ...] | None) -> str:
+def describe(probabilities: list[float], top: int, names: tuple[str, ...] | None) -> str:
     """``"7 (98.2%), 9 (1.1%), ..."``: the ``top`` most probable classes."""
-    order = np.argsort(-probabilities, kind="stable")[:top]
+    order = sorted(range(len(probabilities)), key=lambda k: -probabilities[k])[:top]
     return ", ".join(f"{names[k] if names else k} ({probabilities[k]:.1%})" for k in order)
 
 
@@ -85,27 +50,33 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.top < 1 or args.limit < 0:
-            raise InputError("--top must be at least 1 and --limit not negative")
+            raise ValueError("--top must be at least 1 and --limit not negative")
         xp = get_namespace(args.backend)
         net, saved = load_net(args.load, xp=xp, dtype="float32")
         side = math.isqrt(net.sizes[0])
         if side * side != net.sizes[0]:
-            raise InputError(f"{args.load}: the network takes {net.sizes[0]} inputs, not a square image")
-        images = [item for name in args.files for item in read_images(Path(name), side, args.invert)]
-    except (InputError, ValueError, BackendUnavailableError) as exc:
+            raise ValueError(f"{args.load}: the network takes {net.sizes[0]} inputs, not a square image")
+        read = [read_images(Path(name), side, invert=args.invert) for name in args.files]
+    except (ValueError, BackendUnavailableError) as exc:  # DataError is a ValueError
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
 
     names = CLASS_NAMES.get(saved.dataset or "")
     if names is not None and len(names) != net.sizes[-1]:
         names = None
-    shown = images if args.limit == 0 else images[: args.limit]
-    x = from_host(np.stack([pixels for _, pixels in shown]), xp, dtype=xp.float32)
-    probabilities = to_numpy(softmax(net.predict(x)))
-    for (label, _), row in zip(shown, probabilities):
-        print(f"{label}: {describe(row, min(args.top, len(row)), names)}")
-    if len(shown) < len(images):
-        print(f"... {len(images) - len(shown)} more (--limit 0 prints all)")
+    total = sum(len(labels) for labels, _ in read)
+    left = total if args.limit == 0 else args.limit
+    for labels, pixels in read:
+        if left <= 0:
+            break
+        shown = min(left, len(labels))
+        x = from_host(pixels[:shown], xp, dtype=xp.float32)
+        for label, row in zip(labels, to_numpy(softmax(net.predict(x))).tolist()):
+            print(f"{label}: {describe(row, min(args.top, len(row)), names)}")
+        left -= shown
+    printed = total if args.limit == 0 else min(args.limit, total)
+    if printed < total:
+        print(f"... {total - printed} more (--limit 0 prints all)")
     return 0
 
 
