@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -407,7 +408,6 @@ def test_json_is_standard_json_even_when_the_loss_is_not_finite(synthetic_dir, t
 
 
 def test_ctrl_c_ends_with_130_and_one_line(synthetic_dir, tmp_path):
-    import signal
     import time
 
     saved = tmp_path / "model.npz"
@@ -424,19 +424,24 @@ def test_ctrl_c_ends_with_130_and_one_line(synthetic_dir, tmp_path):
     assert saved.read_bytes() == before
 
 
-def test_a_full_disk_at_save_time_is_one_line(synthetic_dir, tmp_path, monkeypatch, capsys):
-    import errno
+def test_a_failed_write_at_save_time_is_one_line(synthetic_dir, tmp_path):
+    """The write fails for real (a file size limit, as a full disk would): one line, exit 2, nothing left behind."""
+    resource = pytest.importorskip("resource", reason="file size limits need the resource module (POSIX)")
 
-    import xbackprop.train as cli
+    def small_files_only():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead of a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
 
-    def full_disk(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(cli, "save_params", full_disk)
-    assert main(["--data-dir", str(synthetic_dir), "--iters", "5", "--save", str(tmp_path / "m.npz"), "--quiet"]) == 2
-    captured = capsys.readouterr()
-    assert captured.out.splitlines()[-1].startswith("test acc ")  # the run's figures were printed first
-    assert captured.err == f"python -m xbackprop.train: error: --save {tmp_path / 'm.npz'}: No space left on device\n"
+    target = tmp_path / "m.npz"
+    completed = subprocess.run(
+        [sys.executable, "-B", "-m", "xbackprop.train", "--data-dir", str(synthetic_dir), "--iters", "5", "--save",
+         str(target), "--quiet"],
+        capture_output=True, text=True, timeout=120, preexec_fn=small_files_only,
+    )
+    assert completed.returncode == 2
+    assert completed.stdout.splitlines()[-1].startswith("test acc ")  # the run's figures were printed first
+    assert completed.stderr == f"python -m xbackprop.train: error: --save {target}: File too large\n"
+    assert list(tmp_path.iterdir()) == []  # no partial file
 
 
 @pytest.mark.parametrize("optimizer_name", ["sgd", "momentum", "adagrad", "adam"])

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
-import math
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +41,16 @@ from .datasets import (
     identify_dataset,
     load_dataset,
 )
-from .distributed import DistributedSync, launched_by_mpi, launcher_rank, mpi_context, staging_of
-from .io import load_params, read_saved, replace_atomically, save_params
+from .distributed import DistributedSync, MPIContext, launched_by_mpi, launcher_rank, mpi_context, staging_of
+from .io import load_params, read_saved, save_params
 from .nets import ACTIVATIONS, NAMED_INITS, MultiLayerNet
 from .optimizers import OPTIMIZERS
+from .report import EvaluationPrinter, run_record, summary_line, sweep_table, write_json
 from .trainer import (
     DIVERGENCE_POLICIES,
     GRADIENT_METHODS,
     TRAIN_ACCURACY_SOURCES,
+    DeviceData,
     TrainResult,
     default_eval_interval,
     epochs_to_iters,
@@ -61,8 +62,6 @@ PROG = "python -m xbackprop.train"
 BOOK_SGD_LR = 0.1  # chapter 5's learning rate; the other optimizers keep chapter 6's defaults
 #: Above this many parameters a numerical gradient is slow enough to warn about (the digits net has 3,760).
 NUMERICAL_WARN_P = 5_000
-#: Lines of accuracies a run prints by default, at most (about); the history keeps every evaluation.
-PRINTED_EVALUATIONS = 20
 
 #: The course exercise: 784-40-10, SGD, 1,000 iterations, accuracies every 10 on the current
 #: minibatch and the test set, one run per learning rate, diverging runs kept to the end.
@@ -168,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     add("--gradient", choices=GRADIENT_METHODS, default="backprop",
         help="backprop, or central differences: the book's loop or batched (2P forward passes a step: small nets)")
-    add("--no-compile", action="store_true",
+    add("--no-compile", dest="compile", action="store_false",
         help="run every step eagerly, op by op (for debugging; JAX otherwise compiles blocks of steps)")
     add("--distributed", action="store_true",
         help="data-parallel over MPI ranks (automatic when mpiexec starts several); needs xbackprop[distributed]")
@@ -181,8 +180,48 @@ def _flag_text(value: Any) -> str:
     return str(value)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line as a namespace; ``--course-exercise`` supplies defaults that explicit flags override."""
+@dataclass(frozen=True)
+class TrainConfig:
+    """What the command line asks for: one field per flag (``compile`` is ``not --no-compile``)."""
+
+    backend: str | None = None
+    device: str | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    classes: int | None = None
+    iters: int | None = None
+    epochs: float | None = None
+    batch_size: int = 100
+    eval_interval: int | None = None
+    train_acc: str = "full"
+    divergence: str = "stop"
+    course_exercise: bool = False
+    lr: float | None = None
+    hidden: list[int] | None = None
+    activation: str | None = None
+    weight_init_std: float | str = 0.01
+    optimizer: str = "sgd"
+    dtype: str = "float32"
+    seed: int = 0
+    json: str | None = None
+    plot: str | None = None
+    save: str | None = None
+    load: str | None = None
+    lr_sweep: list[float] | None = None
+    quiet: bool = False
+    gradient: str = "backprop"
+    compile: bool = True
+    distributed: bool = False
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        """The output flags given, ``{"json": path, ...}``."""
+        return {flag: path for flag in ("json", "plot", "save") if (path := getattr(self, flag)) is not None}
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """The command line as a :class:`TrainConfig`; ``--course-exercise`` supplies defaults that explicit flags
+    override."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.dtype is None:  # float32 central differences with h = 1e-4 are accurate to about 1e-3
@@ -194,25 +233,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.dtype = args.dtype or dtype
         if args.lr is None and args.lr_sweep is None:  # an explicit --lr means one run
             args.lr_sweep = COURSE_EXERCISE["lr_sweep"]
-    return args
+    return TrainConfig(**{field.name: getattr(args, field.name) for field in fields(TrainConfig)})
 
 
-def _dataset_name(args: argparse.Namespace) -> str:
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything settled before training: the namespace, device and dtype, the data on the host and on the
+    device, the layer sizes and activation, iterations, evaluation interval and learning rates."""
+
+    xp: Any
+    device: Any
+    dtype: Any
+    dataset: Dataset
+    data: DeviceData
+    sizes: list[int]
+    activation: str
+    iters: int
+    eval_interval: int
+    rates: list[float]
+
+    @property
+    def parameters(self) -> int:
+        return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]))
+
+
+def _dataset_name(config: TrainConfig) -> str:
     """``--dataset``, or what ``--data-dir`` holds; a mismatch between the two is refused."""
-    if args.data_dir is None:
-        return args.dataset or "mnist"
-    found = identify_dataset(args.data_dir)
-    if args.dataset is not None and found is not None and found != args.dataset:
-        raise UsageError(f"--data-dir {args.data_dir} holds {found}, not {args.dataset}")
-    return args.dataset or found or Path(args.data_dir).resolve().name
+    if config.data_dir is None:
+        return config.dataset or "mnist"
+    found = identify_dataset(config.data_dir)
+    if config.dataset is not None and found is not None and found != config.dataset:
+        raise UsageError(f"--data-dir {config.data_dir} holds {found}, not {config.dataset}")
+    return config.dataset or found or Path(config.data_dir).resolve().name
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
+def _check_outputs(config: TrainConfig) -> None:
     """Refuse output paths that could not be written, before any training."""
-    for flag in ("json", "plot", "save"):
-        path = getattr(args, flag)
-        if path is None:
-            continue
+    for flag, path in config.outputs.items():
         target = Path(path)
         if target.is_dir():
             raise UsageError(f"--{flag} {path}: is a folder; give a file name")
@@ -222,37 +279,36 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise UsageError(f"--{flag} {path}: folder {target.parent} does not exist")
         if not os.access(target.parent, os.W_OK | os.X_OK):
             raise UsageError(f"--{flag} {path}: folder {target.parent} is not writable")
-    if args.plot:
+    if config.plot:
         if importlib.util.find_spec("matplotlib") is None:
             raise UsageError("--plot needs matplotlib: pip install 'xbackprop[plot]'")
         from matplotlib.backend_bases import FigureCanvasBase
 
-        suffix = Path(args.plot).suffix.lstrip(".").lower()
-        formats = FigureCanvasBase.get_supported_filetypes()
-        if suffix not in formats:
-            raise UsageError(f"--plot {args.plot}: unknown figure format {suffix!r}; use .png, .svg or .pdf")
+        suffix = Path(config.plot).suffix.lstrip(".").lower()
+        if suffix not in FigureCanvasBase.get_supported_filetypes():
+            raise UsageError(f"--plot {config.plot}: unknown figure format {suffix!r}; use .png, .svg or .pdf")
 
 
-def _check_size(sizes: list[int], args: argparse.Namespace, n_train: int) -> None:
+def _check_size(plan: RunPlan, batch_size: int) -> None:
     """Refuse a net or a batch that could not fit in this machine's memory, before allocating it."""
-    if args.batch_size > n_train:
-        raise UsageError(f"--batch-size {args.batch_size} exceeds the {n_train} training images")
-    parameters = sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
-    itemsize = 4 if args.dtype == "float32" else 8
+    n_train = plan.data.x_train.shape[0]
+    if batch_size > n_train:
+        raise UsageError(f"--batch-size {batch_size} exceeds the {n_train} training images")
+    itemsize = 4 if plan.dtype == plan.xp.float32 else 8
     # parameters, gradients and up to two optimizer states; activations of a batch for each layer
-    needed = itemsize * (4 * parameters + 3 * args.batch_size * sum(sizes))
+    needed = itemsize * (4 * plan.parameters + 3 * batch_size * sum(plan.sizes))
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
     if memory and needed > memory:
-        raise UsageError(f"a {'-'.join(map(str, sizes))} net at batch {args.batch_size} needs about "
+        raise UsageError(f"a {'-'.join(map(str, plan.sizes))} net at batch {batch_size} needs about "
                          f"{needed / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB")
 
 
-def _architecture(args: argparse.Namespace) -> tuple[list[int], str]:
+def _architecture(config: TrainConfig) -> tuple[list[int], str]:
     """Hidden widths and activation: the flags, else what ``--load``'s file says, else 50 and relu."""
-    hidden, activation = args.hidden, args.activation
-    if args.load and (hidden is None or activation is None):
+    hidden, activation = config.hidden, config.activation
+    if config.load and (hidden is None or activation is None):
         try:
-            saved = read_saved(args.load)
+            saved = read_saved(config.load)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         if hidden is None and saved.sizes is not None:
@@ -262,59 +318,33 @@ def _architecture(args: argparse.Namespace) -> tuple[list[int], str]:
     return hidden or [50], activation or "relu"
 
 
-def _load_data(args: argparse.Namespace, say: Any = print) -> Dataset:
+def _load_data(config: TrainConfig, print_root: Callable[..., None]) -> Dataset:
     """The requested dataset; an implicit MNIST that cannot be had falls back to digits."""
-    name = _dataset_name(args)
+    name = _dataset_name(config)
     try:
-        return load_dataset(name, data_dir=args.data_dir, progressbar=_interactive(args), timeout=(10, 60),
-                            classes=args.classes)
+        return load_dataset(name, data_dir=config.data_dir, progressbar=_interactive(config), timeout=(10, 60),
+                            classes=config.classes)
     except DataUnavailableError as exc:
         remedies = (
             f"set XBACKPROP_DATA to a folder with {name}/ in it, pass --data-dir DIR, go online once to "
             f"download it into {default_cache_dir() / name}, or use --dataset digits"
         )
-        if args.dataset is None and args.data_dir is None:
+        if config.dataset is None and config.data_dir is None:
             if importlib.util.find_spec("sklearn") is None:
                 raise UsageError(f"{exc}; {remedies} (needs scikit-learn)") from None
-            say(f"{PROG}: {exc}; falling back to the digits dataset (--dataset to choose)", file=sys.stderr)
-            return load_dataset("digits", classes=args.classes)
+            print_root(f"{PROG}: {exc}; falling back to the digits dataset (--dataset to choose)", file=sys.stderr)
+            return load_dataset("digits", classes=config.classes)
         raise UsageError(f"{exc}; {remedies}") from None
 
 
-def _interactive(args: argparse.Namespace) -> bool:
+def _interactive(config: TrainConfig) -> bool:
     """Progress bars only for a person watching: not with --quiet, not into a redirected log."""
-    return not args.quiet and sys.stderr.isatty()
+    return not config.quiet and sys.stderr.isatty()
 
 
-def _summary(result: TrainResult) -> str:
-    ending = ""
-    if result.diverged_at:
-        ending = f"diverged at iteration {result.diverged_at} (loss {result.losses[result.diverged_at - 1]:.4g})"
-        ending += "; stopped. " if result.steps_done == result.diverged_at else "; trained on. "
-    return (
-        f"{ending}test acc {result.final_test_acc:.4f}, train acc {result.final_train_acc:.4f} after "
-        f"{result.steps_done} iterations in {result.seconds:.1f} s ({result.samples_per_s:,.0f} samples/s, "
-        f"{1e3 * result.seconds / max(result.steps_done, 1):.3g} ms per iteration)"
-    )
-
-
-def _run_record(result: TrainResult, lr: float) -> dict[str, Any]:
-    return {
-        "lr": lr,
-        "iters": result.steps_done,
-        "final_train_acc": result.final_train_acc,
-        "final_test_acc": result.final_test_acc,
-        "seconds": result.seconds,
-        "samples_per_s": result.samples_per_s,
-        "diverged_at": result.diverged_at,
-        "history": result.history,
-        "losses": result.losses,
-    }
-
-
-def _mpi_context(args: argparse.Namespace) -> Any:
+def _mpi_context(config: TrainConfig) -> MPIContext | None:
     """The MPI context when ``--distributed`` or launched by ``mpiexec`` on several ranks, else None."""
-    if not (args.distributed or launched_by_mpi()):
+    if not (config.distributed or launched_by_mpi()):
         return None
     try:
         return mpi_context()
@@ -322,150 +352,198 @@ def _mpi_context(args: argparse.Namespace) -> Any:
         raise UsageError(str(exc)) from None
 
 
-def _setup(args: argparse.Namespace, say: Any) -> tuple[Any, Any, Any, Dataset, Any]:
-    """Backend, device, dtype, dataset and its device copy, or UsageError/DataError/BackendUnavailableError."""
-    _check_outputs(args)
-    if args.lr_sweep and (args.save or args.load or args.lr):
-        raise UsageError("--lr-sweep trains fresh nets: it does not combine with --lr, --save or --load")
+def _namespace(config: TrainConfig, print_root: Callable[..., None]) -> tuple[Any, Any, Any]:
+    """The backend's namespace, device and dtype; the CuPy fallback is reported in one line."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            xp = get_namespace(args.backend)
+            xp = get_namespace(config.backend)
         except ValueError as exc:  # only XP can name an unknown backend: --backend has choices
             raise UsageError(f"XP={os.environ.get('XP', '')!r}: {exc}") from None
-    for warning in caught:  # the CuPy fallback, in one line
-        say(f"{PROG}: warning: {warning.message}", file=sys.stderr)
-    if args.dtype == "float64":  # asked for on the command line: JAX's process-wide switch is ours to flip
+    for warning in caught:
+        print_root(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+    if config.dtype == "float64":  # asked for on the command line: JAX's process-wide switch is ours to flip
         enable_float64(xp)
     try:
-        device = resolve_device(xp, args.device)
+        device = resolve_device(xp, config.device)
     except (ValueError, RuntimeError, IndexError) as exc:
-        raise UsageError(f"--device {args.device}: {exc}") from None
-    dtype = resolve_dtype(xp, args.dtype)
-    dataset = _load_data(args, say)
-    return xp, device, dtype, dataset, to_device(dataset, xp, device=device, dtype=dtype)
+        raise UsageError(f"--device {config.device}: {exc}") from None
+    return xp, device, resolve_dtype(xp, config.dtype)
 
 
-def run(args: argparse.Namespace) -> int:
-    context = _mpi_context(args)
-    is_root = context is None or context.is_root
+def _plan(config: TrainConfig, context: MPIContext | None, print_root: Callable[..., None]) -> RunPlan:
+    """Check the outputs, pick the backend, load the data and settle the run's arithmetic, on this rank."""
+    _check_outputs(config)
+    if config.lr_sweep and (config.save or config.load or config.lr):
+        raise UsageError("--lr-sweep trains fresh nets: it does not combine with --lr, --save or --load")
+    xp, device, dtype = _namespace(config, print_root)
+    dataset = _load_data(config, print_root)
+    data = to_device(dataset, xp, device=device, dtype=dtype)
+    hidden, activation = _architecture(config)
+    if context is not None and config.batch_size < context.size:
+        raise UsageError(f"--batch-size {config.batch_size} is smaller than the {context.size} MPI ranks")
+    n_train = data.x_train.shape[0]
+    if config.iters is not None:
+        iters = config.iters
+    else:
+        iters = epochs_to_iters(config.epochs, n_train, config.batch_size) if config.epochs else 10_000
+    default_lr = BOOK_SGD_LR if config.optimizer == "sgd" else OPTIMIZERS[config.optimizer]().lr
+    plan = RunPlan(
+        xp, device, dtype, dataset, data, [dataset.num_features, *hidden, dataset.num_classes], activation, iters,
+        config.eval_interval or default_eval_interval(iters, n_train, config.batch_size),
+        config.lr_sweep or [config.lr or default_lr],
+    )
+    _check_size(plan, config.batch_size)
+    return plan
 
-    def say(*values: Any, **kwargs: Any) -> None:
-        if is_root:
-            print(*values, **kwargs)
 
-    error = None
+def plan_run(config: TrainConfig, context: MPIContext | None, print_root: Callable[..., None]) -> RunPlan:
+    """:func:`_plan` on every rank; under MPI a failure on any rank stops all of them with its message."""
+    error: Exception | None = None
+    plan = None
     try:
-        xp, device, dtype, dataset, data = _setup(args, say)
-        hidden, activation = _architecture(args)
-        if context is not None and args.batch_size < context.size:
-            raise UsageError(f"--batch-size {args.batch_size} is smaller than the {context.size} MPI ranks")
+        plan = _plan(config, context, print_root)
     except (UsageError, DataError, BackendUnavailableError) as exc:
         error = exc
     except Exception as exc:  # on one rank of several, anything must reach the others, not hang them
         if context is None:
             raise
         error = UsageError(f"{type(exc).__name__}: {exc}")
-    if context is not None:  # every rank stops together, with the failing rank's message
+    if context is not None:
         error = context.agree(error)
         if error is None:  # a rank with other data would build another net: the first Allreduce would fail
             try:
-                context.agree_on("the net's layer sizes", [dataset.num_features, *hidden, dataset.num_classes])
+                context.agree_on("the net's layer sizes", plan.sizes)
             except RuntimeError as exc:
                 error = exc
     if error is not None:
         raise error if isinstance(error, UsageError) else UsageError(str(error))
+    return plan
 
-    n_train = data.x_train.shape[0]
-    iters = args.iters if args.iters is not None else (
-        epochs_to_iters(args.epochs, n_train, args.batch_size) if args.epochs else 10_000
-    )
-    eval_interval = args.eval_interval or default_eval_interval(iters, n_train, args.batch_size)
-    sizes = [dataset.num_features, *hidden, dataset.num_classes]
-    _check_size(sizes, args, n_train)
-    parameters = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    if args.gradient != "backprop" and parameters > NUMERICAL_WARN_P:
-        say(f"{PROG}: warning: --gradient {args.gradient} runs {2 * parameters:,} forward passes a step "
-            f"(2P, P = {parameters:,}); numerical gradients are for small nets, e.g. --dataset digits",
-            file=sys.stderr)
-    default_lr = BOOK_SGD_LR if args.optimizer == "sgd" else OPTIMIZERS[args.optimizer]().lr
-    rates = args.lr_sweep or [args.lr or default_lr]
 
-    device_text = describe_device(xp, device)
-    parallel = "" if context is None else f", data-parallel over {context.describe()}, {staging_of(context, xp)}"
-    say(
-        f"xbackprop {__version__}: backend {backend_name(xp)}, device {device_text}, {args.dtype}, "
-        f"dataset {dataset.name} ({n_train} train / {data.x_test.shape[0]} test, {dataset.num_features} features, "
-        f"{dataset.num_classes} classes, from {dataset.source}), net {'-'.join(map(str, sizes))} {activation}, "
-        f"{args.optimizer} lr {', '.join(f'{r:g}' for r in rates)}, batch {args.batch_size}, {iters} iterations, "
-        f"accuracies every {eval_interval}{' on the minibatch and test set' if args.train_acc == 'batch' else ''}"
-        f"{parallel}",
-        flush=True,
+def header(config: TrainConfig, plan: RunPlan, context: MPIContext | None) -> str:
+    """The run's first line: versions, backend, device, data, net, optimizer and schedule."""
+    dataset, data = plan.dataset, plan.data
+    parallel = "" if context is None else f", data-parallel over {context.describe()}, {staging_of(context, plan.xp)}"
+    return (
+        f"xbackprop {__version__}: backend {backend_name(plan.xp)}, device {describe_device(plan.xp, plan.device)}, "
+        f"{config.dtype}, dataset {dataset.name} ({data.x_train.shape[0]} train / {data.x_test.shape[0]} test, "
+        f"{dataset.num_features} features, {dataset.num_classes} classes, from {dataset.source}), "
+        f"net {'-'.join(map(str, plan.sizes))} {plan.activation}, {config.optimizer} lr "
+        f"{', '.join(f'{r:g}' for r in plan.rates)}, batch {config.batch_size}, {plan.iters} iterations, "
+        f"accuracies every {plan.eval_interval}"
+        f"{' on the minibatch and test set' if config.train_acc == 'batch' else ''}{parallel}"
     )
 
-    runs: list[tuple[float, TrainResult]] = []
-    for lr in rates:
+
+def train_runs(
+    config: TrainConfig, plan: RunPlan, context: MPIContext | None, print_root: Callable[..., None]
+) -> list[tuple[float, TrainResult]]:
+    """Train one fresh (or ``--load``-ed) net per learning rate; print each run's summary; ``--save`` the net."""
+    runs = []
+    for lr in plan.rates:
         net = MultiLayerNet(
-            sizes[0], sizes[1:-1], sizes[-1], activation=activation, weight_init_std=args.weight_init_std,
-            xp=xp, device=device, dtype=dtype, seed=args.seed,
+            plan.sizes[0], plan.sizes[1:-1], plan.sizes[-1], activation=plan.activation,
+            weight_init_std=config.weight_init_std, xp=plan.xp, device=plan.device, dtype=plan.dtype,
+            seed=config.seed,
         )
-        if args.load:
+        if config.load:
             try:
-                load_params(args.load, net)
+                load_params(config.load, net)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
-        optimizer = OPTIMIZERS[args.optimizer](lr=lr)
         sync = None if context is None else DistributedSync(context, net.params)
+        label = f"lr {lr:g}" if config.lr_sweep else None
         try:
-            result = _train_one(net, optimizer, data, iters, eval_interval, args,
-                                label=f"lr {lr:g}" if args.lr_sweep else None, sync=sync, show=is_root)
+            result = _train_net(net, OPTIMIZERS[config.optimizer](lr=lr), config, plan, label, sync,
+                                show=context is None or context.is_root)
         except Exception as exc:
             if context is None:
                 raise
             context.abort(f"{PROG}: error on rank {context.rank}: {type(exc).__name__}: {exc}")
         runs.append((lr, result))
-        say(("" if not args.lr_sweep else f"lr {lr:g}: ") + _summary(result), flush=True)
-        if args.save and is_root:
-            with _writing("--save", args.save):
-                save_params(args.save, net, dataset=dataset.name)
+        print_root(("" if not config.lr_sweep else f"lr {lr:g}: ") + summary_line(result), flush=True)
+        if config.save and (context is None or context.is_root):
+            with _writing("--save", config.save):
+                save_params(config.save, net, dataset=plan.dataset.name)
+    return runs
 
-    if not is_root:
-        return 0
-    if args.lr_sweep:
-        source = "minibatch acc" if args.train_acc == "batch" else "train acc"
-        print(f"\n| lr | {source} | test acc | seconds | diverged |\n| ---: | ---: | ---: | ---: | --- |")
-        for lr, result in runs:
-            diverged = f"at iteration {result.diverged_at}" if result.diverged_at else "no"
-            print(f"| {lr:g} | {result.final_train_acc:.4f} | {result.final_test_acc:.4f} | "
-                  f"{result.seconds:.1f} | {diverged} |")
-    if args.json:
-        record = {
-            "backend": backend_name(xp),
-            "device": device_text,
-            "dtype": args.dtype,
-            "dataset": dataset.name,
-            "sizes": sizes,
-            "activation": activation,
-            "optimizer": args.optimizer,
-            "batch_size": args.batch_size,
-            "eval_interval": eval_interval,
-            "train_acc": args.train_acc,
-            "divergence": args.divergence,
-            "gradient": args.gradient,
-            "seed": args.seed,
-            **_run_record(runs[0][1], runs[0][0]),
-        }
-        if args.lr_sweep:
-            record["lr_sweep"] = [_run_record(result, lr) for lr, result in runs]
-        with _writing("--json", args.json), replace_atomically(args.json) as temporary, open(temporary, "w") as f:
-            json.dump(_finite(record), f, indent=1, allow_nan=False)
-    if args.plot:
+
+def _train_net(
+    net: Any, optimizer: Any, config: TrainConfig, plan: RunPlan, label: str | None, sync: Any, show: bool
+) -> TrainResult:
+    """One call of :func:`~xbackprop.trainer.train` with a progress bar and the evaluation lines, as asked."""
+    quiet = config.quiet or not show
+    progress = None
+    if not quiet and _interactive(config):
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=plan.iters, desc=label or "train", unit="it", leave=False, dynamic_ncols=True)
+    printer = EvaluationPrinter(
+        plan.iters, plan.eval_interval, config.train_acc,
+        book_style=config.eval_interval is None and config.train_acc == "full", progress=progress,
+    )
+    try:
+        return train(net, optimizer, plan.data, iters=plan.iters, batch_size=config.batch_size, seed=config.seed,
+                     eval_interval=plan.eval_interval, train_acc_source=config.train_acc,
+                     divergence=config.divergence, on_epoch=None if quiet else printer, progress=progress,
+                     sync=sync, compile=config.compile, gradient=config.gradient)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def write_reports(config: TrainConfig, plan: RunPlan, runs: list[tuple[float, TrainResult]]) -> None:
+    """The reports asked for after training: the sweep's table on stdout, ``--json`` and ``--plot``."""
+    if config.lr_sweep:
+        print("\n" + sweep_table(runs, config.train_acc))
+    if config.json:
+        record = run_record(runs, {
+            "backend": backend_name(plan.xp),
+            "device": describe_device(plan.xp, plan.device),
+            "dtype": config.dtype,
+            "dataset": plan.dataset.name,
+            "sizes": plan.sizes,
+            "activation": plan.activation,
+            "optimizer": config.optimizer,
+            "batch_size": config.batch_size,
+            "eval_interval": plan.eval_interval,
+            "train_acc": config.train_acc,
+            "divergence": config.divergence,
+            "gradient": config.gradient,
+            "seed": config.seed,
+        }, sweep=bool(config.lr_sweep))
+        with _writing("--json", config.json):
+            write_json(config.json, record)
+    if config.plot:
         from .plotting import plot_results
 
-        title = f"{dataset.name}, {'-'.join(map(str, sizes))}, {args.optimizer}, {backend_name(xp)}"
-        with _writing("--plot", args.plot):
-            plot_results(args.plot, [(f"lr {lr:g}", result) for lr, result in runs], title=title)
-    return 1 if (not args.lr_sweep and runs[0][1].diverged_at) else 0
+        title = f"{plan.dataset.name}, {'-'.join(map(str, plan.sizes))}, {config.optimizer}, {backend_name(plan.xp)}"
+        with _writing("--plot", config.plot):
+            plot_results(config.plot, [(f"lr {lr:g}", result) for lr, result in runs], title=title)
+
+
+def run(config: TrainConfig) -> int:
+    """Plan, train, report. Returns the exit status: 1 when a single run diverged, else 0."""
+    context = _mpi_context(config)
+    is_root = context is None or context.is_root
+
+    def print_root(*values: Any, **kwargs: Any) -> None:
+        """``print`` on the root rank only (every rank computes the same lines)."""
+        if is_root:
+            print(*values, **kwargs)
+
+    plan = plan_run(config, context, print_root)
+    if config.gradient != "backprop" and plan.parameters > NUMERICAL_WARN_P:
+        print_root(f"{PROG}: warning: --gradient {config.gradient} runs {2 * plan.parameters:,} forward passes a "
+                   f"step (2P, P = {plan.parameters:,}); numerical gradients are for small nets, e.g. --dataset "
+                   "digits", file=sys.stderr)
+    print_root(header(config, plan, context), flush=True)
+    runs = train_runs(config, plan, context, print_root)
+    if not is_root:
+        return 0
+    write_reports(config, plan, runs)
+    return 1 if (not config.lr_sweep and runs[0][1].diverged_at) else 0
 
 
 @contextlib.contextmanager
@@ -475,56 +553,6 @@ def _writing(flag: str, path: str) -> Iterator[None]:
         yield
     except OSError as exc:
         raise UsageError(f"{flag} {path}: {exc.strerror or exc}") from None
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN or infinity replaced by ``None``, so the JSON is standard JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def _train_one(
-    net: Any, optimizer: Any, data: Any, iters: int, eval_interval: int, args: argparse.Namespace,
-    label: str | None, sync: Any = None, show: bool = True,
-) -> TrainResult:
-    progress = None
-    quiet = args.quiet or not show
-    if not quiet and _interactive(args):
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=iters, desc=label or "train", unit="it", leave=False, dynamic_ncols=True)
-    # Every evaluation is kept in the history; about PRINTED_EVALUATIONS of them are printed.
-    evaluations = math.ceil(iters / eval_interval) if iters else 1
-    print_every = eval_interval * math.ceil(evaluations / PRINTED_EVALUATIONS)
-    book_style = args.eval_interval is None and args.train_acc == "full"
-
-    def report(row: dict[str, float]) -> None:
-        if quiet or ((row["iter"] - 1) % print_every and row["iter"] != iters):
-            return
-        if book_style:  # the book's line
-            line = f"train acc, test acc | {row['train_acc']:.4f}, {row['test_acc']:.4f}"
-        else:
-            source = "minibatch" if args.train_acc == "batch" else "train"
-            line = f"iter {row['iter']:>{len(str(iters))}}: {source} acc, test acc | " \
-                   f"{row['train_acc']:.4f}, {row['test_acc']:.4f}"
-        if progress is not None:
-            progress.write(line)
-        else:
-            print(line, flush=True)
-
-    try:
-        return train(net, optimizer, data, iters=iters, batch_size=args.batch_size, seed=args.seed,
-                     eval_interval=eval_interval, train_acc_source=args.train_acc, divergence=args.divergence,
-                     on_epoch=report, progress=progress, sync=sync, compile=not args.no_compile,
-                     gradient=args.gradient)
-    finally:
-        if progress is not None:
-            progress.close()
 
 
 def main(argv: list[str] | None = None) -> int:
