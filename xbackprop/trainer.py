@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from .backend import compile_function, compile_steps, from_host, host_rng, to_numpy
+from .backend import compile_function, compile_steps, host_rng, to_numpy
 from .datasets import DataError, Dataset
 
 __all__ = [
@@ -27,6 +27,9 @@ __all__ = [
     "to_device",
     "train",
     "make_gradient_step",
+    "make_steps",
+    "EagerSteps",
+    "CompiledSteps",
     "make_train_step",
     "epochs_to_iters",
     "default_eval_interval",
@@ -63,11 +66,11 @@ def to_device(dataset: Dataset, xp: Any, *, device: Any = None, dtype: Any = Non
 
     def images(x: np.ndarray) -> Any:
         # uint8 crosses to the device (4x less traffic than floats); the scaling happens there.
-        pixels = from_host(np.ascontiguousarray(x.reshape(len(x), -1)), xp, device=device)
+        pixels = xp.asarray(np.ascontiguousarray(x.reshape(len(x), -1)), device=device)
         return xp.astype(pixels, dtype) / dataset.max_value
 
     def labels(t: np.ndarray) -> Any:
-        return from_host(np.ascontiguousarray(t), xp, device=device)
+        return xp.asarray(np.ascontiguousarray(t), device=device)
 
     return DeviceData(
         images(dataset.x_train), labels(dataset.t_train), images(dataset.x_test), labels(dataset.t_test),
@@ -81,7 +84,6 @@ class TrainResult:
     ``losses`` (every step's minibatch loss), ``diverged_at`` (the first step whose loss
     was not finite or blew up, or ``None``) and ``train_acc_source`` (``"full"`` or ``"batch"``)."""
 
-    iters: int
     batch_size: int
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -107,63 +109,35 @@ class TrainResult:
 
 
 def train(
-    net: Any,
-    optimizer: Any,
-    data: DeviceData,
-    *,
-    iters: int = 10_000,
-    batch_size: int = 100,
-    seed: int | None = None,
-    log_interval: int = 100,
-    eval_batch_size: int = 10_000,
-    eval_interval: int | None = None,
-    train_acc_source: str = "full",
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-    progress: Any = None,
-    divergence_factor: float = 10.0,
-    divergence: str = "stop",
-    sync: Any = None,
-    compile: bool = True,
+    net: Any, optimizer: Any, data: DeviceData, *, iters: int = 10_000, batch_size: int = 100,
+    seed: int | None = None, log_interval: int = 100, eval_batch_size: int = 10_000, eval_interval: int | None = None,
+    train_acc_source: str = "full", on_epoch: Callable[[dict[str, float]], None] | None = None, progress: Any = None,
+    divergence_factor: float = 10.0, divergence: str = "stop", sync: Any = None, compile: bool = True,
     gradient: str = "backprop",
 ) -> TrainResult:
     """Train ``net`` with ``optimizer`` for ``iters`` minibatch steps of ``batch_size`` rows.
 
-    Train and test accuracy are evaluated after the first step and then every
-    ``eval_interval`` steps (default :func:`default_eval_interval`: every epoch, as the
-    book does, ``max(N / batch_size, 1)`` steps an epoch, unless that makes more than
-    about 20 evaluations), and after the last step; each evaluation is appended to
-    ``history`` and passed to ``on_epoch``. The training accuracy is over the whole
-    training set (``train_acc_source="full"``) or over the current minibatch
-    (``"batch"``, as courses plot it; cheap enough to evaluate every few steps); both
-    accuracies are taken with the parameters after the step.
-    ``progress`` is a tqdm-like bar (``update``, ``set_postfix``) or ``None``.
+    Accuracies are evaluated after the first step, then every ``eval_interval`` steps
+    (default :func:`default_eval_interval`: every epoch, as the book does, unless that
+    makes more than about 20 evaluations) and after the last; each evaluation is appended
+    to ``history`` and passed to ``on_epoch``. The training accuracy is over the whole
+    training set (``train_acc_source="full"``) or the current minibatch (``"batch"``, as
+    courses plot it); both are taken with the parameters after the step. ``progress`` is
+    a tqdm-like bar (``update``, ``set_postfix``) or ``None``.
 
     A loss that is not finite or exceeds ``divergence_factor`` times the first step's
-    loss sets ``diverged_at``: with the exact log-softmax a too-large learning rate
-    shows as a blow-up of the loss (and dead ReLUs) rather than as the NaN the book's
-    ``log(y + 1e-7)`` version prints. ``divergence="stop"`` ends the run there;
-    ``"continue"`` trains on, so the diverging curves can be seen.
+    sets ``diverged_at`` (with the exact log-softmax a too-large learning rate shows as a
+    blow-up, not the NaN of the book's ``log(y + 1e-7)``); ``divergence="stop"`` ends the
+    run there, ``"continue"`` trains on so the diverging curves can be seen.
 
-    ``sync`` (a :class:`xbackprop.distributed.DistributedSync`) makes this one rank
-    of synchronous data-parallel training: every rank draws the same global batch,
-    computes gradients on its shard of it, and applies the summed update.
-
-    ``compile=True`` runs the whole step (gather, forward, backward, optimizer
-    update) compiled where the backend can (:func:`xbackprop.backend.compile_steps`:
-    JAX runs a block of steps per dispatch), else step by step with the optimizer's
-    in-place ``update``; ``compile=False`` runs every backend eagerly, for debugging.
-    Either way the optimizer's ``state`` is left where the run ended.
-
-    ``gradient`` chooses how gradients are computed (:data:`GRADIENT_METHODS`): by
-    backpropagation, or numerically — 2P forward passes a step, the chapter's way of
-    showing why backpropagation exists; sensible for small nets only.
+    ``sync`` (a :class:`xbackprop.distributed.DistributedSync`) makes this one rank of
+    synchronous data-parallel training (see :class:`EagerSteps`). ``compile=True`` runs
+    blocks of whole steps compiled where the backend can (:class:`CompiledSteps`), else
+    step by step; ``compile=False`` runs every backend eagerly, for debugging. Either way
+    the optimizer's ``state`` is left where the run ended. ``gradient`` is one of
+    :data:`GRADIENT_METHODS`: numerical gradients cost 2P forward passes a step (small nets only).
     """
-    if train_acc_source not in TRAIN_ACCURACY_SOURCES:
-        raise ValueError(f"train_acc_source must be one of {TRAIN_ACCURACY_SOURCES}, got {train_acc_source!r}")
-    if divergence not in DIVERGENCE_POLICIES:
-        raise ValueError(f"divergence must be one of {DIVERGENCE_POLICIES}, got {divergence!r}")
-    if gradient not in GRADIENT_METHODS:
-        raise ValueError(f"gradient must be one of {GRADIENT_METHODS}, got {gradient!r}")
+    _check_choices(train_acc_source=train_acc_source, divergence=divergence, gradient=gradient)
     xp = array_namespace(data.x_train)
     n_train = data.x_train.shape[0]
     iter_per_epoch = max(n_train // batch_size, 1)
@@ -173,60 +147,106 @@ def train(
         raise ValueError(f"eval_interval must be a positive number of steps, got {eval_interval}")
     rng = host_rng(seed)
     _check_labels(data, net.sizes[-1])  # once here, so the steps skip it
-
-    if sync is not None:
-        shard = _shard(batch_size, sync.context.rank, sync.context.size)
-        shard_rows = shard.stop - shard.start
-    result = TrainResult(iters=iters, batch_size=batch_size, train_acc_source=train_acc_source)
-    compiled = None
-    if compile and sync is None and gradient == "backprop":
-        compiled = compile_steps(make_train_step(net, optimizer, xp), xp)
-    gradient_step = None if compiled else make_gradient_step(net, xp, compile=compile, method=gradient)
-    state = None if compiled is None else (optimizer.state or optimizer.init(net.params))
-    pending: list[Any] = []  # loss arrays (0-D, or 1-D for a compiled block) not yet read back
-    waiting = 0  # the losses in pending
+    steps = make_steps(net, optimizer, xp, batch_size=batch_size, sync=sync, compile=compile, gradient=gradient)
+    result = TrainResult(batch_size=batch_size, train_acc_source=train_acc_source)
+    unread = _UnreadLosses(xp, divergence_factor, stop=divergence == "stop")
     i = 0  # steps taken
     start = time.perf_counter()
     # The losses are checked for overflow here; NumPy's own warnings would only repeat it, once per operation.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         while i < iters:
             if i % iter_per_epoch == 0:  # one host draw and one copy per epoch
-                block = from_host(
-                    rng.integers(0, n_train, size=(iter_per_epoch, batch_size)), xp, device=device(data.x_train)
-                )
+                epoch = xp.asarray(rng.integers(0, n_train, size=(iter_per_epoch, batch_size)),
+                                   device=device(data.x_train))
             row = i % iter_per_epoch
-            if compiled is not None:  # as many steps as run before anything must be read back
-                n = _steps_until_event(i, iters, iter_per_epoch, eval_interval, log_interval - waiting)
-                params, state, losses = compiled(dict(net.params), state, data.x_train, data.t_train,
-                                                 block[row : row + n, :])
-                net.params.update(params)
-            else:
-                n = 1
-                batch_index = block[row, :] if sync is None else block[row, :][shard]
-                grads, losses = gradient_step(net.params, data.x_train, data.t_train, batch_index)
-                if sync is not None:
-                    grads, losses = sync.allreduce(grads, losses, weight=shard_rows / batch_size)
-                optimizer.update(net.params, grads)
-            pending.append(losses)
-            waiting += n
+            n = _steps_until_event(i, iters, iter_per_epoch, eval_interval, log_interval - unread.count) \
+                if steps.runs_blocks else 1
+            unread.add(steps(data.x_train, data.t_train, epoch[row : row + n, :]), n)
             i += n
-
             evaluate = (i - 1) % eval_interval == 0 or i == iters
-            if waiting >= log_interval or evaluate:
-                waiting = 0
-                if not _read_losses(xp, pending, result, progress, divergence_factor, divergence == "stop"):
-                    break
+            if (unread.count >= log_interval or evaluate) and not unread.read_into(result, progress):
+                break
             if evaluate:
-                train_rows = block[(i - 1) % iter_per_epoch, :] if train_acc_source == "batch" else None
+                train_rows = epoch[(i - 1) % iter_per_epoch, :] if train_acc_source == "batch" else None
                 _evaluate(net, data, result, i, eval_batch_size, on_epoch, sync, train_rows)
-    if compiled is not None:
-        optimizer.state = state
+    steps.finish()
     if not result.history or result.history[-1]["iter"] != result.steps_done:  # stopped early, or iters=0
-        last_batch = block[(result.steps_done - 1) % iter_per_epoch, :] if iters else None
+        last_batch = epoch[(result.steps_done - 1) % iter_per_epoch, :] if iters else None
         train_rows = last_batch if train_acc_source == "batch" else None
         _evaluate(net, data, result, result.steps_done, eval_batch_size, on_epoch, sync, train_rows)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _check_choices(**chosen: str) -> None:
+    choices = {"train_acc_source": TRAIN_ACCURACY_SOURCES, "divergence": DIVERGENCE_POLICIES,
+               "gradient": GRADIENT_METHODS}
+    for name, value in chosen.items():
+        if value not in choices[name]:
+            raise ValueError(f"{name} must be one of {choices[name]}, got {value!r}")
+
+
+class EagerSteps:
+    """One training step per call: gradients (:func:`make_gradient_step`), then the optimizer's in-place ``update``.
+
+    Call with the device data and ``indices`` ``(1, batch)``; returns the step's loss.
+    With ``sync`` this is one rank of synchronous data-parallel training: every rank
+    draws the same global batch, computes gradients on its shard of it, and applies the
+    summed update.
+    """
+
+    runs_blocks = False
+
+    def __init__(self, net: Any, optimizer: Any, xp: Any, *, batch_size: int, sync: Any = None,
+                 compile: bool = True, gradient: str = "backprop") -> None:
+        self.net, self.optimizer, self.sync = net, optimizer, sync
+        self.gradient_step = make_gradient_step(net, xp, compile=compile, method=gradient)
+        self.shard = None if sync is None else _shard(batch_size, sync.context.rank, sync.context.size)
+        self.weight = 1.0 if sync is None else (self.shard.stop - self.shard.start) / batch_size
+
+    def __call__(self, x_all: Any, t_all: Any, indices: Any) -> Any:
+        index = indices[0, :] if self.shard is None else indices[0, :][self.shard]
+        grads, loss = self.gradient_step(self.net.params, x_all, t_all, index)
+        if self.sync is not None:
+            grads, loss = self.sync.allreduce(grads, loss, weight=self.weight)
+        self.optimizer.update(self.net.params, grads)
+        return loss
+
+    def finish(self) -> None:
+        """Nothing to hand back: the parameters and the optimizer's state were updated in place."""
+
+
+class CompiledSteps:
+    """A block of training steps per call, compiled (:func:`xbackprop.backend.compile_steps`: JAX's scan).
+
+    Call with the device data and ``indices`` ``(K, batch)``; returns the K losses. The
+    optimizer's state travels with the parameters and is handed back by :meth:`finish`.
+    """
+
+    runs_blocks = True
+
+    def __init__(self, net: Any, optimizer: Any, run: Callable[..., Any]) -> None:
+        self.net, self.optimizer, self.run = net, optimizer, run
+        self.state = optimizer.state or optimizer.init(net.params)
+
+    def __call__(self, x_all: Any, t_all: Any, indices: Any) -> Any:
+        params, self.state, losses = self.run(dict(self.net.params), self.state, x_all, t_all, indices)
+        self.net.params.update(params)
+        return losses
+
+    def finish(self) -> None:
+        self.optimizer.state = self.state
+
+
+def make_steps(net: Any, optimizer: Any, xp: Any, *, batch_size: int, sync: Any = None, compile: bool = True,
+               gradient: str = "backprop") -> EagerSteps | CompiledSteps:
+    """:class:`CompiledSteps` where the backend compiles loops and nothing prevents it (``compile``, no ``sync``,
+    backprop gradients), else :class:`EagerSteps`."""
+    if compile and sync is None and gradient == "backprop":
+        run = compile_steps(make_train_step(net, optimizer, xp), xp)
+        if run is not None:
+            return CompiledSteps(net, optimizer, run)
+    return EagerSteps(net, optimizer, xp, batch_size=batch_size, sync=sync, compile=compile, gradient=gradient)
 
 
 def _steps_until_event(i: int, iters: int, iter_per_epoch: int, eval_interval: int, room: int) -> int:
@@ -287,25 +307,37 @@ def _check_labels(data: DeviceData, num_outputs: int) -> None:
             raise DataError(f"labels must lie in [0, {num_outputs}) for a net with {num_outputs} outputs")
 
 
-def _read_losses(
-    xp: Any, pending: list[Any], result: TrainResult, progress: Any, divergence_factor: float, stop: bool
-) -> bool:
-    """Move pending losses to the host; record the first divergence. Returns False when training must stop."""
-    losses = to_numpy(xp.concat([xp.reshape(loss, (-1,)) for loss in pending])).astype(float)
-    pending.clear()
-    limit = divergence_factor * (result.losses[0] if result.losses else losses[0])
-    with np.errstate(invalid="ignore"):
-        bad = np.flatnonzero(~(np.isfinite(losses) & (losses <= limit)))
-    if bad.size and result.diverged_at is None:
-        result.diverged_at = result.steps_done + int(bad[0]) + 1
-        if stop:
-            losses = losses[: bad[0] + 1]
-    result.losses.extend(losses.tolist())
-    if progress is not None:
-        progress.update(len(losses))
-        with np.errstate(invalid="ignore", over="ignore"):
-            progress.set_postfix(loss=f"{losses.mean():.4f}")
-    return not (stop and bad.size)
+class _UnreadLosses:
+    """Losses still on the device (0-D per eager step, 1-D per compiled block), read back together."""
+
+    def __init__(self, xp: Any, divergence_factor: float, *, stop: bool) -> None:
+        self.xp, self.divergence_factor, self.stop = xp, divergence_factor, stop
+        self.arrays: list[Any] = []
+        self.count = 0  # steps whose losses are in arrays
+
+    def add(self, losses: Any, steps: int) -> None:
+        self.arrays.append(losses)
+        self.count += steps
+
+    def read_into(self, result: TrainResult, progress: Any) -> bool:
+        """Move the losses to ``result``; record the first divergence. Returns False when training must stop."""
+        xp = self.xp
+        losses = to_numpy(xp.concat([xp.reshape(loss, (-1,)) for loss in self.arrays])).astype(float)
+        self.arrays.clear()
+        self.count = 0
+        limit = self.divergence_factor * (result.losses[0] if result.losses else losses[0])
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~(np.isfinite(losses) & (losses <= limit)))
+        if bad.size and result.diverged_at is None:
+            result.diverged_at = result.steps_done + int(bad[0]) + 1
+            if self.stop:
+                losses = losses[: bad[0] + 1]
+        result.losses.extend(losses.tolist())
+        if progress is not None:
+            progress.update(len(losses))
+            with np.errstate(invalid="ignore", over="ignore"):
+                progress.set_postfix(loss=f"{losses.mean():.4f}")
+        return not (self.stop and bad.size)
 
 
 def _shard(n: int, rank: int, size: int) -> slice:
