@@ -263,13 +263,25 @@ def _layout(graph: ComputationalGraph) -> _Layout:
 
 def draw(graph: ComputationalGraph, path: str | Path, *, title: str | None = None) -> None:
     """Render ``graph`` with matplotlib: black forward values above the arrows, red backward values below."""
-    import matplotlib
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
-
     if not graph.nodes:
         raise ValueError("the graph is empty: no layer ran inside the trace")
     layout = _layout(graph)
+    fig, ax = _canvas(graph, layout, title)
+    for node in graph.nodes:
+        _draw_node(ax, node, layout)
+    for node in graph.outputs:
+        x, y = layout.nodes[id(node)]
+        x0 = x + _half_width(node)
+        _draw_arrow(ax, (x0, y), (x0 + _ARROW, y), format_value(node.output),
+                    None if node.output_grad is None else format_value(node.output_grad))
+        ax.text(x0 + _ARROW + 0.1, y, node.name or "", ha="left", va="center", fontsize=11)
+    _save(fig, path)
+
+
+def _canvas(graph: ComputationalGraph, layout: _Layout, title: str | None) -> tuple[Any, Any]:
+    """A figure and axes sized to the layout, rows running downwards, no frame."""
+    from matplotlib.figure import Figure
+
     centres = list(layout.nodes.values()) + list(layout.leaves.values())
     left = min(x for x, _ in layout.leaves.values()) - 1.4 if layout.leaves else min(x for x, _ in centres) - 1
     right = max(x + _half_width(node) for node in graph.nodes for x, _ in [layout.nodes[id(node)]]) + _ARROW + 1.2
@@ -283,50 +295,60 @@ def draw(graph: ComputationalGraph, path: str | Path, *, title: str | None = Non
     ax.axis("off")
     if title:
         fig.suptitle(title, y=0.99, va="top", fontsize=11)
+    return fig, ax
 
-    def arrow(x0: float, y0: float, x1: float, y1: float, forward: str, backward: str | None) -> None:
-        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, lw=1.1,
-                                     color="black", shrinkA=0, shrinkB=0))
-        mx, my = (x0 + x1) / 2, (y0 + y1) / 2
-        if abs(y1 - y0) > 1.0:  # a steep arrow: forward value on its left, backward on its right
-            ax.text(mx - 0.15, my, forward, ha="right", va="center", fontsize=10, color="black")
-            if backward is not None:
-                ax.text(mx + 0.15, my, backward, ha="left", va="center", fontsize=10, color="tab:red")
-            return
-        ax.text(mx, my - 0.1, forward, ha="center", va="bottom", fontsize=10, color="black")
+
+def _draw_arrow(ax: Any, start: tuple[float, float], end: tuple[float, float], forward: str,
+                backward: str | None) -> None:
+    """An arrow with its forward value in black and its backward value (if any) in red."""
+    from matplotlib.patches import FancyArrowPatch
+
+    (x0, y0), (x1, y1) = start, end
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, lw=1.1, color="black",
+                                 shrinkA=0, shrinkB=0))
+    mx, my = (x0 + x1) / 2, (y0 + y1) / 2
+    if abs(y1 - y0) > 1.0:  # a steep arrow: forward value on its left, backward on its right
+        ax.text(mx - 0.15, my, forward, ha="right", va="center", fontsize=10, color="black")
         if backward is not None:
-            ax.text(mx, my + 0.12, backward, ha="center", va="top", fontsize=10, color="tab:red")
+            ax.text(mx + 0.15, my, backward, ha="left", va="center", fontsize=10, color="tab:red")
+        return
+    ax.text(mx, my - 0.1, forward, ha="center", va="bottom", fontsize=10, color="black")
+    if backward is not None:
+        ax.text(mx, my + 0.12, backward, ha="center", va="top", fontsize=10, color="tab:red")
 
-    for node in graph.nodes:
-        x, y = layout.nodes[id(node)]
-        half = _half_width(node)
-        if half == _RADIUS:
-            ax.add_patch(Circle((x, y), _RADIUS, fill=False, lw=1.3))
+
+def _draw_node(ax: Any, node: Node, layout: _Layout) -> None:
+    """A node (a circle around an operator, a box around a layer's name) and the arrows into it."""
+    from matplotlib.patches import Circle, FancyBboxPatch
+
+    x, y = layout.nodes[id(node)]
+    half = _half_width(node)
+    if half == _RADIUS:
+        ax.add_patch(Circle((x, y), _RADIUS, fill=False, lw=1.3))
+    else:
+        ax.add_patch(FancyBboxPatch((x - half, y - 0.3), 2 * half, 0.6,
+                                    boxstyle="round,pad=0.02,rounding_size=0.12", fill=False, lw=1.3))
+    ax.text(x, y, node.label, ha="center", va="center", fontsize=12 if half == _RADIUS else 10)
+    for edge in node.inputs:
+        if edge.source is not None:
+            x0, y0 = layout.nodes[id(edge.source)]
+            x0 += _half_width(edge.source)
         else:
-            ax.add_patch(FancyBboxPatch((x - half, y - 0.3), 2 * half, 0.6,
-                                        boxstyle="round,pad=0.02,rounding_size=0.12", fill=False, lw=1.3))
-        ax.text(x, y, node.label, ha="center", va="center", fontsize=12 if half == _RADIUS else 10)
-        for edge in node.inputs:
-            if edge.source is not None:
-                x0, y0 = layout.nodes[id(edge.source)]
-                x0 += _half_width(edge.source)
-            else:
-                x0, y0 = layout.leaves[id(edge)]
-                ax.text(x0 - 0.08, y0, edge.leaf or "", ha="right", va="center", fontsize=11)
-            forward, backward = format_value(edge.value), format_value(edge.grad)
-            if edge.grad is None:
-                backward = None
-            elif _is_array(edge.value) and len(edge.value.shape) and edge.source is None:
-                backward = f"d{_edge_name(edge)} {backward}"
-            # Arrows from below or above end a little off the centre, so they do not meet in one point.
-            y1 = y + max(min((y0 - y) * 0.25, 0.25), -0.25)
-            arrow(x0, y0, x - half, y1, forward, backward)
-    for node in graph.outputs:
-        x, y = layout.nodes[id(node)]
-        x0 = x + _half_width(node)
-        arrow(x0, y, x0 + _ARROW, y, format_value(node.output),
-              None if node.output_grad is None else format_value(node.output_grad))
-        ax.text(x0 + _ARROW + 0.1, y, node.name or "", ha="left", va="center", fontsize=11)
+            x0, y0 = layout.leaves[id(edge)]
+            ax.text(x0 - 0.08, y0, edge.leaf or "", ha="right", va="center", fontsize=11)
+        forward, backward = format_value(edge.value), format_value(edge.grad)
+        if edge.grad is None:
+            backward = None
+        elif _is_array(edge.value) and len(edge.value.shape) and edge.source is None:
+            backward = f"d{_edge_name(edge)} {backward}"
+        # Arrows from below or above end a little off the centre, so they do not meet in one point.
+        y1 = y + max(min((y0 - y) * 0.25, 0.25), -0.25)
+        _draw_arrow(ax, (x0, y0), (x - half, y1), forward, backward)
+
+
+def _save(fig: Any, path: str | Path) -> None:
+    """Write the figure in the format ``path``'s suffix names (SVG by default), replacing ``path`` atomically."""
+    import matplotlib
 
     suffix = Path(path).suffix.lstrip(".").lower() or "svg"
     # Text stays text in an SVG (searchable, testable), and the same graph gives the same file;
