@@ -1,7 +1,7 @@
 """Data-parallel scaling: per-step time for 1 and 2 MPI ranks and the all-reduce's share of the step.
 
-    python benchmarks/mpi_scaling.py              # launches itself under mpiexec with 1 and 2 ranks
-    mpiexec -n K python benchmarks/mpi_scaling.py --worker     # one measurement with K ranks
+    python -m benchmarks.mpi_scaling                          # launches itself under mpiexec with 1 and 2 ranks
+    mpiexec -n K python -m benchmarks.mpi_scaling --worker    # one measurement with K ranks
 
 784-50-10 TwoLayerNet, global batch 100 (and 1,000), float32, NumPy, one BLAS thread per rank;
 the step is the trainer's: gather the shard, backprop, one Allreduce of the packed gradients, SGD.
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from xbackprop.distributed import launcher_rank
+from xbackprop.io import replace_atomically
 
 
 def worker(batch: int, steps: int) -> dict:
@@ -30,7 +31,8 @@ def worker(batch: int, steps: int) -> dict:
     from xbackprop import TwoLayerNet, get_namespace
     from xbackprop.distributed import DistributedSync, mpi_context
     from xbackprop.optimizers import SGD
-    from xbackprop.trainer import _shard
+    from xbackprop.timing import warm_up
+    from xbackprop.trainer import EagerSteps
 
     context = mpi_context()
     xp = get_namespace("numpy")
@@ -38,26 +40,20 @@ def worker(batch: int, steps: int) -> dict:
     x_all = rng.random((60_000, 784), dtype=np.float32)
     t_all = rng.integers(0, 10, 60_000).astype(np.uint8)
     net = TwoLayerNet(784, 50, 10, xp=xp, dtype="float32", seed=0)
-    optimizer, sync = SGD(lr=0.1), DistributedSync(context, net.params)
-    shard = _shard(batch, context.rank, context.size)
-    weight = (shard.stop - shard.start) / batch
+    sync = DistributedSync(context, net.params)
+    train_step = EagerSteps(net, SGD(lr=0.1), xp, batch_size=batch, sync=sync)  # the trainer's own step
 
     def step():
-        index = rng.integers(0, 60_000, batch)[shard]
-        x, t = xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0)
-        loss, grads = net.loss_and_gradient(x, t, check_labels=False)
-        grads, _ = sync.allreduce(grads, loss, weight)
-        optimizer.update(net.params, grads)
+        train_step(x_all, t_all, rng.integers(0, 60_000, (1, batch)))
 
     loss, grads = net.loss_and_gradient(x_all[:batch], t_all[:batch])
 
     def allreduce_only():
-        sync.allreduce(grads, loss, weight)
+        sync.allreduce(grads, loss, train_step.weight)
 
     timings = {}
     for name, fn in (("step", step), ("allreduce", allreduce_only)):
-        for _ in range(50):
-            fn()
+        warm_up(fn)
         samples = []
         for _ in range(steps):
             context.comm.Barrier()
@@ -89,7 +85,8 @@ def main() -> int:
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     rows = []
     for ranks in args.ranks or [1, 2]:
-        command = [mpiexec, "-n", str(ranks), sys.executable, __file__, "--worker", "--steps", str(args.steps)]
+        command = [mpiexec, "-n", str(ranks), sys.executable, "-m", "benchmarks.mpi_scaling", "--worker", "--steps",
+                   str(args.steps)]
         for batch in batches:
             command += ["--batch", str(batch)]
         out = subprocess.run(command, capture_output=True, text=True, check=True, env=env, timeout=900).stdout
@@ -105,7 +102,8 @@ def main() -> int:
         print(f"| {row['batch']} | {row['ranks']} | {row['step_ms']:.3f} | {speedup:.2f}× | {row['efficiency']:.0%} | "
               f"{row['allreduce_ms']:.3f} | {row['allreduce_share']:.0%} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        with replace_atomically(args.json) as temporary:
+            temporary.write_text(json.dumps(rows, indent=1))
     return 0
 
 

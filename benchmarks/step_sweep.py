@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 from datetime import date
 from pathlib import Path
 
 from xbackprop.backend import BackendUnavailableError, describe_device, get_namespace
-from xbackprop.bench import median_seconds
-from xbackprop.benchcases import blas_info
+from xbackprop.timing import machine_description, median_seconds
 from xbackprop.io import replace_atomically
 
 from . import steps
@@ -112,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"  {row['backend']} {row['mode']} {row['sizes']} @{batch}: "
                       f"{row['seconds_per_step'] * 1e3:.3f} ms", file=sys.stderr, flush=True)
-    host = f"{platform.machine()}, {os.cpu_count()} CPUs, {blas_info()}"
+    host = machine_description()
     devices = sorted({describe_device(get_namespace(b)) for b, _ in BACKENDS if available(b, None)})
     print(f"# one SGD step by size — {date.today()}; {host}; devices: {', '.join(devices)}\n")
     print("| backend | mode | net | batch | ms per step | GFLOP/s |\n| --- | --- | --- | ---: | ---: | ---: |")

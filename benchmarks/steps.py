@@ -12,20 +12,22 @@ from collections.abc import Callable
 import numpy as np
 
 from xbackprop import MultiLayerNet, TwoLayerNet, get_namespace
-from xbackprop.backend import backend_name, compile_steps, from_host, resolve_device, synchronize
+from xbackprop.backend import backend_name, compile_steps, resolve_device, synchronize
+from xbackprop.benchcases import SIZES as CASE_SIZES
 from xbackprop.optimizers import SGD
 from xbackprop.trainer import make_gradient_step, make_train_step
 
 from .handwritten import HandwrittenTwoLayerNet
 
-SIZES = (784, 50, 10)
+SIZES = CASE_SIZES["book"]  # the book's 784-50-10
 LR = 0.1
 
 
-def training_data(n: int = 60_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST-shaped float32 rows in [0, 1) and uint8 labels (the speed does not depend on the values)."""
+def training_data(n: int = 60_000, seed: int = 0, *, sizes: tuple[int, ...] = SIZES) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` float32 rows in [0, 1) and uint8 labels for a net of ``sizes`` (MNIST-shaped by default; the
+    speed does not depend on the values)."""
     rng = np.random.default_rng(seed)
-    return rng.random((n, SIZES[0]), dtype=np.float32), rng.integers(0, SIZES[-1], n).astype(np.uint8)
+    return rng.random((n, sizes[0]), dtype=np.float32), rng.integers(0, sizes[-1], n).astype(np.uint8)
 
 
 def make_xbackprop(
@@ -35,7 +37,7 @@ def make_xbackprop(
     """xbackprop's net and SGD, step by step through the trainer's own gradient step (jitted on JAX)."""
     xp = get_namespace(backend, strict=True)
     device = resolve_device(xp, device)
-    x_all, t_all = from_host(x_host, xp, device=device), from_host(t_host, xp, device=device)
+    x_all, t_all = xp.asarray(x_host, device=device), xp.asarray(t_host, device=device)
     net = MultiLayerNet(sizes[0], list(sizes[1:-1]), sizes[-1], xp=xp, device=device, dtype="float32", seed=0)
     gradient_step = make_gradient_step(net, xp)
     optimizer = SGD(lr=LR)
@@ -43,7 +45,7 @@ def make_xbackprop(
     n = x_host.shape[0]
 
     def step() -> None:
-        index = from_host(rng.integers(0, n, batch), xp, device=device)
+        index = xp.asarray(rng.integers(0, n, batch), device=device)
         grads, _ = gradient_step(net.params, x_all, t_all, index)
         optimizer.update(net.params, grads)
         synchronize(xp)
@@ -65,13 +67,13 @@ def make_xbackprop_blocks(
     run = compile_steps(make_train_step(net, optimizer, xp), xp)
     if run is None:
         return None
-    x_all, t_all = from_host(x_host, xp, device=device), from_host(t_host, xp, device=device)
+    x_all, t_all = xp.asarray(x_host, device=device), xp.asarray(t_host, device=device)
     carry = {"params": dict(net.params), "state": optimizer.init(net.params)}
     rng = np.random.default_rng(1)
     n = x_host.shape[0]
 
     def steps() -> None:
-        indices = from_host(rng.integers(0, n, (block, batch)), xp, device=device)
+        indices = xp.asarray(rng.integers(0, n, (block, batch)), device=device)
         carry["params"], carry["state"], losses = run(carry["params"], carry["state"], x_all, t_all, indices)
         synchronize(xp)
         losses.block_until_ready()
@@ -79,9 +81,11 @@ def make_xbackprop_blocks(
     return steps
 
 
-def make_handwritten(x_host: np.ndarray, t_host: np.ndarray, batch: int = 100) -> Callable[[], None]:
+def make_handwritten(
+    x_host: np.ndarray, t_host: np.ndarray, batch: int = 100, *, sizes: tuple[int, int, int] = SIZES
+) -> Callable[[], None]:
     """The clean-room hand-written NumPy step (benchmarks/handwritten.py)."""
-    net = HandwrittenTwoLayerNet(*SIZES, seed=0)
+    net = HandwrittenTwoLayerNet(*sizes, seed=0)
     rng = np.random.default_rng(1)
     n = x_host.shape[0]
 

@@ -9,17 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from xbackprop.benchcases import (
-    BATCHES,
-    LARGE_P,
-    LARGE_P_BACKENDS,
-    LOOP_MAX_P,
-    SIZES,
-    make_case,
-    max_relative_difference,
-    parameter_count,
-    times_numerical,
-)
+from xbackprop.benchcases import BATCHES, LARGE_P, LARGE_P_BACKENDS, LOOP_MAX_P, SIZES, loop_is_timed, make_case
+from xbackprop.gradient import max_relative_error
+from xbackprop.nets import parameter_count
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -27,7 +19,7 @@ from xbackprop.benchcases import (
 @pytest.mark.parametrize("method", ["backprop", "numerical", "numerical-batched"])
 def test_gradient(benchmark, backend, size, batch, method):
     p = parameter_count(SIZES[size])
-    if method == "numerical" and not times_numerical(p, backend):
+    if method == "numerical" and not loop_is_timed(p, backend):
         pytest.skip(f"the loop over P={p:,} on {backend} takes minutes: it is timed up to P={LARGE_P:,} everywhere "
                     f"and up to P={LOOP_MAX_P:,} on {', '.join(LARGE_P_BACKENDS)}")
     case = make_case(size, batch, backend)
@@ -38,7 +30,7 @@ def test_gradient(benchmark, backend, size, batch, method):
     elif method == "numerical-batched":
         rounds = 1 if p > 10_000 else 3
         grads = benchmark.pedantic(case.numerical_batched, rounds=rounds, iterations=1, warmup_rounds=rounds > 1)
-        assert max_relative_difference(grads, case.backprop()) < 1e-6
+        assert max_relative_error(grads, case.backprop()) < 1e-6
         return
     else:
         rounds = 1 if p > 1_000 else 3
@@ -46,4 +38,4 @@ def test_gradient(benchmark, backend, size, batch, method):
     other = case.numerical() if method == "backprop" and p <= 1_000 else case.backprop()
     if method == "backprop" and p > 1_000:
         return  # the numerical test of this case checks the agreement
-    assert max_relative_difference(grads, other) < 1e-6
+    assert max_relative_error(grads, other) < 1e-6

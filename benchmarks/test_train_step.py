@@ -10,11 +10,13 @@ import importlib.util
 
 import pytest
 
-from xbackprop.benchcases import blas_info
+from xbackprop.nets import parameter_count
+from xbackprop.timing import blas_info, warm_up
 
 from . import steps
 
 GROUP = "train step 784-50-10 batch 100 float32"
+P = parameter_count(steps.SIZES)
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +27,8 @@ def data():
 def _run(benchmark, step, name, backend, device="cpu"):
     benchmark.group = GROUP
     benchmark.extra_info.update(implementation=name, backend=backend, device=device, dtype="float32",
-                                P=39_760, batch=100, blas=blas_info())
-    for _ in range(50):  # warm caches, allocators and JIT
-        step()
+                                P=P, batch=100, blas=blas_info())
+    warm_up(step)
     benchmark.pedantic(step, rounds=300, iterations=5, warmup_rounds=1)
 
 
@@ -63,7 +64,6 @@ def test_xbackprop_jax_scan(benchmark, data):
     steps_100 = steps.make_xbackprop_blocks("jax", *data, block=100)
     benchmark.group = GROUP + " (x100 for the scan)"
     benchmark.extra_info.update(implementation="xbackprop-jax-scan-100", backend="jax", device="cpu",
-                                dtype="float32", P=39_760, batch=100, steps_per_call=100, blas=blas_info())
-    for _ in range(3):
-        steps_100()
+                                dtype="float32", P=P, batch=100, steps_per_call=100, blas=blas_info())
+    warm_up(steps_100, calls=3)
     benchmark.pedantic(steps_100, rounds=20, iterations=1, warmup_rounds=1)

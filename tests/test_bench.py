@@ -11,6 +11,8 @@ import pytest
 
 from xbackprop.bench import main, markdown_table
 
+REPO = Path(__file__).resolve().parents[1]  # benchmarks/ runs as a package from here
+
 
 def test_report_on_the_tiny_case(tmp_path, capsys):
     assert main(["--size", "tiny", "--batch", "3", "--out", str(tmp_path), "--name", "t"]) == 0
@@ -42,11 +44,10 @@ def test_unknown_backend_is_refused(capsys):
 
 
 def test_train_step_ratios_script(tmp_path):
-    """benchmarks/train_step_ratios.py runs (two rounds) and reports every implementation it could build."""
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step_ratios.py"
+    """python -m benchmarks.train_step_ratios runs (two rounds) and reports every implementation it could build."""
     out = tmp_path / "ratios.json"
-    done = subprocess.run([sys.executable, str(script), "--rounds", "2", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.train_step_ratios", "--rounds", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, check=False, cwd=REPO)
     assert done.returncode == 0, done.stderr
     record = json.loads(out.read_text())
     names = {row["implementation"] for row in record["rows"]}
@@ -58,7 +59,7 @@ def test_train_step_ratios_script(tmp_path):
 def test_step_sweep_runs_and_writes_its_files(tmp_path):
     done = subprocess.run([sys.executable, "-m", "benchmarks.step_sweep", "--sizes", "1", "--out", str(tmp_path),
                            "--name", "sweep"], capture_output=True, text=True, timeout=300, check=False,
-                          cwd=Path(__file__).resolve().parents[1])
+                          cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert "| numpy | eager | 784-50-10 | 100 |" in done.stdout
     record = json.loads((tmp_path / "sweep.json").read_text())

@@ -18,35 +18,15 @@ import platform
 import re
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from .backend import BACKENDS, BackendUnavailableError, backend_name, describe_device, enable_float64, get_namespace
-from .benchcases import BATCHES, SIZES, blas_info, make_case, max_relative_difference, times_numerical
+from .benchcases import BATCHES, SIZES, loop_is_timed, make_case
+from .gradient import max_relative_error
 from .io import replace_atomically
-
-
-def median_seconds(fn: Callable[[], Any], *, min_time: float = 0.2, min_runs: int = 5, max_runs: int = 1000) -> float:
-    """Median wall time of ``fn`` over at least ``min_runs`` calls and ``min_time`` seconds (one warm-up call)."""
-    fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < min_time):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def loop_seconds(fn: Callable[[], Any], calls: int) -> float:
-    """Wall time of ``calls`` back-to-back calls of ``fn``."""
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return time.perf_counter() - start
+from .timing import back_to_back_seconds, machine_description, median_seconds, timed_runs
 
 
 def measure(backend: str, size: str, batch: int, *, numerical_budget_s: float = 1.0, max_numerical_runs: int = 5,
@@ -64,32 +44,29 @@ def measure(backend: str, size: str, batch: int, *, numerical_budget_s: float = 
     row["backprop_s"] = median_seconds(case.backprop)
     row["forward_s"] = median_seconds(case.forward)
     row["predicted_ratio"] = 2 * case.parameters * row["forward_s"] / row["backprop_s"]
-    batched_times = []
-    while not batched_times or (len(batched_times) < max_numerical_runs and sum(batched_times) < numerical_budget_s):
-        t0 = time.perf_counter()
-        batched = case.numerical_batched()
-        batched_times.append(time.perf_counter() - t0)
+    batched_times, batched = timed_runs(case.numerical_batched, budget_s=numerical_budget_s,
+                                        max_runs=max_numerical_runs)
     row["batched_s"] = statistics.median(batched_times)
     row["batched_ratio"] = row["batched_s"] / row["backprop_s"]
-    row["batched_max_rel_diff"] = max_relative_difference(case.backprop(), batched)
-    if not times_numerical(case.parameters, backend):
+    row["batched_max_rel_diff"] = max_relative_error(case.backprop(), batched)
+    if not loop_is_timed(case.parameters, backend):
         row.update(numerical_s=None, measured_ratio=None, floor_s=None, numerical_floor_ratio=None,
                    loop_over_batched=None)
         return row
     calls = min(2 * case.parameters, floor_calls)
-    numerical_times, floor_times = [], []
-    while not numerical_times or (len(numerical_times) < max_numerical_runs
-                                  and sum(numerical_times) < numerical_budget_s):
-        t0 = time.perf_counter()
-        numerical = case.numerical()
-        numerical_times.append(time.perf_counter() - t0)
-        floor_times.append(2 * case.parameters * loop_seconds(case.forward, calls) / calls)
+    floor_times: list[float] = []
+
+    def time_the_floor() -> None:
+        floor_times.append(2 * case.parameters * back_to_back_seconds(case.forward, calls) / calls)
+
+    numerical_times, numerical = timed_runs(case.numerical, budget_s=numerical_budget_s,
+                                            max_runs=max_numerical_runs, after_each=time_the_floor)
     row["numerical_s"] = statistics.median(numerical_times)
     row["measured_ratio"] = row["numerical_s"] / row["backprop_s"]
     row["floor_s"] = statistics.median(floor_times)
     row["numerical_floor_ratio"] = statistics.median(n / f for n, f in zip(numerical_times, floor_times))
     row["numerical_runs"] = len(numerical_times)
-    row["max_rel_diff"] = max_relative_difference(case.backprop(), numerical)
+    row["max_rel_diff"] = max_relative_error(case.backprop(), numerical)
     row["loop_over_batched"] = row["numerical_s"] / row["batched_s"]
     return row
 
@@ -174,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     device = describe_device(xp)
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {blas_info()}"
+    machine = machine_description()
     print(f"# backprop vs numerical gradient — {date.today()}, {device}; {machine}\n")
     print(markdown_table(rows))
     if args.out is None:

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from .backend import backend_name, describe_device, from_host, get_namespace, synchronize, to_numpy
-from .nets import TwoLayerNet
+from .backend import backend_name, describe_device, get_namespace, host_rng, synchronize, to_numpy
+from .nets import TwoLayerNet, parameter_count
+from .timing import blas_info
 
 #: Network sizes (input, hidden, output) from tiny to the book's 784-50-10.
 SIZES = {
@@ -35,27 +36,10 @@ LOOP_MAX_P = 50_000
 LARGE_P_BACKENDS = ("numpy", "cupy")
 
 
-def times_numerical(parameters: int, backend: str) -> bool:
-    """Whether the book's element-by-element numerical gradient of ``parameters`` is timed on ``backend``."""
+def loop_is_timed(parameters: int, backend: str) -> bool:
+    """Whether the book's element-by-element numerical gradient of ``parameters`` is timed on ``backend``
+    (the batched one always is)."""
     return parameters <= LARGE_P or (backend in LARGE_P_BACKENDS and parameters <= LOOP_MAX_P)
-
-
-def parameter_count(sizes: tuple[int, int, int]) -> int:
-    """P, the number of parameters of a two-layer net: the numerical gradient costs 2P losses."""
-    d, h, c = sizes
-    return d * h + h + h * c + c
-
-
-def blas_info() -> str:
-    """The BLAS library NumPy uses and its thread count, e.g. ``"openblas, 2 threads"``."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "unknown (threadpoolctl not installed)"
-    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-    if not pools:
-        return "none found"
-    return ", ".join(f"{p['internal_api']}, {p['num_threads']} threads" for p in pools)
 
 
 @dataclass
@@ -109,13 +93,13 @@ def make_case(name: str, batch: int, backend: str = "numpy", seed: int = 0) -> C
     """The case ``name`` (a key of :data:`SIZES`) with ``batch`` rows on ``backend``, in float64."""
     sizes = SIZES[name]
     xp = get_namespace(backend, strict=True)
-    rng = np.random.default_rng(seed)
+    rng = host_rng(seed)
     net = TwoLayerNet(*sizes, weight_init_std=0.1, xp=xp, dtype="float64", seed=seed)
     x_host = rng.random((batch, sizes[0]))
-    net.params["b1"] = from_host(_biases_clear_of_kinks(x_host @ to_numpy(net.params["W1"]), rng), xp, dtype=xp.float64)
-    net.params["b2"] = from_host(rng.uniform(0.05, 0.15, sizes[2]), xp, dtype=xp.float64)
-    x = from_host(x_host, xp, dtype=xp.float64)
-    t = from_host(rng.integers(0, sizes[2], batch), xp)
+    net.params["b1"] = xp.asarray(_biases_clear_of_kinks(x_host @ to_numpy(net.params["W1"]), rng), dtype=xp.float64)
+    net.params["b2"] = xp.asarray(rng.uniform(0.05, 0.15, sizes[2]), dtype=xp.float64)
+    x = xp.asarray(x_host, dtype=xp.float64)
+    t = xp.asarray(rng.integers(0, sizes[2], batch))
     return Case(name, sizes, batch, xp, net, x, t)
 
 
@@ -133,15 +117,3 @@ def _biases_clear_of_kinks(products: np.ndarray, rng: np.random.Generator, margi
                 break
             biases[unit] = rng.uniform(0.05, 0.15)
     return biases
-
-
-def max_relative_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """max over parameters of max|a - b| / max|b| (host float64)."""
-    from .backend import to_numpy
-
-    worst = 0.0
-    for key in a:
-        x, y = to_numpy(a[key]).astype(np.float64), to_numpy(b[key]).astype(np.float64)
-        scale = np.abs(y).max() or 1.0
-        worst = max(worst, float(np.abs(x - y).max() / scale))
-    return worst

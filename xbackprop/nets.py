@@ -26,7 +26,7 @@ from .backend import get_namespace, host_rng, resolve_device, resolve_dtype
 from .gradient import numerical_gradient, stacked_central_differences
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
-__all__ = ["LayerNet", "MultiLayerNet", "TwoLayerNet", "ACTIVATIONS", "NAMED_INITS"]
+__all__ = ["LayerNet", "MultiLayerNet", "TwoLayerNet", "ACTIVATIONS", "NAMED_INITS", "parameter_count"]
 
 #: Bytes one stacked forward pass of the batched numerical gradient may use by default: small enough
 #: to stay in a CPU's cache, where the many small passes run fastest; on a GPU a larger budget pays.
@@ -328,6 +328,12 @@ class MultiLayerNet(LayerNet):
         super().__init__(layers, SoftmaxWithLoss(), params=params)
         self.activation = activation
         self.weight_decay_lambda = weight_decay_lambda
+
+
+def parameter_count(sizes: Sequence[int]) -> int:
+    """P, the weights and biases of a fully connected net with layer ``sizes`` (784-50-10: 39,760);
+    a numerical gradient costs 2P loss evaluations."""
+    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
 
 
 def _layer_sizes(input_size: Any, hidden_size_list: Any, output_size: Any) -> list[int]:

@@ -43,7 +43,7 @@ from .datasets import (
 )
 from .distributed import DistributedSync, MPIContext, launched_by_mpi, launcher_rank, mpi_context, staging_of
 from .io import load_params, read_saved, save_params
-from .nets import ACTIVATIONS, NAMED_INITS, MultiLayerNet
+from .nets import ACTIVATIONS, NAMED_INITS, MultiLayerNet, parameter_count
 from .optimizers import OPTIMIZERS
 from .report import EvaluationPrinter, run_record, summary_line, sweep_table, write_json
 from .trainer import (
@@ -254,7 +254,7 @@ class RunPlan:
 
     @property
     def parameters(self) -> int:
-        return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]))
+        return parameter_count(self.sizes)
 
 
 def _dataset_name(config: TrainConfig) -> str:
