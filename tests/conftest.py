@@ -10,11 +10,13 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace
+from array_api_compat import device as device_of
 
 from xbackprop.backend import BackendUnavailableError, backend_name, get_namespace, to_numpy
 
@@ -42,6 +44,23 @@ def xp(request):
 
 
 @pytest.fixture
+def device(xp):
+    """A device of ``xp`` that is not its default where the backend has one (array_api_strict's "device1",
+    as array-api-extra's own tests do), else the default. An array made without ``device=`` then lands on
+    another device, and array_api_strict refuses to combine the two: a dropped ``device=`` fails loudly."""
+    if backend_name(xp) == "array_api_strict":
+        return xp.Device("device1")
+    return device_of(xp.empty((0,)))
+
+
+@pytest.fixture
+def rng(request):
+    """A NumPy ``Generator`` seeded by the test's name: its data do not depend on which tests ran before,
+    and every backend of one test sees the same numbers (a failure on ``[torch]`` reproduces with ``-k``)."""
+    return np.random.default_rng(zlib.crc32(request.node.originalname.encode()))
+
+
+@pytest.fixture
 def data_dir() -> Path:
     """``$XBACKPROP_DATA`` (one sub-folder per dataset); skips when unset or missing."""
     root = os.environ.get("XBACKPROP_DATA")
@@ -60,7 +79,7 @@ def assert_close(actual, expected, *, xp, rtol=1e-12, atol=0.0, dtype=None, like
     assert tuple(actual.shape) == tuple(np.shape(expected)), (tuple(actual.shape), np.shape(expected))
     assert actual.dtype == (xp.float64 if dtype is None else dtype)
     if like is not None:
-        assert device(actual) == device(like)
+        assert device_of(actual) == device_of(like)
     np.testing.assert_allclose(to_numpy(actual), expected, rtol=rtol, atol=atol)
 
 

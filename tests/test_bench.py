@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from xbackprop.bench import main, markdown_table
 
@@ -34,13 +33,6 @@ def test_report_writes_files_only_when_asked(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     assert main(["--size", "tiny", "--out", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
-
-
-def test_unknown_backend_is_refused(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["--backend", "tensorflow"])
-    assert exc.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
 
 
 def test_train_step_ratios_script(tmp_path):

@@ -157,15 +157,12 @@ def test_a_bad_mirror_falls_through_to_a_good_one(server, tmp_path):
         ("bomb", "decompresses to more than 1,048,576 bytes"),
     ],
 )
-def test_hostile_mirrors_are_cut_off(server, tmp_path, monkeypatch, mode, reason):
-    from xbackprop import datasets
-
-    monkeypatch.setattr(datasets, "MAX_DOWNLOAD_BYTES", 1 << 20)
-    monkeypatch.setattr(datasets, "MAX_IDX_BYTES", 1 << 20)
+def test_hostile_mirrors_are_cut_off(server, tmp_path, mode, reason):
     cache = tmp_path / "mnist"
     start = time.perf_counter()
     with pytest.raises(DataUnavailableError, match=reason):
-        download_idx(cache, CHECKSUMS, [f"{server}/{mode}/"], timeout=(5, 1), progressbar=False)
+        download_idx(cache, CHECKSUMS, [f"{server}/{mode}/"], timeout=(5, 1), progressbar=False,
+                     max_bytes=1 << 20, max_idx_bytes=1 << 20)
     assert time.perf_counter() - start < 10
     assert leftovers(cache) == []
 

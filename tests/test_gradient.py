@@ -100,12 +100,6 @@ def test_gradcheck_cli_on_mnist(data_dir, capsys):
     assert "the first 3 MNIST test images" in out and "\nPASS: " in out and "kink" not in out
 
 
-def test_gradcheck_cli_rejects_unknown_backend(capsys):
-    with pytest.raises(SystemExit) as exc:
-        gradcheck_main(["--backend", "tensorflow"])
-    assert exc.value.code == 2
-
-
 def stack_net(xp, activation="relu", weight_decay_lambda=0.0):
     net = MultiLayerNet(12, [6, 5], 3, activation=activation, weight_init_std=0.8,
                         weight_decay_lambda=weight_decay_lambda, xp=xp, dtype="float64", seed=4)

@@ -9,7 +9,7 @@ import pytest
 from conftest import asarray
 
 from xbackprop import AddLayer, MulLayer, TwoLayerNet
-from xbackprop.graph import EXAMPLES, main, trace
+from xbackprop.graph import main, trace
 
 RED = "fill: #d62728"
 

@@ -6,13 +6,12 @@ import warnings
 
 import numpy as np
 import pytest
+from array_api_compat import device as device_of
 from conftest import asarray, assert_close
 
 from xbackprop import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, numerical_gradient
 from xbackprop.backend import to_numpy
 from xbackprop.functions import one_hot
-
-RNG = np.random.default_rng(1234)
 
 
 def test_buy_apple_prints_the_books_numbers(capsys):
@@ -44,10 +43,10 @@ def test_buy_apple_orange_prints_the_books_numbers(capsys):
     assert capsys.readouterr().out == "715.0000000000001\n110.00000000000001 2.2 3.3000000000000003 165.0 650\n"
 
 
-def test_mul_and_add_layers_on_arrays(xp):
-    x_host, y_host = RNG.standard_normal((3, 4)), RNG.standard_normal((3, 4))
+def test_mul_and_add_layers_on_arrays(xp, rng):
+    x_host, y_host = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
     x, y = asarray(xp, x_host), asarray(xp, y_host)
-    dout_host = RNG.standard_normal((3, 4))
+    dout_host = rng.standard_normal((3, 4))
     mul, add = MulLayer(), AddLayer()
     assert_close(mul.forward(x, y), x_host * y_host, xp=xp, like=x)
     dx, dy = mul.backward(asarray(xp, dout_host))
@@ -59,11 +58,11 @@ def test_mul_and_add_layers_on_arrays(xp):
     assert_close(dy, dout_host, xp=xp)
 
 
-def check_backward(xp, layer, x_host, *, rtol=1e-7, atol=1e-9):
+def check_backward(xp, layer, x_host, rng, *, rtol=1e-7, atol=1e-9):
     """Backward of ``sum(forward(x) * r)`` against the numerical gradient, in float64, inputs untouched."""
     x = asarray(xp, x_host)
     out = layer.forward(x)
-    r_host = RNG.standard_normal(tuple(out.shape))
+    r_host = rng.standard_normal(tuple(out.shape))
     r = asarray(xp, r_host)
     dout = asarray(xp, r_host)
     dx = layer.backward(dout)
@@ -74,10 +73,10 @@ def check_backward(xp, layer, x_host, *, rtol=1e-7, atol=1e-9):
     return out
 
 
-def test_relu_forward_backward(xp):
-    x_host = RNG.standard_normal((4, 5))
+def test_relu_forward_backward(xp, rng):
+    x_host = rng.standard_normal((4, 5))
     x_host[np.abs(x_host) < 1e-3] = 0.5  # keep away from the kink for the numerical check
-    out = check_backward(xp, Relu(), x_host)
+    out = check_backward(xp, Relu(), x_host, rng)
     assert_close(out, np.maximum(x_host, 0), xp=xp)
 
 
@@ -100,9 +99,9 @@ def test_relu_float32_and_infinities(xp):
     np.testing.assert_array_equal(to_numpy(dx), [[0.0, 0.0, 0.0, 1.0, 1.0]])
 
 
-def test_sigmoid_forward_backward(xp):
-    x_host = RNG.standard_normal((4, 5)) * 3
-    out = check_backward(xp, Sigmoid(), x_host)
+def test_sigmoid_forward_backward(xp, rng):
+    x_host = rng.standard_normal((4, 5)) * 3
+    out = check_backward(xp, Sigmoid(), x_host, rng)
     assert_close(out, 1 / (1 + np.exp(-x_host)), xp=xp, rtol=1e-14)
 
 
@@ -127,17 +126,17 @@ def test_sigmoid_is_stable_at_large_inputs(xp, magnitude):
 
 
 @pytest.mark.parametrize("x_shape", [(3, 6), (3, 2, 3), (3, 1, 2, 3)])
-def test_affine_forward_backward(xp, x_shape):
-    x_host = RNG.standard_normal(x_shape)
-    w_host, b_host = RNG.standard_normal((6, 4)), RNG.standard_normal(4)
+def test_affine_forward_backward(xp, x_shape, rng):
+    x_host = rng.standard_normal(x_shape)
+    w_host, b_host = rng.standard_normal((6, 4)), rng.standard_normal(4)
     W, b = asarray(xp, w_host), asarray(xp, b_host)
     layer = Affine(W, b)
-    out = check_backward(xp, layer, x_host)
+    out = check_backward(xp, layer, x_host, rng)
     x2 = x_host.reshape(x_shape[0], -1)
     assert_close(out, x2 @ w_host + b_host, xp=xp, rtol=1e-13)
     # dW and db against the numerical gradient with respect to the parameters
     x = asarray(xp, x_host)
-    r_host = RNG.standard_normal((x_shape[0], 4))
+    r_host = rng.standard_normal((x_shape[0], 4))
     r = asarray(xp, r_host)
     layer.forward(x)
     layer.backward(r)
@@ -179,8 +178,8 @@ def reference_softmax_loss(x, labels):
     return -(t * logp).sum() / len(x), (np.exp(logp) - t) / len(x)
 
 
-def test_softmax_with_loss_forward_backward(xp):
-    x_host = RNG.standard_normal((5, 4)) * 2
+def test_softmax_with_loss_forward_backward(xp, rng):
+    x_host = rng.standard_normal((5, 4)) * 2
     labels = np.array([0, 3, 1, 1, 2])
     expected_loss, expected_dx = reference_softmax_loss(x_host, labels)
     x, t = asarray(xp, x_host), asarray(xp, labels, dtype=xp.int64)
@@ -195,8 +194,8 @@ def test_softmax_with_loss_forward_backward(xp):
     np.testing.assert_array_equal(to_numpy(t), labels)
 
 
-def test_softmax_with_loss_label_forms_agree(xp):
-    x_host = RNG.standard_normal((6, 3))
+def test_softmax_with_loss_label_forms_agree(xp, rng):
+    x_host = rng.standard_normal((6, 3))
     labels = np.array([2, 0, 1, 1, 0, 2])
     x = asarray(xp, x_host)
     forms = {
@@ -251,9 +250,27 @@ def test_softmax_with_loss_rejects_bad_labels(xp, labels, message):
         SoftmaxWithLoss().forward(x, t)
 
 
-def test_layers_keep_device(xp):
-    x = asarray(xp, RNG.standard_normal((2, 3)))
-    for layer in (Relu(), Sigmoid()):
-        out = layer.forward(x)
-        assert_close(out, to_numpy(out), xp=xp, like=x)
-        assert_close(layer.backward(x), to_numpy(layer.backward(x)), xp=xp, like=x)
+def test_every_layer_keeps_the_device(xp, device, rng):
+    """On a non-default device where the backend has one (see the ``device`` fixture), against host values."""
+    x_host, w_host, b_host = rng.standard_normal((2, 3)), rng.standard_normal((3, 4)), rng.standard_normal(4)
+    x, ones = (xp.asarray(a, dtype=xp.float64, device=device) for a in (x_host, np.ones((2, 3))))
+    for layer, expected in ((Relu(), np.maximum(x_host, 0)), (Sigmoid(), 1 / (1 + np.exp(-x_host)))):
+        assert_close(layer.forward(x), expected, xp=xp, rtol=1e-14, like=x)
+        assert_close(layer.backward(ones), (x_host > 0) if isinstance(layer, Relu) else expected * (1 - expected),
+                     xp=xp, rtol=1e-14, like=x)
+    for layer, expected in ((MulLayer(), x_host * x_host), (AddLayer(), 2 * x_host)):
+        assert_close(layer.forward(x, x), expected, xp=xp, rtol=1e-14, like=x)
+        assert all(device_of(d) == device for d in layer.backward(ones))
+    W, b = (xp.asarray(a, dtype=xp.float64, device=device) for a in (w_host, b_host))
+    affine = Affine(W, b)
+    scores = affine.forward(x)
+    assert_close(scores, x_host @ w_host + b_host, xp=xp, rtol=1e-13, like=x)
+    last = SoftmaxWithLoss()
+    t = xp.asarray(np.array([1, 3], dtype=np.uint8), device=device)
+    expected_loss, expected_dx = reference_softmax_loss(x_host @ w_host + b_host, [1, 3])
+    assert_close(last.forward(scores, t), expected_loss, xp=xp, rtol=1e-13, like=x)
+    dscores = last.backward()
+    assert_close(dscores, expected_dx, xp=xp, rtol=1e-12, like=x)
+    assert_close(affine.backward(dscores), expected_dx @ w_host.T, xp=xp, rtol=1e-12, like=x)
+    assert_close(affine.dW, x_host.T @ expected_dx, xp=xp, rtol=1e-12, like=x)
+    assert_close(affine.db, expected_dx.sum(axis=0), xp=xp, rtol=1e-12, like=x)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from array_api_compat import device, is_writeable_array
+from array_api_compat import device as device_of
+from array_api_compat import is_writeable_array
 from conftest import asarray, assert_close
 
 from xbackprop import Affine, LayerNet, MultiLayerNet, Relu, SoftmaxWithLoss, TwoLayerNet
 from xbackprop.backend import to_numpy
-
-RNG = np.random.default_rng(99)
 
 
 def small_batch(xp, n=4, d=5, c=3, seed=0):
@@ -35,12 +34,13 @@ def test_two_layer_net_params(xp):
     np.testing.assert_array_equal(to_numpy(again.params["W1"]), w1)
 
 
-def test_params_take_the_requested_dtype_and_device(xp):
-    net = TwoLayerNet(4, 3, 2, xp=xp, dtype="float64", device=None, seed=1)
-    reference = xp.zeros((1,))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_params_take_the_requested_dtype_and_device(xp, device, dtype):
+    net = TwoLayerNet(4, 3, 2, xp=xp, dtype=dtype, device=device, seed=1)
+    assert net.device == device
     for value in net.params.values():
-        assert value.dtype == xp.float64
-        assert device(value) == device(reference)
+        assert value.dtype == getattr(xp, dtype)
+        assert device_of(value) == device
 
 
 @pytest.mark.parametrize(
@@ -53,13 +53,13 @@ def test_weight_init_std(init, expected_std):
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
 @pytest.mark.parametrize("weight_decay_lambda", [0.0, 0.1])
-def test_backprop_matches_numerical_gradient(xp, activation, weight_decay_lambda):
+def test_backprop_matches_numerical_gradient(xp, activation, weight_decay_lambda, rng):
     net = MultiLayerNet(
         5, [4, 3], 3, activation=activation, weight_init_std=1.0, weight_decay_lambda=weight_decay_lambda,
         xp=xp, dtype="float64", seed=3,
     )
     for key in ("b1", "b2", "b3"):  # zero biases put ReLU's kink where a dead row lands
-        net.params[key] = asarray(xp, RNG.uniform(0.1, 0.5, tuple(net.params[key].shape)))
+        net.params[key] = asarray(xp, rng.uniform(0.1, 0.5, tuple(net.params[key].shape)))
     x_host, labels, x, t = small_batch(xp)
     backprop = net.gradient(x, t)
     numerical = net.numerical_gradient(x, t)
@@ -70,33 +70,29 @@ def test_backprop_matches_numerical_gradient(xp, activation, weight_decay_lambda
     np.testing.assert_array_equal(to_numpy(t), labels)
 
 
-def test_backprop_matches_torch_autograd(xp):
+@pytest.mark.parametrize(
+    ("activation", "hidden", "weight_decay_lambda", "one_hot_labels"),
+    [("sigmoid", [5, 4], 0.05, False), ("relu", [6], 0.0, True)],
+    ids=["sigmoid-decay-int-labels", "relu-one-hot"],
+)
+def test_backprop_matches_torch_autograd(xp, activation, hidden, weight_decay_lambda, one_hot_labels):
     torch = pytest.importorskip("torch", reason="PyTorch is the autograd reference")
-    net = MultiLayerNet(6, [5, 4], 3, activation="sigmoid", weight_init_std=0.8, weight_decay_lambda=0.05,
-                        xp=xp, dtype="float64", seed=5)
+    net = MultiLayerNet(6, hidden, 3, activation=activation, weight_init_std=0.8,
+                        weight_decay_lambda=weight_decay_lambda, xp=xp, dtype="float64", seed=5)
     x_host, labels, x, t = small_batch(xp, n=7, d=6)
+    if one_hot_labels:
+        t = asarray(xp, np.eye(3)[labels])
     params = {key: torch.tensor(to_numpy(value), requires_grad=True) for key, value in net.params.items()}
-    h = torch.sigmoid(torch.tensor(x_host) @ params["W1"] + params["b1"])
-    h = torch.sigmoid(h @ params["W2"] + params["b2"])
-    scores = h @ params["W3"] + params["b3"]
+    h = torch.tensor(x_host)
+    for i in range(1, len(hidden) + 1):
+        h = getattr(torch, activation)(h @ params[f"W{i}"] + params[f"b{i}"])
+    last = len(hidden) + 1
+    scores = h @ params[f"W{last}"] + params[f"b{last}"]
     loss = torch.nn.functional.cross_entropy(scores, torch.tensor(labels))
-    loss = loss + 0.5 * 0.05 * sum((params[k] ** 2).sum() for k in ("W1", "W2", "W3"))
+    loss = loss + 0.5 * weight_decay_lambda * sum((params[f"W{i}"] ** 2).sum() for i in range(1, last + 1))
     loss.backward()
     assert_close(net.loss(x, t), loss.item(), xp=xp, rtol=1e-13)
     ours = net.gradient(x, t)
-    for key, value in params.items():
-        assert_close(ours[key], value.grad.numpy(), xp=xp, rtol=1e-10, atol=1e-16)
-
-
-def test_relu_net_matches_torch_autograd(xp):
-    torch = pytest.importorskip("torch", reason="PyTorch is the autograd reference")
-    net = TwoLayerNet(8, 6, 4, weight_init_std=1.0, xp=xp, dtype="float64", seed=7)
-    x_host, labels, x, _ = small_batch(xp, n=5, d=8, c=4)
-    onehot = np.eye(4)[labels]
-    params = {key: torch.tensor(to_numpy(value), requires_grad=True) for key, value in net.params.items()}
-    scores = torch.relu(torch.tensor(x_host) @ params["W1"] + params["b1"]) @ params["W2"] + params["b2"]
-    torch.nn.functional.cross_entropy(scores, torch.tensor(onehot)).backward()
-    ours = net.gradient(x, asarray(xp, onehot))
     for key, value in params.items():
         assert_close(ours[key], value.grad.numpy(), xp=xp, rtol=1e-10, atol=1e-16)
 
@@ -129,9 +125,9 @@ def test_params_override_leaves_net_alone(xp):
     assert float(net.loss(x, t)) == base
 
 
-def test_predict_flattens_images_and_accuracy_is_a_float(xp):
+def test_predict_flattens_images_and_accuracy_is_a_float(xp, rng):
     net = TwoLayerNet(12, 4, 3, weight_init_std=1.0, xp=xp, dtype="float32", seed=0)
-    x = xp.asarray(RNG.standard_normal((6, 1, 3, 4)), dtype=xp.float32)
+    x = xp.asarray(rng.standard_normal((6, 1, 3, 4)), dtype=xp.float32)
     scores = net.predict(x)
     assert tuple(scores.shape) == (6, 3) and scores.dtype == xp.float32
     predicted = to_numpy(xp.argmax(scores, axis=1))
@@ -142,12 +138,12 @@ def test_predict_flattens_images_and_accuracy_is_a_float(xp):
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
-def test_float32_gradient_stays_float32(xp, activation):
+def test_float32_gradient_stays_float32(xp, activation, rng):
     """No float64 upcast anywhere in a float32 step: the loss, every gradient and every layer's output."""
     net = MultiLayerNet(12, [6, 5], 3, activation=activation, weight_init_std="he", weight_decay_lambda=0.1,
                         xp=xp, dtype="float32", seed=0)
-    x = xp.asarray(RNG.random((8, 12)), dtype=xp.float32)
-    t = xp.asarray(RNG.integers(0, 3, 8), dtype=xp.uint8)
+    x = xp.asarray(rng.random((8, 12)), dtype=xp.float32)
+    t = xp.asarray(rng.integers(0, 3, 8), dtype=xp.uint8)
     loss, grads = net.loss_and_gradient(x, t)
     assert loss.dtype == xp.float32
     assert all(grads[key].dtype == xp.float32 for key in net.params)

@@ -151,7 +151,6 @@ def corrupt_dir(tmp_path):
     [
         (["--batch-size", "0"], "--batch-size: must be a positive integer, got 0"),
         (["--lr", "-0.1"], "--lr: must be a positive number, got -0.1"),
-        (["--backend", "tensorflow"], "invalid choice: 'tensorflow'"),
         (["--hidden", "50,x"], "--hidden: must be a comma-separated list"),
         (["--iters", "10", "--epochs", "1"], "not allowed with argument"),
         (["--data-dir", "{empty}"], "no train-images-idx3-ubyte"),
@@ -209,10 +208,7 @@ def offline(monkeypatch, tmp_path):
     """No data anywhere and every mirror refusing connections (port 9 on loopback)."""
     monkeypatch.delenv("XBACKPROP_DATA", raising=False)
     monkeypatch.setenv("XBACKPROP_CACHE", str(tmp_path / "cache"))
-    from xbackprop import datasets
-
-    monkeypatch.setattr(datasets, "MIRRORS", {"mnist": ("http://127.0.0.1:9/",), "fashion-mnist": ("http://127.0.0.1:9/",)})
-    monkeypatch.setattr(datasets, "SYSTEM_DIRS", {})
+    monkeypatch.setenv("XBACKPROP_MIRRORS", "http://127.0.0.1:9/")  # MNIST has no system folder to find
 
 
 def test_explicit_mnist_offline_exits_2_with_remedies(offline, capsys):
@@ -426,17 +422,16 @@ def test_ctrl_c_ends_with_130_and_one_line(synthetic_dir, tmp_path):
 
 def test_a_failed_write_at_save_time_is_one_line(synthetic_dir, tmp_path):
     """The write fails for real (a file size limit, as a full disk would): one line, exit 2, nothing left behind."""
-    resource = pytest.importorskip("resource", reason="file size limits need the resource module (POSIX)")
-
-    def small_files_only():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead of a signal
-        resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
-
+    pytest.importorskip("resource", reason="file size limits need the resource module (POSIX)")
     target = tmp_path / "m.npz"
+    # The limit is set inside the child (SIGXFSZ ignored, so the write fails with EFBIG), then the CLI runs.
+    limited = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384)); sys.argv[0] = 'xbackprop.train'; "
+               "runpy.run_module('xbackprop.train', run_name='__main__')")
     completed = subprocess.run(
-        [sys.executable, "-B", "-m", "xbackprop.train", "--data-dir", str(synthetic_dir), "--iters", "5", "--save",
-         str(target), "--quiet"],
-        capture_output=True, text=True, timeout=120, preexec_fn=small_files_only,
+        [sys.executable, "-B", "-c", limited, "--data-dir", str(synthetic_dir), "--iters", "5", "--save", str(target),
+         "--quiet"],
+        capture_output=True, text=True, timeout=120,
     )
     assert completed.returncode == 2
     assert completed.stdout.splitlines()[-1].startswith("test acc ")  # the run's figures were printed first

@@ -5,6 +5,8 @@ Everything else in xbackprop takes its namespace from its inputs with
 (``numpy``, ``cupy``, ``torch``, ``jax``, ``dask``, ``array_api_strict``),
 falls back from CuPy to NumPy where no GPU is usable, resolves dtypes and
 devices, and moves arrays back to host NumPy for printing, plotting and saving.
+Host arrays go to a namespace with the standard's ``xp.asarray(a, device=...)``;
+seeded host random numbers come from :func:`host_rng` (the standard has none).
 """
 
 from __future__ import annotations
@@ -28,9 +30,7 @@ __all__ = [
     "require_dtype",
     "enable_float64",
     "resolve_device",
-    "device_of",
     "describe_device",
-    "from_host",
     "to_numpy",
     "host_rng",
     "synchronize",
@@ -238,15 +238,10 @@ def _parse_device(xp: ModuleType, device: str) -> Any:
     raise ValueError(f"device {device!r} is not available for backend {name!r}")
 
 
-def device_of(x: Any) -> Any:
-    """The device an array lives on (``array_api_compat.device``)."""
-    return array_api_compat.device(x)
-
-
 def describe_device(xp: ModuleType, device: Any = None) -> str:
     """A short human-readable device name for log lines, e.g. ``"cpu"`` or ``"cuda:0 (NVIDIA H100)"``."""
     if device is None:
-        device = device_of(xp.empty((0,)))
+        device = array_api_compat.device(xp.empty((0,)))
     name = backend_name(xp)
     if name == "cupy":
         import cupy
@@ -254,11 +249,6 @@ def describe_device(xp: ModuleType, device: Any = None) -> str:
         props = cupy.cuda.runtime.getDeviceProperties(device.id)
         return f"cuda:{device.id} ({props['name'].decode()})"
     return str(device)
-
-
-def from_host(host_array: np.ndarray, xp: ModuleType, *, dtype: Any = None, device: Any = None) -> Any:
-    """Copy a host NumPy array into ``xp`` on ``device`` (with ``dtype`` when given)."""
-    return xp.asarray(host_array, dtype=dtype, device=device)
 
 
 def to_numpy(x: Any) -> np.ndarray:

@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from .backend import host_rng
+
 __all__ = [
     "DATASETS",
     "DataError",
@@ -116,6 +118,9 @@ DECLARED_CLASSES = {"mnist": 10, "fashion-mnist": 10, "digits": 10}
 
 #: Environment variable that overrides the download cache folder.
 CACHE_ENV = "XBACKPROP_CACHE"
+#: Environment variable naming base URLs (separated by spaces) to download from instead of the published
+#: mirrors, e.g. a mirror inside an institution; files are still checked against the published SHA-256.
+MIRRORS_ENV = "XBACKPROP_MIRRORS"
 
 
 class DataError(ValueError):
@@ -264,23 +269,31 @@ def _find_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _search_dirs(name: str) -> list[Path]:
+    """Where dataset ``name`` is looked for when no folder is given: ``$XBACKPROP_DATA/<name>/``, then the
+    system folder (Debian's ``/usr/share/datasets/fashion-mnist``)."""
+    folders = [Path(os.environ[DATA_ENV]) / name] if os.environ.get(DATA_ENV) else []
+    if name in SYSTEM_DIRS:
+        folders.append(SYSTEM_DIRS[name])
+    return folders
+
+
+def _first_holding(folders: Sequence[Path], stems: Sequence[str]) -> Path | None:
+    """The first of ``folders`` that holds every one of ``stems`` (plain or ``.gz``)."""
+    for folder in folders:
+        if all(_find_file(folder, stem) for stem in stems):
+            return folder
+    return None
+
+
 def find_dataset_dir(name: str, data_dir: str | os.PathLike[str] | None = None, split: str = "test") -> Path | None:
     """The first folder holding ``split``'s two IDX files of dataset ``name``, or ``None``.
 
-    Order: ``data_dir`` itself; ``$XBACKPROP_DATA/<name>/``; the system folder
-    (Debian's ``/usr/share/datasets/fashion-mnist``).
+    Order: ``data_dir`` itself, then :func:`load_dataset`'s search order (``$XBACKPROP_DATA/<name>/``,
+    the system folder); the download cache is not searched.
     """
-    candidates = []
-    if data_dir is not None:
-        candidates.append(Path(data_dir))
-    if os.environ.get(DATA_ENV):
-        candidates.append(Path(os.environ[DATA_ENV]) / name)
-    if name in SYSTEM_DIRS:
-        candidates.append(SYSTEM_DIRS[name])
-    for folder in candidates:
-        if all(_find_file(folder, stem) for stem in IDX_FILES[split]):
-            return folder
-    return None
+    explicit = [] if data_dir is None else [Path(data_dir)]
+    return _first_holding(explicit + _search_dirs(name), IDX_FILES[split])
 
 
 def identify_dataset(folder: str | os.PathLike[str]) -> str | None:
@@ -347,7 +360,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _digests(path: Path) -> set[str]:
+def _digests(path: Path, max_idx_bytes: int = MAX_IDX_BYTES) -> set[str]:
     """SHA-256 of the file's bytes and, for gzip data, of its decompressed bytes (streamed, capped)."""
     whole, raw = hashlib.sha256(), hashlib.sha256()
     with open(path, "rb") as f:
@@ -359,8 +372,8 @@ def _digests(path: Path) -> set[str]:
             size = 0
             for block in iter(lambda: f.read(1 << 20), b""):
                 size += len(block)
-                if size > MAX_IDX_BYTES:
-                    raise DataError(f"{path.name}: decompresses to more than {MAX_IDX_BYTES:,} bytes")
+                if size > max_idx_bytes:
+                    raise DataError(f"{path.name}: decompresses to more than {max_idx_bytes:,} bytes")
                 raw.update(block)
         digests.add(raw.hexdigest())
     except (OSError, EOFError, zlib.error):
@@ -368,10 +381,10 @@ def _digests(path: Path) -> set[str]:
     return digests
 
 
-def _verify(path: Path, expected: dict[str, str]) -> None:
+def _verify(path: Path, expected: dict[str, str], max_idx_bytes: int = MAX_IDX_BYTES) -> None:
     """Raise DataError unless the file's compressed or decompressed bytes match a known SHA-256."""
     try:
-        digests = _digests(path)
+        digests = _digests(path, max_idx_bytes)
     except OSError as exc:
         raise DataError(f"{path.name}: cannot read ({exc})") from None
     if not digests & set(expected.values()):
@@ -449,13 +462,16 @@ def download_idx(
     *,
     timeout: float | tuple[float, float] = 30.0,
     progressbar: bool = True,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
+    max_idx_bytes: int = MAX_IDX_BYTES,
 ) -> None:
     """Download ``{stem: checksums}`` as ``stem.gz`` into ``folder``, trying each mirror in turn.
 
     Each file is fetched (with ``pooch``) into a staging folder beside ``folder``,
     verified, then atomically renamed into place; failures leave nothing behind.
     ``timeout`` bounds the connection and every read, in seconds (or a
-    ``(connect, read)`` pair). Raises
+    ``(connect, read)`` pair); a mirror that sends more than ``max_bytes``, or a file that
+    decompresses to more than ``max_idx_bytes``, is cut off. Raises
     :class:`DataUnavailableError` naming every mirror's failure when a file
     cannot be had.
     """
@@ -479,9 +495,9 @@ def download_idx(
             url = mirror.rstrip("/") + f"/{stem}.gz"
             with tempfile.TemporaryDirectory(dir=folder, prefix=".staging-") as staging:
                 try:
-                    downloader = _CappedDownloader(MAX_DOWNLOAD_BYTES, progressbar=progressbar, timeout=timeout)
+                    downloader = _CappedDownloader(max_bytes, progressbar=progressbar, timeout=timeout)
                     fetched = Path(pooch.retrieve(url, None, fname=target.name, path=staging, downloader=downloader))
-                    _verify(fetched, expected)
+                    _verify(fetched, expected, max_idx_bytes)
                 except Exception as exc:
                     failures.append(f"{urlsplit(url).netloc}: {_reason(exc)}")
                     continue
@@ -489,6 +505,12 @@ def download_idx(
                 break
         else:
             raise DataUnavailableError(f"download of {stem}.gz failed ({'; '.join(failures)})")
+
+
+def _mirrors(name: str) -> Sequence[str]:
+    """``$XBACKPROP_MIRRORS`` when set, else the dataset's published mirrors."""
+    chosen = os.environ.get(MIRRORS_ENV, "").split()
+    return chosen or MIRRORS[name]
 
 
 def _with_classes(dataset: Dataset, classes: int | None) -> Dataset:
@@ -519,7 +541,7 @@ def _load_digits() -> Dataset:
     digits = load_digits()
     images = digits.images.astype(np.uint8)  # 8x8 values in [0, 16]
     labels = digits.target.astype(np.uint8)
-    order = np.random.default_rng(0).permutation(len(labels))  # a fixed split, the same everywhere
+    order = host_rng(0).permutation(len(labels))  # a fixed split, the same everywhere
     n_test = len(labels) // 5
     test, train = order[:n_test], order[n_test:]
     return Dataset("digits", images[train], labels[train], images[test], labels[test], 16, "scikit-learn", 10)
@@ -542,8 +564,8 @@ def load_dataset(
     An explicit ``data_dir`` must hold the four IDX files. Otherwise the files are
     looked up in ``$XBACKPROP_DATA/<name>/``, the system folder, the cache
     (``cache_dir``, default :func:`default_cache_dir`), and finally downloaded
-    into the cache when ``download`` (from ``mirrors``, verified against ``checksums``;
-    both default to the dataset's published ones). Raises :class:`DataUnavailableError` when
+    into the cache when ``download`` (from ``mirrors``, default ``$XBACKPROP_MIRRORS`` or the
+    published ones, verified against ``checksums``, default the published ones). Raises :class:`DataUnavailableError` when
     the data cannot be had and :class:`DataError` for corrupt files.
     """
     if name not in DATASETS and data_dir is None:
@@ -559,25 +581,20 @@ def load_dataset(
             raise DataUnavailableError(f"{folder}: no {', '.join(missing)} (.gz) for {name}")
         return _load_idx_dataset(name, folder, str(folder), classes)
 
-    looked = []
-    if os.environ.get(DATA_ENV):
-        looked.append(Path(os.environ[DATA_ENV]) / name)
-    if name in SYSTEM_DIRS:
-        looked.append(SYSTEM_DIRS[name])
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / name
-    looked.append(cache)
+    looked = [*_search_dirs(name), cache]
     expected = checksums or CHECKSUMS[name]
     _drop_corrupt_cache_files(cache, expected)
-    for folder in looked:
-        if all(_find_file(folder, stem) for stem in _stems()):
-            return _load_idx_dataset(name, folder, str(folder), classes)
+    found = _first_holding(looked, _stems())
+    if found is not None:
+        return _load_idx_dataset(name, found, str(found), classes)
     if not download:
         raise DataUnavailableError(f"{name} not found in {', '.join(map(str, looked))}")
     try:
         download_idx(
             cache,
             {stem: expected[stem] for stem in _stems() if _find_file(cache, stem) is None},
-            MIRRORS[name] if mirrors is None else mirrors,
+            _mirrors(name) if mirrors is None else mirrors,
             timeout=timeout,
             progressbar=progressbar,
         )

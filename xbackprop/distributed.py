@@ -14,6 +14,7 @@ are staged through host NumPy arrays.
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 import sys
@@ -21,10 +22,10 @@ from typing import Any, NoReturn
 
 from array_api_compat import device
 
-from ._compat import namespace_of
-from .backend import from_host, is_cuda_namespace, is_host_namespace, synchronize, to_numpy
+from ._namespace import namespace_of
+from .backend import is_cuda_namespace, is_host_namespace, synchronize, to_numpy
 
-__all__ = ["MPIContext", "launched_by_mpi", "launcher_rank", "mpi_context", "staging_of", "DistributedSync"]
+__all__ = ["MPIContext", "launched_by_mpi", "launcher_rank", "mpi_context", "Staging", "staging_of", "DistributedSync"]
 
 #: Set to 1 to assert that the MPI library is CUDA-aware (CuPy buffers then go to MPI directly).
 CUDA_AWARE_ENV = "XBACKPROP_CUDA_AWARE_MPI"
@@ -124,13 +125,21 @@ def mpi_context() -> MPIContext:
     return MPIContext()
 
 
-def staging_of(context: MPIContext, xp: Any) -> str:
+class Staging(enum.Enum):
+    """How arrays reach MPI; the value is how the run's first line says it."""
+
+    HOST_BUFFERS = "NumPy buffers to MPI"
+    DEVICE_BUFFERS = "CUDA-aware MPI"
+    THROUGH_HOST = "staged through host memory"
+
+
+def staging_of(context: MPIContext, xp: Any) -> Staging:
     """How arrays of ``xp`` reach MPI: directly (NumPy, CUDA-aware CuPy) or through host memory."""
     if is_host_namespace(xp):
-        return "NumPy buffers to MPI"
+        return Staging.HOST_BUFFERS
     if is_cuda_namespace(xp) and context.cuda_aware():
-        return "CUDA-aware MPI"
-    return "staged through host memory"
+        return Staging.DEVICE_BUFFERS
+    return Staging.THROUGH_HOST
 
 
 class DistributedSync:
@@ -149,8 +158,6 @@ class DistributedSync:
         self.xp = namespace_of(first)
         self.dtype = first.dtype
         self.staging = staging_of(context, self.xp)
-        self.host_direct = self.staging == "NumPy buffers to MPI"
-        self.device_buffers = self.staging == "CUDA-aware MPI"
 
     def allreduce(self, grads: dict[str, Any], loss: Any, weight: float) -> tuple[dict[str, Any], Any]:
         """Global ``sum_r weight_r * grads_r`` and ``sum_r weight_r * loss_r``, on every rank."""
@@ -158,16 +165,16 @@ class DistributedSync:
         pieces = [xp.reshape(grads[key], (-1,)) for key in self.keys]
         pieces.append(xp.reshape(xp.asarray(loss, dtype=self.dtype), (1,)))
         packed = xp.concat(pieces) * weight
-        if self.host_direct or self.device_buffers:
+        if self.staging is not Staging.THROUGH_HOST:
             reduced = xp.empty_like(packed)
-            if self.device_buffers:
+            if self.staging is Staging.DEVICE_BUFFERS:
                 synchronize(xp)  # MPI reads device memory outside the stream that fills it
             self.context.comm.Allreduce(packed, reduced, op=self.context.MPI.SUM)
         else:
             host = to_numpy(packed)
             summed = host.copy()  # a fresh buffer: the arrays made from it outlive this step
             self.context.comm.Allreduce(host, summed, op=self.context.MPI.SUM)
-            reduced = from_host(summed, xp, device=device(packed))
+            reduced = xp.asarray(summed, device=device(packed))
         out, start = {}, 0
         for key, shape, size in zip(self.keys, self.shapes, self.sizes):
             out[key] = xp.reshape(reduced[start : start + size], shape)

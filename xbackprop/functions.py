@@ -17,7 +17,7 @@ from typing import Any
 
 from array_api_compat import device
 
-from ._compat import namespace_of
+from ._namespace import namespace_of
 
 __all__ = [
     "relu",
@@ -30,7 +30,6 @@ __all__ = [
     "cross_entropy_error",
     "mean_squared_error",
     "d_softmax_with_loss",
-    "cross_entropy_with_logits",
 ]
 
 #: The book's guard against ``log(0)`` in :func:`cross_entropy_error` (its printed numbers include it).
@@ -97,8 +96,8 @@ def one_hot(labels: Any, num_classes: int, *, dtype: Any, xp: Any = None) -> Any
     """One-hot rows ``(N, num_classes)`` of ``dtype`` from integer labels ``(N,)``.
 
     Built by comparing each label with ``arange(num_classes)`` (the standard has
-    no integer-array assignment; this is also twice as fast as
-    ``array_api_extra.one_hot`` on NumPy). A label outside ``[0, num_classes)``
+    no integer-array assignment, and one comparison is cheaper than
+    ``array_api_extra.one_hot``'s general path). A label outside ``[0, num_classes)``
     gives a row of zeros: range checks belong to the caller
     (see :class:`xbackprop.layers.SoftmaxWithLoss`).
     """
@@ -175,14 +174,3 @@ def d_softmax_with_loss(d: Any, y: Any, *, xp: Any = None) -> Any:
     y, d = _as_batch(y, d, xp)
     n, c = y.shape
     return (y - _one_hot_targets(d, n, c, y.dtype, xp, "d_softmax_with_loss")) / n
-
-
-def cross_entropy_with_logits(x: Any, t: Any, *, xp: Any = None) -> Any:
-    """Mean cross-entropy over the batch of ``softmax(x)`` against one-hot ``t``.
-
-    ``x``, ``t``: ``(N, C)`` of the same floating dtype. Returns a 0-D array.
-    Computed from :func:`log_softmax`, so it is exact and finite even for logits of 1e4
-    (the book's ``log(y + 1e-7)`` is neither).
-    """
-    xp = namespace_of(x, t) if xp is None else xp
-    return -xp.sum(t * log_softmax(x, xp=xp)) / x.shape[0]

@@ -16,7 +16,6 @@ from .backend import (
     BackendUnavailableError,
     backend_name,
     enable_float64,
-    from_host,
     get_namespace,
     host_rng,
 )
@@ -61,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    x = from_host(images.reshape(len(images), -1) / 255.0, xp, dtype=xp.float64)
-    t = from_host(labels, xp)
+    x = xp.asarray(images.reshape(len(images), -1) / 255.0, dtype=xp.float64)
+    t = xp.asarray(labels)
     net = TwoLayerNet(784, 50, 10, xp=xp, dtype="float64", seed=args.seed)
     print(f"gradient check of TwoLayerNet(784, 50, 10) on {backend_name(xp)}, float64, with {source}")
     result = gradient_check(net, x, t)

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import array_api_extra as xpx
-from array_api_compat import array_namespace, device
+from array_api_compat import device
+
+from ._namespace import namespace_of
 
 from .backend import host_rng, require_dtype
 
@@ -47,7 +49,7 @@ def numerical_gradient(f: Callable[[Any], Any], x: Any, h: float = 1e-4, *, batc
 
     Returns an array shaped and typed like ``x``.
     """
-    xp = array_namespace(x)
+    xp = namespace_of(x)
     if not xp.isdtype(x.dtype, "real floating"):
         raise TypeError(f"numerical_gradient needs a real floating array, got {x.dtype}: h = {h} would be rounded away")
     if not h > 0:
@@ -100,7 +102,7 @@ def stacked_central_differences(
     """
     if batch < 1:
         raise ValueError(f"batch must be a positive number of copies, got {batch}")
-    xp = array_namespace(like)
+    xp = namespace_of(like)
     differences = []
     for start in range(0, size, batch):
         moved = xp.arange(start, min(start + batch, size), device=device(like))
@@ -137,7 +139,7 @@ def max_relative_error(approx: dict[str, Any], reference: dict[str, Any]) -> flo
     ``reference`` is all zeros): how far two gradients of the same parameters are apart."""
     worst = 0.0
     for key, value in reference.items():
-        xp = array_namespace(value)
+        xp = namespace_of(value)
         difference = float(xp.max(xp.abs(approx[key] - value)))
         scale = float(xp.max(xp.abs(value)))
         worst = max(worst, difference / scale if scale > 0 else difference)
@@ -153,7 +155,7 @@ def gradient_check(net: Any, x: Any, t: Any, *, verbose: bool = True) -> Gradien
     the net's own parameters are left as they are. Prints the report when
     ``verbose``.
     """
-    xp = array_namespace(x, *net.params.values())
+    xp = namespace_of(x, *net.params.values())
     params = {key: _float64_copy(xp, value) for key, value in net.params.items()}
     x, t = _float64_copy(xp, x), _float64_copy(xp, t)
     backprop = net.gradient(x, t, params)
@@ -189,7 +191,7 @@ def directional_check(net: Any, x: Any, t: Any, *, h: float = 1e-4, seed: int | 
     """
     if not h > 0:
         raise ValueError(f"the step h must be positive, got {h}")
-    xp = array_namespace(x, *net.params.values())
+    xp = namespace_of(x, *net.params.values())
     params = {key: _float64_copy(xp, value) for key, value in net.params.items()}
     x, t = _float64_copy(xp, x), _float64_copy(xp, t)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._compat import is_integral, namespace_of
+from ._namespace import is_integral, namespace_of
 from ._tape import record_backward, record_forward
 from .functions import log_softmax, one_hot, sigmoid
 

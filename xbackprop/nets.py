@@ -21,7 +21,7 @@ from typing import Any
 
 from array_api_compat import device as device_of
 
-from ._compat import namespace_of
+from ._namespace import namespace_of
 from .backend import get_namespace, host_rng, resolve_device, resolve_dtype
 from .gradient import numerical_gradient, stacked_central_differences
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss

@@ -16,7 +16,7 @@ import math
 import sys
 from pathlib import Path
 
-from .backend import BACKENDS, BackendUnavailableError, from_host, get_namespace, to_numpy
+from .backend import BACKENDS, BackendUnavailableError, get_namespace, to_numpy
 from .datasets import read_images
 from .functions import softmax
 from .io import load_net
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if left <= 0:
             break
         shown = min(left, len(labels))
-        x = from_host(pixels[:shown], xp, dtype=xp.float32)
+        x = xp.asarray(pixels[:shown], dtype=xp.float32)
         for label, row in zip(labels, to_numpy(softmax(net.predict(x))).tolist()):
             print(f"{label}: {describe(row, min(args.top, len(row)), names)}")
         left -= shown

@@ -424,7 +424,7 @@ def plan_run(config: TrainConfig, context: MPIContext | None, print_root: Callab
 def header(config: TrainConfig, plan: RunPlan, context: MPIContext | None) -> str:
     """The run's first line: versions, backend, device, data, net, optimizer and schedule."""
     dataset, data = plan.dataset, plan.data
-    parallel = "" if context is None else f", data-parallel over {context.describe()}, {staging_of(context, plan.xp)}"
+    parallel = "" if context is None else f", data-parallel over {context.describe()}, {staging_of(context, plan.xp).value}"
     return (
         f"xbackprop {__version__}: backend {backend_name(plan.xp)}, device {describe_device(plan.xp, plan.device)}, "
         f"{config.dtype}, dataset {dataset.name} ({data.x_train.shape[0]} train / {data.x_test.shape[0]} test, "

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import device
 
+from ._namespace import namespace_of
 from .backend import compile_function, compile_steps, host_rng, to_numpy
 from .datasets import DataError, Dataset
 
@@ -138,7 +139,7 @@ def train(
     :data:`GRADIENT_METHODS`: numerical gradients cost 2P forward passes a step (small nets only).
     """
     _check_choices(train_acc_source=train_acc_source, divergence=divergence, gradient=gradient)
-    xp = array_namespace(data.x_train)
+    xp = namespace_of(data.x_train)
     n_train = data.x_train.shape[0]
     iter_per_epoch = max(n_train // batch_size, 1)
     if eval_interval is None:
@@ -301,7 +302,7 @@ def make_gradient_step(
 
 
 def _check_labels(data: DeviceData, num_outputs: int) -> None:
-    xp = array_namespace(data.t_train)
+    xp = namespace_of(data.t_train)
     for t in (data.t_train, data.t_test):
         if t.shape[0] and (int(xp.min(t)) < 0 or int(xp.max(t)) >= num_outputs):
             raise DataError(f"labels must lie in [0, {num_outputs}) for a net with {num_outputs} outputs")
@@ -350,7 +351,7 @@ def _accuracies(net: Any, pairs: list[tuple[Any, Any]], eval_batch_size: int, sy
 
     With ``sync``, each rank scores its shard of every pair and the counts are summed.
     """
-    xp = array_namespace(pairs[0][0])
+    xp = namespace_of(pairs[0][0])
     counts = []
     for x, t in pairs:
         if sync is not None:
@@ -373,7 +374,7 @@ def _evaluate(
     if train_rows is None:
         x_train, t_train = data.x_train, data.t_train
     else:
-        xp = array_namespace(data.x_train)
+        xp = namespace_of(data.x_train)
         x_train, t_train = xp.take(data.x_train, train_rows, axis=0), xp.take(data.t_train, train_rows, axis=0)
     with np.errstate(invalid="ignore", over="ignore"):
         mean_loss = float(np.mean(recent)) if recent else float("nan")
