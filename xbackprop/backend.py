@@ -23,6 +23,7 @@ import numpy as np
 
 __all__ = [
     "BACKENDS",
+    "FLOAT_DTYPES",
     "BackendUnavailableError",
     "get_namespace",
     "backend_name",
@@ -42,6 +43,9 @@ __all__ = [
 
 #: Backend names accepted by :func:`get_namespace` and the ``XP`` variable.
 BACKENDS = ("numpy", "cupy", "torch", "jax", "dask", "array_api_strict")
+
+#: Floating dtypes parameters and data may take, by name.
+FLOAT_DTYPES = ("float32", "float64")
 
 #: Environment variable that names the backend when none is passed.
 BACKEND_ENV = "XP"
@@ -191,7 +195,7 @@ def resolve_dtype(xp: ModuleType, dtype: Any = None, device: Any = None) -> Any:
     if dtype is None:
         return xp.__array_namespace_info__().default_dtypes(device=device)["real floating"]
     if isinstance(dtype, str):
-        if dtype not in ("float32", "float64"):
+        if dtype not in FLOAT_DTYPES:
             raise ValueError(f"unsupported dtype {dtype!r}; use 'float32' or 'float64'")
         return require_dtype(xp, getattr(xp, dtype))
     if dtype not in (xp.float32, xp.float64):

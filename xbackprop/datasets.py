@@ -228,6 +228,10 @@ def _count_rest(f: Any, limit: int) -> int:
     return count
 
 
+#: How :func:`read_images` treats a photo's polarity: invert when its border is light, always, or never.
+INVERT_CHOICES = ("auto", "yes", "no")
+
+
 def read_images(path: str | os.PathLike[str], side: int, *, invert: str = "auto") -> tuple[list[str], np.ndarray]:
     """Images to classify: a label per image and float64 rows ``(n, side * side)`` in ``[0, 1]``.
 
@@ -236,6 +240,8 @@ def read_images(path: str | os.PathLike[str], side: int, *, invert: str = "auto"
     light strokes on black, so it is inverted when ``invert="yes"``, or ``"auto"`` and
     its border is light. Raises :class:`DataError` naming the file.
     """
+    if invert not in INVERT_CHOICES:
+        raise ValueError(f"invert must be one of {INVERT_CHOICES}, got {invert!r}")
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")

@@ -20,13 +20,11 @@ from .backend import (
     host_rng,
 )
 from .datasets import find_dataset_dir, load_split
-from .gradient import gradient_check
+from .gradient import CENTRAL_DIFFERENCE_STEP, gradient_check
 from .nets import TwoLayerNet
 
 #: The book's criterion: every parameter's mean |backprop - numerical| at most this.
 TOLERANCE = 1e-6
-#: The step of the central differences (``numerical_gradient``'s default).
-STEP = 1e-4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         # Where a hidden unit's input lies within h of 0, the central difference straddles ReLU's kink.
         pre_activation = net.layers["Affine1"].forward(x)
         nearest = float(xp.min(xp.abs(pre_activation)))
-        if nearest < STEP:
+        if nearest < CENTRAL_DIFFERENCE_STEP:
             print(f"(the relative error comes from a hidden pre-activation {nearest:.1e} from ReLU's kink, closer "
-                  f"than the step h = {STEP:g}: there the central difference is not a derivative)")
+                  f"than the step h = {CENTRAL_DIFFERENCE_STEP:g}: there the central difference is not a derivative)")
     passed = worst <= TOLERANCE
     print(f"{'PASS' if passed else 'FAIL'}: the largest mean |backprop - numerical| is {worst:.1e} ({worst_key}), "
           f"{'at most' if passed else 'above'} the tolerance {TOLERANCE:g}")

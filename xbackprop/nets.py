@@ -23,7 +23,7 @@ from array_api_compat import device as device_of
 
 from ._namespace import namespace_of
 from .backend import get_namespace, host_rng, resolve_device, resolve_dtype
-from .gradient import numerical_gradient, stacked_central_differences
+from .gradient import CENTRAL_DIFFERENCE_STEP, numerical_gradient, stacked_central_differences
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
 __all__ = ["LayerNet", "MultiLayerNet", "TwoLayerNet", "ACTIVATIONS", "NAMED_INITS", "parameter_count"]
@@ -155,7 +155,7 @@ class LayerNet:
         self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, batch: int | str | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
     ) -> dict[str, Any]:
-        """Gradients of :meth:`loss` by central differences, ``h = 1e-4``: 2 losses per parameter element.
+        """Gradients of :meth:`loss` by central differences (the book's ``h = 1e-4``): 2 losses per parameter element.
 
         ``batch=None`` is the book's method: one perturbed element, one whole forward
         pass. ``batch=K`` evaluates K perturbed copies per forward pass: the layers
@@ -175,7 +175,8 @@ class LayerNet:
                 value = params[key]
                 k = self.stack_size(slot, x.shape[0], memory_budget) if batch == "auto" else int(batch)
                 moved_losses = self._moved_losses(x, t, params, slot, perturb_weight=key == w_key)
-                flat = stacked_central_differences(moved_losses, math.prod(value.shape), 1e-4, k, like=value)
+                size, step = math.prod(value.shape), CENTRAL_DIFFERENCE_STEP
+                flat = stacked_central_differences(moved_losses, size, step, k, like=value)
                 grads[key] = namespace_of(value).reshape(flat, value.shape)
         return {key: grads[key] for key in params}
 

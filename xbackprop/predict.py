@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from .backend import BACKENDS, BackendUnavailableError, get_namespace, to_numpy
-from .datasets import read_images
+from .datasets import INVERT_CHOICES, read_images
 from .functions import softmax
 from .io import load_net
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", metavar="FILE", help="PNG or JPEG images, or IDX image files")
     parser.add_argument("--load", required=True, metavar="PATH", help="the saved network (.npz)")
     parser.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
-    parser.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+    parser.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
                         help="turn dark strokes on light into light on dark (default: when the border is light)")
     parser.add_argument("--limit", type=int, default=20, help="images printed at most (default 20; 0: all)")
     parser.add_argument("--backend", choices=BACKENDS, help="array backend (default: $XP or numpy)")

@@ -24,6 +24,7 @@ from typing import Any
 from . import __version__
 from .backend import (
     BACKENDS,
+    FLOAT_DTYPES,
     BackendUnavailableError,
     backend_name,
     describe_device,
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--activation", choices=tuple(ACTIVATIONS), help="hidden activation (default relu, or --load's)")
     add("--weight-init-std", type=_weight_init, default=0.01, help="a number, he or xavier (default 0.01)")
     add("--optimizer", choices=tuple(OPTIMIZERS), default="sgd")
-    add("--dtype", choices=("float32", "float64"),
+    add("--dtype", choices=FLOAT_DTYPES,
         help="float32 by default; float64 with a numerical --gradient (central differences need it)")
     add("--seed", type=_non_negative_int, default=0, help="seed of weights and minibatch draws (default 0)")
     add("--json", metavar="PATH", help="write the run's figures and history as JSON")
