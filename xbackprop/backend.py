@@ -327,7 +327,7 @@ def compile_steps(step: Any, xp: ModuleType) -> Any:
         return None
     import jax
 
-    def run(params: Any, state: Any, x_all: Any, t_all: Any, indices: Any) -> Any:
+    def run_block(params: Any, state: Any, x_all: Any, t_all: Any, indices: Any) -> Any:
         def body(carry: Any, index: Any) -> Any:
             params, state, loss = step(*carry, x_all, t_all, index)
             return (params, state), loss
@@ -336,4 +336,4 @@ def compile_steps(step: Any, xp: ModuleType) -> Any:
         return params, state, losses
 
     on_cpu = all(d.platform == "cpu" for d in jax.devices())
-    return jax.jit(run, donate_argnums=() if on_cpu else (0, 1))  # the CPU backend cannot donate
+    return jax.jit(run_block, donate_argnums=() if on_cpu else (0, 1))  # the CPU backend cannot donate

@@ -71,7 +71,7 @@ def measure(backend: str, size: str, batch: int, *, numerical_budget_s: float = 
     return row
 
 
-def _ms(seconds: float | None) -> str:
+def _milliseconds(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds * 1e3:,.3f}" if seconds < 1 else f"{seconds * 1e3:,.0f}"
 
 
@@ -86,9 +86,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         floor = "—" if r["numerical_floor_ratio"] is None else f"{r['numerical_floor_ratio']:.2f}"
         speedup = "—" if r.get("loop_over_batched") is None else f"{r['loop_over_batched']:,.1f}×"
         lines.append(
-            f"| {r['backend']} | {r['sizes']} | {r['P']:,} | {r['batch']} | {_ms(r['backprop_s'])} | "
-            f"{_ms(r['forward_s'])} | {_ms(r['numerical_s'])} | {measured} | {r['predicted_ratio']:,.0f}× | "
-            f"{_ms(r['batched_s'])} | {r['batched_ratio']:,.0f}× | {speedup} | {floor} |"
+            f"| {r['backend']} | {r['sizes']} | {r['P']:,} | {r['batch']} | {_milliseconds(r['backprop_s'])} | "
+            f"{_milliseconds(r['forward_s'])} | {_milliseconds(r['numerical_s'])} | {measured} | {r['predicted_ratio']:,.0f}× | "
+            f"{_milliseconds(r['batched_s'])} | {r['batched_ratio']:,.0f}× | {speedup} | {floor} |"
         )
     return "\n".join(lines)
 
@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                 for batch in args.batch or list(BATCHES):
                     row = measure(backend, size, batch)
                     rows.append(row)
-                    print(f"  {backend} {size} batch {batch}: backprop {_ms(row['backprop_s'])} ms, "
-                          f"numerical {_ms(row['numerical_s'])} ms", file=sys.stderr, flush=True)
+                    print(f"  {backend} {size} batch {batch}: backprop {_milliseconds(row['backprop_s'])} ms, "
+                          f"numerical {_milliseconds(row['numerical_s'])} ms", file=sys.stderr, flush=True)
     except (BackendUnavailableError, ValueError) as exc:
         print(f"python -m xbackprop.bench: error: {exc}", file=sys.stderr)
         return 2

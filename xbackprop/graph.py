@@ -214,16 +214,16 @@ def _layout(graph: ComputationalGraph) -> _Layout:
     chain = any(node.label not in _SYMBOLS.values() for node in graph.nodes)
     depth: dict[int, int] = {}
 
-    def measure(node: Node, d: int) -> None:
+    def assign_depth(node: Node, d: int) -> None:
         if depth.get(id(node), -1) >= d:
             return
         depth[id(node)] = d
         for edge in node.inputs:
             if edge.source is not None:
-                measure(edge.source, d + 1)
+                assign_depth(edge.source, d + 1)
 
     for output in graph.outputs:
-        measure(output, 0)
+        assign_depth(output, 0)
     widths = [0.0] * (max(depth.values()) + 2)
     for node in graph.nodes:
         widths[depth[id(node)]] = max(widths[depth[id(node)]], _half_width(node))
