@@ -140,24 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--iters", type=_non_negative_int, help="minibatch steps (default 10000)")
     length.add_argument("--epochs", type=_positive_float, help="passes over the training set instead of --iters")
-    add("--batch-size", type=_positive_int, default=100, help="minibatch size (default 100)")
+    add("--batch-size", type=_positive_int, help="minibatch size (default %(default)s)")
     add("--eval-interval", type=_positive_int, metavar="N",
         help="evaluate accuracies every N iterations (default: every epoch, or about 20 times a run at most)")
-    add("--train-acc", choices=TRAIN_ACCURACY_SOURCES, default="full",
-        help="training accuracy over the full training set or the current minibatch (default full)")
-    add("--divergence", choices=DIVERGENCE_POLICIES, default="stop",
-        help="on a loss that is not finite or exceeds 10x the first: stop, or continue and mark it (default stop)")
+    add("--train-acc", choices=TRAIN_ACCURACY_SOURCES,
+        help="training accuracy over the full training set or the current minibatch (default %(default)s)")
+    add("--divergence", choices=DIVERGENCE_POLICIES,
+        help="on a loss that is not finite or exceeds 10x the first: stop, or continue and mark it (default %(default)s)")
     add("--course-exercise", action="store_true",
         help="the course exercise: " + ", ".join(f"--{k.replace('_', '-')} {_flag_text(v)}"
                                                   for k, v in COURSE_EXERCISE.items()) + " (each can be overridden)")
     add("--lr", type=_positive_float, help=f"learning rate (default {BOOK_SGD_LR} for sgd, the book's for others)")
     add("--hidden", type=_hidden_sizes, help="hidden widths, comma-separated (default 50, or --load's)")
     add("--activation", choices=tuple(ACTIVATIONS), help="hidden activation (default relu, or --load's)")
-    add("--weight-init-std", type=_weight_init, default=0.01, help="a number, he or xavier (default 0.01)")
-    add("--optimizer", choices=tuple(OPTIMIZERS), default="sgd")
+    add("--weight-init-std", type=_weight_init, help="a number, he or xavier (default %(default)s)")
+    add("--optimizer", choices=tuple(OPTIMIZERS))
     add("--dtype", choices=FLOAT_DTYPES,
         help="float32 by default; float64 with a numerical --gradient (central differences need it)")
-    add("--seed", type=_non_negative_int, default=0, help="seed of weights and minibatch draws (default 0)")
+    add("--seed", type=_non_negative_int, help="seed of weights and minibatch draws (default %(default)s)")
     add("--json", metavar="PATH", help="write the run's figures and history as JSON")
     add("--plot", metavar="PATH",
         help="write accuracy and loss curves, one column per run, as PNG, SVG or PDF (needs matplotlib)")
@@ -166,12 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from saved parameters (.npz); with --iters 0, evaluate a saved model")
     add("--lr-sweep", type=_learning_rates, metavar="LRS", help="train once per learning rate, e.g. 0.01,0.1,1,10")
     add("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    add("--gradient", choices=GRADIENT_METHODS, default="backprop",
+    add("--gradient", choices=GRADIENT_METHODS,
         help="backprop, or central differences: the book's loop or batched (2P forward passes a step: small nets)")
     add("--no-compile", dest="compile", action="store_false",
         help="run every step eagerly, op by op (for debugging; JAX otherwise compiles blocks of steps)")
     add("--distributed", action="store_true",
         help="data-parallel over MPI ranks (automatic when mpiexec starts several); needs xbackprop[distributed]")
+    # Each default has one definition, TrainConfig's; the dtype's depends on --gradient (see parse_args).
+    parser.set_defaults(**{field.name: field.default for field in fields(TrainConfig) if field.name != "dtype"})
     return parser
 
 
