@@ -3,7 +3,7 @@
     python -m benchmarks.train_step_ratios [--rounds 200] [--steps 10] [--threads 1|default] [--json PATH]
 
 pytest-benchmark times one implementation after the other, so a neighbour's burst on a shared machine lands
-on whichever runs at that moment (here ratios moved by ±30% between runs). This script times 10 steps of
+on whichever runs at that moment, and the ratios move from run to run. This script times 10 steps of
 every implementation back to back in each round (in a new random order each round), and reports each ratio
 as the median over rounds of that round's ratio, so noise common to a round cancels.
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from xbackprop.bench import main, markdown_table
 
 REPO = Path(__file__).resolve().parents[1]  # benchmarks/ runs as a package from here

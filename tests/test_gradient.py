@@ -10,6 +10,7 @@ from xbackprop import MultiLayerNet, TwoLayerNet, directional_check, gradient_ch
 from xbackprop.backend import to_numpy
 from xbackprop.datasets import find_dataset_dir, load_split
 from xbackprop.gradcheck import main as gradcheck_main
+from xbackprop.gradient import max_relative_error
 
 
 def test_numerical_gradient_of_a_quadratic(xp):
@@ -183,3 +184,10 @@ def test_the_memory_budget_bounds_the_stack(xp):
     assert net.stack_size(0, 4, memory_budget=1) == 1  # never less than one copy
     tiny = net.numerical_gradient(x, t, batch="auto", memory_budget=1)
     assert max_rel(tiny["W1"], net.numerical_gradient(x, t)["W1"]) <= 1e-10
+
+
+def test_max_relative_error_is_the_worst_parameter(xp):
+    reference = {"W": asarray(xp, [[1.0, -4.0]]), "b": asarray(xp, [0.0, 0.0])}
+    approx = {"W": asarray(xp, [[1.0, -3.0]]), "b": asarray(xp, [0.0, 0.5])}
+    assert max_relative_error(approx, reference) == 0.5  # b is all zeros: its absolute difference counts
+    assert max_relative_error(reference, reference) == 0.0

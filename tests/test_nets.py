@@ -10,6 +10,7 @@ from conftest import asarray, assert_close
 
 from xbackprop import Affine, LayerNet, MultiLayerNet, Relu, SoftmaxWithLoss, TwoLayerNet
 from xbackprop.backend import to_numpy
+from xbackprop.nets import parameter_count
 
 
 def small_batch(xp, n=4, d=5, c=3, seed=0):
@@ -248,3 +249,9 @@ def test_loss_and_gradient_is_one_pure_call(xp):
     for key, value in net.gradient(x, t).items():
         assert_close(grads[key], to_numpy(value), xp=xp, rtol=1e-14)
     assert not hasattr(net, "last_loss")  # nothing handed back through the net
+
+
+def test_parameter_count_matches_the_nets():
+    assert parameter_count([784, 50, 10]) == 39_760
+    net = MultiLayerNet(6, [5, 4], 3, xp="numpy", seed=0)
+    assert parameter_count(net.sizes) == sum(int(np.prod(value.shape)) for value in net.params.values())

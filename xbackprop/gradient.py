@@ -19,7 +19,6 @@ import array_api_extra as xpx
 from array_api_compat import device
 
 from ._namespace import namespace_of
-
 from .backend import host_rng, require_dtype
 
 __all__ = [
