@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | ---: | ---: | --- |")
     for row in rows:
         goal, ratio = row["goal"], row["ratio"]
-        verdict = "" if goal is None else f"≤ {goal}: " + ("met" if ratio <= goal else f"missed by {ratio / goal - 1:.0%}")
+        verdict = "" if goal is None else f"≤ {goal}: " + (
+            "met" if ratio <= goal else f"missed by {ratio / goal - 1:.0%}")
         print(f"| {row['implementation']} | {row['median_ms']:.3f} | {row['ratio']:.2f} | {verdict} |")
     if args.json:
         record = {"threads": args.threads, "blas": blas_info(), "rounds": args.rounds, "steps_per_round": args.steps,

@@ -571,8 +571,8 @@ def load_dataset(
     looked up in ``$XBACKPROP_DATA/<name>/``, the system folder, the cache
     (``cache_dir``, default :func:`default_cache_dir`), and finally downloaded
     into the cache when ``download`` (from ``mirrors``, default ``$XBACKPROP_MIRRORS`` or the
-    published ones, verified against ``checksums``, default the published ones). Raises :class:`DataUnavailableError` when
-    the data cannot be had and :class:`DataError` for corrupt files.
+    published ones, verified against ``checksums``, default the published ones). Raises
+    :class:`DataUnavailableError` when the data cannot be had and :class:`DataError` for corrupt files.
     """
     if name not in DATASETS and data_dir is None:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
