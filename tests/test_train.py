@@ -409,7 +409,11 @@ def test_ctrl_c_ends_with_130_and_one_line(synthetic_dir, tmp_path):
     saved = tmp_path / "model.npz"
     assert main(["--data-dir", str(synthetic_dir), "--iters", "1", "--save", str(saved), "--quiet"]) == 0
     before = saved.read_bytes()
-    child = subprocess.Popen([sys.executable, "-m", "xbackprop.train", "--data-dir", str(synthetic_dir), "--iters",
+    # Ctrl-C as a terminal delivers it, even when this test run was started in the background (its children then
+    # inherit SIGINT ignored, and Python leaves an ignored SIGINT ignored).
+    foreground = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                  "sys.argv[0] = 'xbackprop.train'; runpy.run_module('xbackprop.train', run_name='__main__')")
+    child = subprocess.Popen([sys.executable, "-c", foreground, "--data-dir", str(synthetic_dir), "--iters",
                               "100000000", "--save", str(saved)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     assert child.stdout.readline().startswith("xbackprop ")  # training has begun
