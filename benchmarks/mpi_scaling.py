@@ -46,7 +46,7 @@ def worker(batch: int, steps: int) -> dict:
     def step():
         train_step(x_all, t_all, rng.integers(0, 60_000, (1, batch)))
 
-    loss, grads = net.loss_and_gradient(x_all[:batch], t_all[:batch])
+    loss, grads, _ = net.loss_and_gradient(x_all[:batch], t_all[:batch])
 
     def allreduce_only():
         sync.allreduce(grads, loss, train_step.weight)

@@ -46,7 +46,7 @@ def make_xbackprop(
 
     def step() -> None:
         index = xp.asarray(rng.integers(0, n, batch), device=device)
-        grads, _ = gradient_step(net.params, x_all, t_all, index)
+        grads, _, _ = gradient_step(net.params, net.buffers, x_all, t_all, index)
         optimizer.update(net.params, grads)
         synchronize(xp)
 
@@ -68,7 +68,7 @@ def make_xbackprop_blocks(
     if run is None:
         return None
     x_all, t_all = xp.asarray(x_host, device=device), xp.asarray(t_host, device=device)
-    carry = {"params": dict(net.params), "state": optimizer.init(net.params)}
+    carry = {"params": dict(net.params), "state": (optimizer.init(net.params), {})}
     rng = np.random.default_rng(1)
     n = x_host.shape[0]
 

@@ -145,7 +145,7 @@ def test_float32_gradient_stays_float32(xp, activation, rng):
                         xp=xp, dtype="float32", seed=0)
     x = xp.asarray(rng.random((8, 12)), dtype=xp.float32)
     t = xp.asarray(rng.integers(0, 3, 8), dtype=xp.uint8)
-    loss, grads = net.loss_and_gradient(x, t)
+    loss, grads, _ = net.loss_and_gradient(x, t)
     assert loss.dtype == xp.float32
     assert all(grads[key].dtype == xp.float32 for key in net.params)
     out = x
@@ -203,16 +203,17 @@ def test_layer_net_keeps_the_books_names_and_params(xp):
     assert list(net.gradient(x, t)) == ["first_W", "first_b", "W2", "b2"]
     with pytest.raises(ValueError, match="not one of the arrays in params"):
         LayerNet(layers, params={"W2": params["W2"], "b2": params["b2"]})
-    with pytest.raises(ValueError, match="no Affine"):
+    with pytest.raises(ValueError, match="no layer declares parameters"):
         LayerNet([Relu()])
 
 
 def test_the_books_gradient_check_gets_the_books_numbers():
-    """gradient_check.py as the book writes it: float32 images, default net, one-hot float labels."""
+    """gradient_check.py as the book writes it: float32 images, default net, one-hot float labels (seeded: with
+    weights of 0.01 some draws put a hidden pre-activation within h of ReLU's kink, see gradient_check)."""
     rng = np.random.default_rng(7)
     x_batch = rng.random((3, 784), dtype=np.float32)
     t_batch = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 3)]
-    network = TwoLayerNet(input_size=784, hidden_size=50, output_size=10, xp="numpy")
+    network = TwoLayerNet(input_size=784, hidden_size=50, output_size=10, xp="numpy", seed=0)
     grad_numerical = network.numerical_gradient(x_batch, t_batch)
     grad_backprop = network.gradient(x_batch, t_batch)
     for key in grad_numerical.keys():
@@ -244,7 +245,8 @@ def test_the_books_training_loop_runs_unchanged(synthetic_dir, tmp_path, monkeyp
 def test_loss_and_gradient_is_one_pure_call(xp):
     net = MultiLayerNet(5, [4], 3, weight_init_std=0.7, weight_decay_lambda=0.1, xp=xp, dtype="float64", seed=2)
     _, _, x, t = small_batch(xp)
-    loss, grads = net.loss_and_gradient(x, t)
+    loss, grads, buffers = net.loss_and_gradient(x, t)
+    assert buffers == {}
     assert float(loss) == pytest.approx(float(net.loss(x, t)), rel=1e-14)
     for key, value in net.gradient(x, t).items():
         assert_close(grads[key], to_numpy(value), xp=xp, rtol=1e-14)

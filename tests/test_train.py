@@ -252,7 +252,8 @@ def test_the_trainers_gradient_step_equals_backprop(xp):
     t_all = xp.asarray(rng.integers(0, 3, 50).astype(np.uint8))
     index = xp.asarray(rng.integers(0, 50, 8))
     net = MultiLayerNet(12, [6], 3, weight_init_std=0.5, xp=xp, dtype="float64", seed=0)
-    grads, loss = make_gradient_step(net, xp)(net.params, x_all, t_all, index)
+    grads, loss, buffers = make_gradient_step(net, xp)(net.params, net.buffers, x_all, t_all, index)
+    assert buffers == {}
     x, t = xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0)
     expected = net.gradient(x, t)
     assert float(loss) == pytest.approx(float(net.loss(x, t)), rel=1e-12)

@@ -16,7 +16,8 @@ from .functions import (
     softmax,
 )
 from .gradient import directional_check, gradient_check, numerical_gradient
-from .layers import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from .layercheck import check_layer
+from .layers import AddLayer, Affine, BatchNormalization, Dropout, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from .nets import LayerNet, MultiLayerNet, TwoLayerNet
 
 __version__ = "0.1.0"
@@ -41,6 +42,9 @@ __all__ = [
     "Sigmoid",
     "Affine",
     "SoftmaxWithLoss",
+    "Dropout",
+    "BatchNormalization",
+    "check_layer",
     "LayerNet",
     "MultiLayerNet",
     "TwoLayerNet",

@@ -13,6 +13,7 @@ losses take the book's argument order, prediction first (``(y, t)``); the course
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from array_api_compat import device
@@ -27,9 +28,12 @@ __all__ = [
     "softmax",
     "log_softmax",
     "one_hot",
+    "random_bits",
     "cross_entropy_error",
     "mean_squared_error",
     "d_softmax_with_loss",
+    "sigmoid_grad",
+    "relu_grad",
 ]
 
 #: The book's guard against ``log(0)`` in :func:`cross_entropy_error` (its printed numbers include it).
@@ -105,6 +109,48 @@ def one_hot(labels: Any, num_classes: int, *, dtype: Any, xp: Any = None) -> Any
     # Classes in the labels' own dtype spare casting every label (any integer dtype holds 0..127).
     classes = xp.arange(num_classes, dtype=labels.dtype if num_classes <= 128 else None, device=device(labels))
     return xp.astype(labels[:, None] == classes, dtype)
+
+
+#: The book's names (``common/functions.py``) for the same derivatives, so its chapter 4 code runs unchanged.
+sigmoid_grad = d_sigmoid
+relu_grad = d_relu
+
+
+def _to_int32(value: int) -> int:
+    """The int32 whose bits are ``value``'s lowest 32 (a Python int, as a wrapped product would be)."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _mix32(h: Any, xp: Any) -> Any:
+    """A bijective avalanche mix of 32-bit integers (the "lowbias32" hash), on int32 arrays.
+
+    Products wrap modulo 2**32 on every backend; shifts of int32 are arithmetic, so each
+    is masked to the logical shift an unsigned hash means.
+    """
+    h = h ^ ((h >> 16) & 0xFFFF)
+    h = h * 0x7FEB352D
+    h = h ^ ((h >> 15) & 0x1FFFF)
+    h = h * _to_int32(0x846CA68B)
+    return h ^ ((h >> 16) & 0xFFFF)
+
+
+def random_bits(shape: tuple[int, ...], seed: int, counter: Any, *, like: Any) -> Any:
+    """Pseudo-random integers uniform on ``[0, 2**31)``, int32 of ``shape``, on ``like``'s device.
+
+    Counter-based, with the standard's integer operations only: element ``i`` is a
+    hash of ``seed``, the ``(1,)`` int32 array ``counter`` and ``i`` itself, so the
+    same arguments give the same bits on every backend and inside ``jax.jit``, and a
+    new ``counter`` gives a new, independent draw. What dropout masks are made of.
+    """
+    xp = namespace_of(like)
+    size = math.prod(shape)
+    if size >= 2**31:
+        raise ValueError(f"random_bits: {size} elements do not fit the int32 counter")
+    index = xp.arange(size, dtype=xp.int32, device=device(like))
+    stream = _mix32(index ^ _to_int32(seed * 0x9E3779B1 + 0x632BE5AB), xp)
+    bits = _mix32(stream + counter * _to_int32(0x85EBCA77), xp)
+    return xp.reshape(bits & 0x7FFFFFFF, shape)
 
 
 def _as_batch(y: Any, t: Any, xp: Any) -> tuple[Any, Any]:

@@ -1,8 +1,9 @@
 """Numerical differentiation and gradient checks.
 
-``numerical_gradient`` is the book's element-by-element central difference, made
-functional: ``f`` receives the perturbed array (so it works on immutable JAX
-arrays) and the caller's array is never touched. ``gradient_check`` prints the
+````numerical_gradient`` is the book's element-by-element central difference: a
+writable array is perturbed in place and restored exactly, as the book does, and
+``f`` also receives the perturbed array (copies where arrays are immutable, as on
+JAX). ``gradient_check`` prints the
 book's report; ``directional_check`` is the two-evaluation check (as in Chainer)
 that scales to large networks.
 """
@@ -11,22 +12,24 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import array_api_extra as xpx
-from array_api_compat import device
+from array_api_compat import device, is_writeable_array
 
 from ._namespace import namespace_of
 from .backend import host_rng, require_dtype
+from .gradient_stacked import stacked_differences
 
 __all__ = [
     "CENTRAL_DIFFERENCE_STEP",
     "numerical_gradient",
-    "stacked_central_differences",
     "gradient_check",
     "GradientCheckResult",
+    "Disagreement",
     "max_relative_error",
     "directional_check",
     "DirectionalCheckResult",
@@ -41,18 +44,23 @@ CENTRAL_DIFFERENCE_STEP = 1e-4
 def numerical_gradient(
     f: Callable[[Any], Any], x: Any, h: float = CENTRAL_DIFFERENCE_STEP, *, batch: int | None = None
 ) -> Any:
-    """Gradient of the scalar function ``f`` at ``x`` by central differences.
+    """Gradient of the scalar function ``f`` at ``x`` by central differences, as the book computes it.
 
-    For each element ``x[i]``, ``(f(x + h e_i) - f(x - h e_i)) / (2 h)``.
+    For each element ``x[i]``, ``(f(x + h e_i) - f(x - h e_i)) / (2 h)``; ``f`` returns a
+    0-D array or a number.
 
-    ``batch=None`` is the book's loop: ``2 * x.size`` calls of ``f``, each with one
-    perturbed copy of ``x``; ``f`` returns a 0-D array or a number. ``x`` itself is not
-    modified (a private copy is perturbed, in place where the backend allows it).
+    ``batch=None`` is the book's loop, ``2 * x.size`` calls of ``f``. Where ``x`` is
+    writable (NumPy, CuPy, PyTorch, array-api-strict) each element is moved in place
+    and ``f`` receives ``x`` itself, so the book's ``lambda W: net.loss(x, t)``, which
+    ignores its argument and reads the parameter through the net, works; every element
+    is written back exactly, also when ``f`` raises. Where ``x`` is immutable (JAX) ``f``
+    receives a perturbed copy, and must compute from it: a function whose value never
+    moves gets a ``RuntimeWarning`` that says so.
 
     ``batch=K`` perturbs K elements per call: ``f`` receives a stack ``(K, *x.shape)``
     of copies, copy ``k`` with its own element moved by ``h``, and returns their K
-    values ``(K,)`` — ``2 * ceil(x.size / K)`` calls. The stack is built by comparing
-    element positions (the standard has no scatter), so memory grows as ``K * x.size``.
+    values ``(K,)`` — ``2 * ceil(x.size / K)`` calls (see
+    :func:`xbackprop.gradient_stacked.stacked_differences`).
 
     Returns an array shaped and typed like ``x``.
     """
@@ -62,16 +70,34 @@ def numerical_gradient(
     if not h > 0:
         raise ValueError(f"the step h must be positive, got {h}")
     if batch is not None:
-        return _stacked_differences(f, x, h, int(batch), xp)
-    work = xp.asarray(x, copy=True)
+        return stacked_differences(f, x, h, int(batch))
+    in_place = is_writeable_array(x)
+    gradient = central_differences(f, x, h)
+    if not in_place and math.prod(x.shape) and not bool(xp.any(gradient != 0)):
+        warnings.warn(
+            "numerical_gradient: f's value did not move when any element of x was moved by h; x is immutable, "
+            "so f receives perturbed copies and must compute from its argument (lambda W: net.loss(x, t, "
+            "{**net.params, 'W1': W}), not lambda W: net.loss(x, t))", RuntimeWarning, stacklevel=2,
+        )
+    return gradient
+
+
+def central_differences(f: Callable[[Any], Any], x: Any, h: float = CENTRAL_DIFFERENCE_STEP) -> Any:
+    """The loop of :func:`numerical_gradient` without its checks and warning: for callers whose ``f``
+    is known to compute from its argument (a net's own numerical gradient), where a gradient of zeros
+    is a true answer."""
+    xp = namespace_of(x)
+    work = x if is_writeable_array(x) else xp.asarray(x, copy=True)
     differences = []
     for index in itertools.product(*(range(n) for n in x.shape)):
-        original = x[index]
-        work = xpx.at(work, index).set(original + h, copy=None, xp=xp)
-        f_plus = f(work)
-        work = xpx.at(work, index).set(original - h, copy=None, xp=xp)
-        f_minus = f(work)
-        work = xpx.at(work, index).set(original, copy=None, xp=xp)
+        original = xp.asarray(work[index], copy=True)  # a copy: a torch element is a view
+        try:
+            work = xpx.at(work, index).set(original + h, copy=None, xp=xp)
+            f_plus = f(work)
+            work = xpx.at(work, index).set(original - h, copy=None, xp=xp)
+            f_minus = f(work)
+        finally:
+            work = xpx.at(work, index).set(original, copy=None, xp=xp)
         differences.append(f_plus - f_minus)
     if differences and not hasattr(differences[0], "shape"):  # f returned Python numbers
         stacked = xp.asarray(differences, dtype=x.dtype, device=device(x))
@@ -80,42 +106,43 @@ def numerical_gradient(
     return xp.astype(xp.reshape(stacked, x.shape), x.dtype) / (2 * h)
 
 
-def _stacked_differences(f: Callable[[Any], Any], x: Any, h: float, batch: int, xp: Any) -> Any:
-    """``numerical_gradient`` with ``batch`` perturbed copies of ``x`` per call of ``f``."""
-    size = math.prod(x.shape)
-    flat = xp.reshape(x, (1, size))
-    positions = xp.arange(size, device=device(x))
-
-    def values(moved: Any, step: float) -> Any:
-        """f at the copies of x whose element ``moved[k]`` is moved by ``step``."""
-        shift = step * xp.astype(positions[None, :] == moved[:, None], x.dtype)  # the standard has no scatter
-        copies = f(xp.reshape(flat + shift, (moved.shape[0], *x.shape)))
-        if tuple(copies.shape) != (moved.shape[0],):
-            raise ValueError(f"with batch={batch}, f must return one value per copy, shape ({moved.shape[0]},), "
-                             f"got {tuple(copies.shape)}")
-        return copies
-
-    return xp.reshape(stacked_central_differences(values, size, h, batch, like=x), x.shape)
+#: An element of a gradient check agrees when ``|backprop - numerical|`` is at most ``CHECK_RTOL`` times the
+#: larger of the two plus ``CHECK_ATOL`` times the largest numerical value of its array: central differences
+#: with h = 1e-4 in float64 are good to about 1e-8 relative where the function is smooth; a wrong backward
+#: is off by its own size.
+CHECK_RTOL = 1e-5
+CHECK_ATOL = 1e-6
+#: Kinks and disagreements a printed report lists one by one; the rest are counted.
+SHOWN = 3
+#: The smallest step a kink recheck tries before it falls back to a one-sided difference.
+SMALLEST_STEP = 1e-9
 
 
-def stacked_central_differences(
-    values: Callable[[Any, float], Any], size: int, h: float, batch: int, *, like: Any
-) -> Any:
-    """Central differences for ``size`` elements, ``batch`` of them per evaluation, as a flat array.
+@dataclass(frozen=True)
+class Disagreement:
+    """One element where backprop and the central difference disagree.
 
-    ``values(moved, step)`` returns, for each position in the integer array ``moved``
-    ``(k,)``, the function's value with that one element moved by ``step``: ``(k,)``.
-    The result has ``like``'s dtype and device.
+    ``kink`` says the steps ``x - h`` and ``x + h`` fell on different sides of a kink
+    (a layer's ``mask``, such as ReLU's, differs between the two passes); ``rechecked``
+    is then the numerical derivative from a step that stays on one side (``None`` when
+    no kink was found), and ``resolved`` whether that one agrees with backprop.
     """
-    if batch < 1:
-        raise ValueError(f"batch must be a positive number of copies, got {batch}")
-    xp = namespace_of(like)
-    differences = []
-    for start in range(0, size, batch):
-        moved = xp.arange(start, min(start + batch, size), device=device(like))
-        differences.append(values(moved, h) - values(moved, -h))
-    stacked = xp.concat(differences) if differences else xp.zeros((0,), dtype=like.dtype, device=device(like))
-    return xp.astype(stacked, like.dtype) / (2 * h)
+
+    key: str
+    index: tuple[int, ...]
+    backprop: float
+    numerical: float
+    kink: bool = False
+    rechecked: float | None = None
+    resolved: bool = False
+
+    def __str__(self) -> str:
+        where = f"{self.key}[{', '.join(map(str, self.index))}]"
+        if self.kink:
+            verdict = "agrees" if self.resolved else "still disagrees"
+            return (f"{where} straddles a kink at h: numerical {self.numerical:.6g} there, {self.rechecked:.6g} "
+                    f"with a step on one side, backprop {self.backprop:.6g} ({verdict})")
+        return f"{where}: backprop {self.backprop:.6g}, numerical {self.numerical:.6g}"
 
 
 @dataclass(frozen=True)
@@ -124,16 +151,108 @@ class GradientCheckResult:
 
     ``mean_abs_diff[key]`` is the book's figure, ``mean(|backprop - numerical|)``;
     ``max_rel_error`` is the worst ``max|backprop - numerical| / max|numerical|``
-    over the parameters.
+    over the parameters. ``kinks`` are the elements whose central difference straddled
+    a kink and were checked again from one side; ``disagreements`` the elements that
+    really disagree (a wrong backward). ``passed`` when there are none.
     """
 
     mean_abs_diff: dict[str, float]
     max_rel_error: float
+    kinks: tuple[Disagreement, ...] = ()
+    disagreements: tuple[Disagreement, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.disagreements
 
     def __str__(self) -> str:
         lines = [f"{key}: {diff:.1e}" for key, diff in self.mean_abs_diff.items()]
         lines.append(f"max relative error: {self.max_rel_error:.1e}")
+        for label, found in (("kink", self.kinks), ("disagrees", self.disagreements)):
+            lines += [f"{label}: {item}" for item in found[:SHOWN]]
+            if len(found) > SHOWN:
+                lines.append(f"{label}: ... and {len(found) - SHOWN} more")
         return "\n".join(lines)
+
+
+def _scale(numerical: Any) -> float:
+    xp = namespace_of(numerical)
+    return float(xp.max(xp.abs(numerical))) if math.prod(numerical.shape) else 0.0
+
+
+def _suspects(backprop: Any, numerical: Any, scale: float) -> list[tuple[tuple[int, ...], float, float]]:
+    """``(index, backprop, numerical)`` of the elements outside the check's tolerance."""
+    xp = namespace_of(backprop, numerical)
+    tolerance = CHECK_RTOL * xp.maximum(xp.abs(backprop), xp.abs(numerical)) + CHECK_ATOL * scale
+    positions = xp.nonzero(xp.abs(backprop - numerical) > tolerance)
+    suspects = []
+    for k in range(positions[0].shape[0]):
+        index = tuple(int(axis[k]) for axis in positions)
+        suspects.append((index, float(backprop[index]), float(numerical[index])))
+    return suspects
+
+
+def _agrees(backprop: float, numerical: float, scale: float) -> bool:
+    return abs(backprop - numerical) <= CHECK_RTOL * max(abs(backprop), abs(numerical)) + CHECK_ATOL * scale
+
+
+def one_sided_derivative(evaluate: Callable[[float], tuple[float, list[Any]]], value: float,
+                         h: float = CENTRAL_DIFFERENCE_STEP) -> tuple[bool, float | None]:
+    """Whether the central difference of ``evaluate`` at ``value`` straddles a kink, and if so a derivative
+    from steps that do not.
+
+    ``evaluate(v) -> (f(v), masks)`` returns the function's value and the boolean
+    masks of the layers it ran. Masks that differ between ``v - h`` and ``v + h``
+    mean a kink lies between them; the step is then divided by 10 until both sides
+    give the same masks (a central difference again), down to :data:`SMALLEST_STEP`,
+    and then the one side that keeps the masks of ``value`` itself gives a forward or
+    backward difference. Returns ``(False, None)`` where there is no kink.
+    """
+    def same(a: list[Any], b: list[Any]) -> bool:
+        return all(bool(namespace_of(p, q).all(p == q)) for p, q in zip(a, b))
+
+    _, masks_plus = evaluate(value + h)
+    _, masks_minus = evaluate(value - h)
+    if same(masks_plus, masks_minus):
+        return False, None
+    step = h / 10
+    while step >= SMALLEST_STEP:
+        f_plus, masks_plus = evaluate(value + step)
+        f_minus, masks_minus = evaluate(value - step)
+        if same(masks_plus, masks_minus):
+            return True, (f_plus - f_minus) / (2 * step)
+        step /= 10
+    f_here, masks_here = evaluate(value)
+    step = SMALLEST_STEP * 10
+    f_plus, masks_plus = evaluate(value + step)
+    if same(masks_plus, masks_here):
+        return True, (f_plus - f_here) / step
+    f_minus, _ = evaluate(value - step)
+    return True, (f_here - f_minus) / step
+
+
+def layer_masks(layers: Any) -> list[Any]:
+    """The boolean ``mask`` every layer that has one cached in its last pass (ReLU's ``x <= 0``, Dropout's
+    kept units; each pass makes new ones): what tells two passes on either side of a kink apart."""
+    return [layer.mask for layer in layers if getattr(layer, "mask", None) is not None]
+
+
+def classify(key: str, backprop: Any, numerical: Any,
+             evaluate_at: Callable[[tuple[int, ...]], Callable[[float], tuple[float, list[Any]]]],
+             value_of: Callable[[tuple[int, ...]], float], scale: float, h: float = CENTRAL_DIFFERENCE_STEP,
+             ) -> tuple[list[Disagreement], list[Disagreement]]:
+    """The elements of one array outside the tolerance, split into kinks (checked again from one side) and
+    real disagreements (a kink whose recheck still disagrees counts as one). ``scale`` is the largest
+    numerical derivative of the whole check, which the absolute tolerance is a fraction of."""
+    kinks, disagreements = [], []
+    for index, bp, num in _suspects(backprop, numerical, scale):
+        kink, rechecked = one_sided_derivative(evaluate_at(index), value_of(index), h)
+        resolved = kink and _agrees(bp, rechecked, scale)
+        found = Disagreement(key, index, bp, num, kink, rechecked, resolved)
+        (kinks if kink else disagreements).append(found)
+        if kink and not resolved:
+            disagreements.append(found)
+    return kinks, disagreements
 
 
 def _float64_copy(xp: Any, a: Any) -> Any:
@@ -156,21 +275,42 @@ def max_relative_error(approx: dict[str, Any], reference: dict[str, Any]) -> flo
 def gradient_check(net: Any, x: Any, t: Any, *, verbose: bool = True) -> GradientCheckResult:
     """The book's gradient check: backprop against :func:`numerical_gradient`, in float64.
 
-    ``net`` needs ``params``, ``gradient(x, t, params)`` and
-    ``numerical_gradient(x, t, params)`` (as :class:`~xbackprop.MultiLayerNet`).
-    The parameters, inputs and one-hot labels are cast to float64 for the check;
-    the net's own parameters are left as they are. Prints the report when
-    ``verbose``.
+    ``net`` is a :class:`~xbackprop.LayerNet` (any of its layers). The parameters,
+    buffers, inputs and one-hot labels are cast to float64 for the check; the net's own
+    arrays are left as they are, and every pass starts from the same buffers (Dropout
+    draws one mask). Elements that disagree by more than the tolerance
+    (:data:`CHECK_RTOL`, :data:`CHECK_ATOL`) are looked at again: where the two passes
+    of the central difference fall on both sides of a kink (ReLU's at 0: a layer's mask
+    differs between them), the derivative is taken from a step on one side and reported
+    under ``kinks``; the rest are ``disagreements``, a wrong backward. Prints the book's
+    report, then any kinks and disagreements, when ``verbose``.
     """
     xp = namespace_of(x, *net.params.values())
     params = {key: _float64_copy(xp, value) for key, value in net.params.items()}
+    buffers = {key: _float64_copy(xp, value) for key, value in net.buffers.items()}
     x, t = _float64_copy(xp, x), _float64_copy(xp, t)
-    backprop = net.gradient(x, t, params)
-    numerical = net.numerical_gradient(x, t, params)
+    backprop = net.loss_and_gradient(x, t, params, buffers=buffers)[1]
+    numerical = net.numerical_gradient(x, t, params, buffers=buffers)
 
+    def evaluate_at(key: str) -> Callable[[tuple[int, ...]], Callable[[float], tuple[float, list[Any]]]]:
+        def at(index: tuple[int, ...]) -> Callable[[float], tuple[float, list[Any]]]:
+            def evaluate(value: float) -> tuple[float, list[Any]]:
+                moved = xpx.at(params[key], index).set(value, copy=True, xp=xp)
+                loss = net.loss(x, t, {**params, key: moved}, train_flg=True, buffers=buffers, check_labels=False)
+                return float(loss), layer_masks(net.layers.values())
+            return evaluate
+        return at
+
+    kinks, disagreements = [], []
+    scale = max(_scale(value) for value in numerical.values())
+    for key in params:
+        found = classify(key, backprop[key], numerical[key], evaluate_at(key),
+                         lambda index, key=key: float(params[key][index]), scale)
+        kinks += found[0]
+        disagreements += found[1]
     mean_abs_diff = {key: float(xp.mean(xp.abs(backprop[key] - numerical[key]))) for key in params}
-    max_rel_error = max_relative_error(backprop, numerical)
-    result = GradientCheckResult(mean_abs_diff, max_rel_error)
+    result = GradientCheckResult(mean_abs_diff, max_relative_error(backprop, numerical), tuple(kinks),
+                                 tuple(disagreements))
     if verbose:
         print(result)
     return result

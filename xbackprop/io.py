@@ -9,7 +9,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,22 +54,38 @@ def replace_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 @dataclass(frozen=True)
 class SavedNet:
-    """What a saved network file holds: host ``params``, layer ``sizes``, ``activation`` and ``dataset``."""
+    """What a saved network file holds: host ``params`` and ``buffers`` (running statistics), layer ``sizes``,
+    ``activation``, whether it has batch normalization, its dropout ratio (``None``: no dropout) and ``dataset``."""
 
     params: dict[str, np.ndarray]
     sizes: list[int] | None
     activation: str | None
     dataset: str | None
+    buffers: dict[str, np.ndarray] = field(default_factory=dict)
+    batchnorm: bool = False
+    dropout_ratio: float | None = None
+
+
+#: Saved buffers are stored under this prefix, beside the parameters.
+BUFFER_PREFIX = "buffer."
+#: Members that describe the network rather than hold its numbers.
+_DESCRIPTIONS = ("sizes", "activation", "dataset", "batchnorm", "dropout_ratio")
 
 
 def save_params(path: str | os.PathLike[str], net: Any, *, dataset: str | None = None) -> None:
-    """Write ``net.params`` (as host arrays), the layer sizes and activation, and ``dataset``'s name to ``path``.
+    """Write ``net.params`` and ``net.buffers`` (as host arrays), the layer sizes, activation, batch
+    normalization and dropout, and ``dataset``'s name to ``path``.
 
     ``.npz`` format, written exactly at ``path`` (no suffix is added) through a
     temporary file beside it, so an interrupted save leaves an earlier file intact.
     """
     arrays = {key: to_numpy(value) for key, value in net.params.items()}
+    arrays.update({BUFFER_PREFIX + key: to_numpy(value) for key, value in getattr(net, "buffers", {}).items()})
     described = {"sizes": np.asarray(net.sizes, dtype=np.int64)}
+    if getattr(net, "use_batchnorm", False):
+        described["batchnorm"] = np.asarray(1, dtype=np.int64)
+    if getattr(net, "use_dropout", False):
+        described["dropout_ratio"] = np.asarray(net.dropout_ratio, dtype=np.float64)
     for key, value in (("activation", net.activation), ("dataset", dataset)):
         if value is not None:
             described[key] = np.asarray(value)
@@ -127,12 +143,16 @@ def read_saved(path: str | os.PathLike[str], expected: dict[str, tuple[int, ...]
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         reason = "not an .npz archive" if isinstance(exc, zipfile.BadZipFile) else exc
         raise ValueError(f"{path}: not a saved xbackprop network ({reason})") from None
-    params = {name: spec for name, spec in members.items() if name not in ("sizes", "activation", "dataset")}
+    params = {name: spec for name, spec in members.items()
+              if name not in _DESCRIPTIONS and not name.startswith(BUFFER_PREFIX)}
     for name, (shape, dtype) in params.items():
         if dtype.kind != "f":
             raise ValueError(f"{path}: {name} holds {dtype} numbers; parameters must be real floating point")
         if expected is not None and name in expected and shape != tuple(expected[name]):
             raise ValueError(f"{path}: {name} has shape {shape}, the network needs {tuple(expected[name])}")
+    for name, (_, dtype) in members.items():
+        if name.startswith(BUFFER_PREFIX) and dtype.kind not in "fi":
+            raise ValueError(f"{path}: {name} holds {dtype} numbers; buffers are real or integer numbers")
     if expected is not None and set(params) != set(expected):
         raise ValueError(f"{path}: holds {sorted(params)}, the network needs {sorted(expected)}")
     try:
@@ -140,13 +160,17 @@ def read_saved(path: str | os.PathLike[str], expected: dict[str, tuple[int, ...]
             stored = {key: saved[key] for key in saved.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"{path}: not a saved xbackprop network ({exc})") from None
-    sizes = stored.pop("sizes", None)
-    text = {key: stored.pop(key, None) for key in ("activation", "dataset")}
+    described = {key: stored.pop(key, None) for key in _DESCRIPTIONS}
+    buffers = {key[len(BUFFER_PREFIX):]: stored.pop(key) for key in list(stored) if key.startswith(BUFFER_PREFIX)}
     text = {key: str(value) if value is not None and value.ndim == 0 and str(value) else None
-            for key, value in text.items()}
+            for key, value in described.items() if key in ("activation", "dataset")}
+    sizes = described["sizes"]
     if sizes is not None:
         sizes = [int(n) for n in sizes.ravel()]
-    return SavedNet(stored, sizes, text["activation"], text["dataset"])
+    batchnorm = described["batchnorm"] is not None and bool(described["batchnorm"].ravel()[:1].any())
+    ratio = described["dropout_ratio"]
+    dropout_ratio = float(ratio.ravel()[0]) if ratio is not None and ratio.size == 1 else None
+    return SavedNet(stored, sizes, text["activation"], text["dataset"], buffers, batchnorm, dropout_ratio)
 
 
 def load_net(path: str | os.PathLike[str], *, xp: Any = None, device: Any = None, dtype: Any = None) -> tuple[Any, SavedNet]:
@@ -157,7 +181,8 @@ def load_net(path: str | os.PathLike[str], *, xp: Any = None, device: Any = None
     if saved.sizes is None or len(saved.sizes) < 2 or saved.activation not in ACTIVATIONS:
         raise ValueError(f"{path}: does not say the network's layer sizes and activation")
     net = MultiLayerNet(saved.sizes[0], saved.sizes[1:-1], saved.sizes[-1], activation=saved.activation,
-                        xp=xp, device=device, dtype=dtype)
+                        use_dropout=saved.dropout_ratio is not None, dropout_ratio=saved.dropout_ratio or 0.5,
+                        use_batchnorm=saved.batchnorm, xp=xp, device=device, dtype=dtype)
     load_params(path, net, saved=saved)
     return net, saved
 
@@ -177,8 +202,16 @@ def load_params(path: str | os.PathLike[str], net: Any, *, saved: SavedNet | Non
         raise ValueError(f"{path}: saved from a {saved.activation} network, this one is {net.activation}")
     if set(stored) != set(net.params):
         raise ValueError(f"{path}: holds {sorted(stored)}, the network needs {sorted(net.params)}")
-    for key, value in net.params.items():
-        if tuple(stored[key].shape) != tuple(value.shape):
-            raise ValueError(f"{path}: {key} has shape {stored[key].shape}, the network needs {tuple(value.shape)}")
+    buffers = getattr(net, "buffers", {})
+    if set(saved.buffers) != set(buffers):
+        raise ValueError(f"{path}: holds the buffers {sorted(saved.buffers)}, the network needs {sorted(buffers)} "
+                         "(batch normalization and dropout must match)")
+    for table, mine in ((stored, net.params), (saved.buffers, buffers)):
+        for key, value in mine.items():
+            if tuple(table[key].shape) != tuple(value.shape):
+                raise ValueError(f"{path}: {key} has shape {table[key].shape}, the network needs {tuple(value.shape)}")
     converted = {key: net.xp.asarray(stored[key], dtype=net.dtype, device=net.device) for key in net.params}
+    converted_buffers = {key: net.xp.asarray(saved.buffers[key], dtype=value.dtype, device=net.device)
+                         for key, value in buffers.items()}
     net.params.update(converted)  # all at once, after every check and conversion
+    buffers.update(converted_buffers)

@@ -12,25 +12,24 @@ effect at once.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import operator
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from array_api_compat import device as device_of
 
 from ._namespace import namespace_of
 from .backend import get_namespace, host_rng, resolve_device, resolve_dtype
-from .gradient import CENTRAL_DIFFERENCE_STEP, numerical_gradient, stacked_central_differences
-from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from .gradient import central_differences
+from .gradient_stacked import DEFAULT_MEMORY_BUDGET, stacked_numerical_gradient
+from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 
 __all__ = ["LayerNet", "MultiLayerNet", "TwoLayerNet", "ACTIVATIONS", "NAMED_INITS", "parameter_count"]
 
-#: Bytes one stacked forward pass of the batched numerical gradient may use by default: small enough
-#: to stay in a CPU's cache, where the many small passes run fastest; on a GPU a larger budget pays.
-DEFAULT_MEMORY_BUDGET = 8 << 20
 #: Hidden-layer activations of :class:`MultiLayerNet`, by name.
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
 #: The book's named weight scales, ``std = sqrt(k / fan_in)``: He for ReLU, Xavier for sigmoid.
@@ -38,21 +37,26 @@ NAMED_INITS = {"he": 2.0, "relu": 2.0, "xavier": 1.0, "sigmoid": 1.0}
 
 
 class LayerNet:
-    """A network as an ordered list of the book's layers and a last layer.
+    """A network as an ordered list of layers and a last layer.
 
     ``layers`` is a mapping of names to layers (the book's ``OrderedDict``) or a
-    sequence, named ``Affine1``, ``Relu1``, ``Affine2``, ... in order. Every
-    :class:`~xbackprop.layers.Affine` contributes ``W{i}``/``b{i}`` to ``params``; a
-    ``params`` dict may be passed instead, whose arrays are the Affine layers' own
-    ``W`` and ``b`` (matched by identity, so any keys work). ``last_layer`` defaults
-    to :class:`~xbackprop.layers.SoftmaxWithLoss`. Any layer with ``forward(x)`` and
-    ``backward(dout)`` may sit between the Affines (a Relu after the last one too).
+    sequence, named ``Affine1``, ``Relu1``, ``Affine2``, ... in order. Any layer with
+    ``forward(x)`` and ``backward(dout)`` may take part (``forward(x, train_flg)`` for
+    layers that train differently, as Dropout and BatchNormalization). Every layer's
+    ``params`` dict contributes to ``net.params`` under the book's keys, the name and
+    the how-manyeth layer holds it: ``W1``, ``b1``, ``gamma1``, ``beta1``, ``W2``, ...;
+    every layer's ``buffers`` (running statistics) to ``net.buffers`` likewise
+    (``running_mean1``, ...). A ``params`` dict may be passed instead, whose arrays are
+    the layers' own (matched by identity, so any keys work). ``last_layer`` defaults to
+    :class:`~xbackprop.layers.SoftmaxWithLoss`. The same layer object may appear only
+    once: it caches one pass at a time.
 
-    Parameters are looked up in ``params`` (or in a ``params=`` mapping passed to a
-    method) at every forward pass.
+    Parameters and buffers are looked up in ``params`` and ``buffers`` (or in mappings
+    passed to a method) at every forward pass, so ``net.params["W1"] -= lr * g`` and
+    ``net.params["W1"] = new_array`` both take effect at once. ``weight_decay_lambda``
+    adds ``0.5 * lambda * sum(W**2)`` for every parameter named ``W`` (chapter 6).
     """
 
-    weight_decay_lambda = 0.0
     activation: str | None = None
 
     def __init__(
@@ -61,67 +65,103 @@ class LayerNet:
         last_layer: Any = None,
         *,
         params: dict[str, Any] | None = None,
+        weight_decay_lambda: float = 0.0,
     ) -> None:
         self.layers: OrderedDict[str, Any] = OrderedDict(
             layers.items() if isinstance(layers, Mapping) else _book_names(layers)
         )
         self.last_layer = SoftmaxWithLoss() if last_layer is None else last_layer
-        affines = [layer for layer in self.layers.values() if isinstance(layer, Affine)]
-        if not affines:
-            raise ValueError("LayerNet: the layers hold no Affine, so the network has no parameters")
+        _refuse_shared_layers([*self.layers.items(), ("last_layer", self.last_layer)])
+        self.weight_decay_lambda = weight_decay_lambda
+        # (layer name, layer, name in the layer, key in the net) of every parameter and buffer
+        self._param_slots = _slots(self.layers, "params")
+        self._buffer_slots = _slots(self.layers, "buffers")
+        if not self._param_slots:
+            raise ValueError("LayerNet: no layer declares parameters (a params dict), so there is nothing to train")
+        for layer_name, layer, _, _ in self._param_slots:
+            if not isinstance(getattr(layer, "grads", None), MutableMapping):
+                raise TypeError(f"LayerNet: {layer_name} has params but no grads dict for backward to fill")
         if params is None:
-            params = {}
-            for i, affine in enumerate(affines, start=1):
-                params[f"W{i}"], params[f"b{i}"] = affine.W, affine.b
+            params = {key: layer.params[name] for _, layer, name, key in self._param_slots}
+        else:
+            self._param_slots = _rekeyed(self._param_slots, params)
         self.params = params
-        # (layer, weight key, bias key) of every Affine, looked up at each forward and backward
-        self._affine_slots = [(affine, _key_of(params, affine.W, "W"), _key_of(params, affine.b, "b"))
-                              for affine in affines]
-        first = affines[0].W
+        self.buffers = {key: layer.buffers[name] for _, layer, name, key in self._buffer_slots}
+        self._takes_train_flg = {name for name, layer in self.layers.items() if _takes_train_flg(layer)}
+        first = self._param_slots[0][1].params[self._param_slots[0][2]]
         self.xp = namespace_of(first)
         self.device = device_of(first)
         self.dtype = first.dtype
-        self.sizes = [int(first.shape[0]), *(int(affine.W.shape[1]) for affine in affines)]
+        affines = [layer for layer in self.layers.values() if isinstance(layer, Affine)]
+        self.sizes = [int(affines[0].W.shape[0]), *(int(a.W.shape[1]) for a in affines)] if affines else None
 
     @property
     def lastLayer(self) -> Any:  # the book's spelling, for its readers
         return self.last_layer
 
-    def _bind(self, params: Mapping[str, Any] | None) -> None:
-        """Point every Affine at the current arrays in ``params`` (default ``self.params``)."""
+    def _bind(self, params: Mapping[str, Any] | None, buffers: Mapping[str, Any] | None) -> None:
+        """Point every layer at the current arrays in ``params`` and ``buffers`` (default the net's own)."""
         params = self.params if params is None else params
-        for layer, w_key, b_key in self._affine_slots:
-            layer.W = params[w_key]
-            layer.b = params[b_key]
+        buffers = self.buffers if buffers is None else buffers
+        for _, layer, name, key in self._param_slots:
+            layer.params[name] = params[key]
+        for _, layer, name, key in self._buffer_slots:
+            layer.buffers[name] = buffers[key]
 
-    def predict(self, x: Any, params: Mapping[str, Any] | None = None) -> Any:
-        """Scores ``(N, C)`` before softmax for inputs ``x`` ``(N, D)`` (or ``(N, ...)``)."""
-        self._bind(params)
-        for layer in self.layers.values():
-            x = layer.forward(x)
+    def _forward(self, x: Any, train_flg: bool) -> Any:
+        for name, layer in self.layers.items():
+            x = layer.forward(x, train_flg) if name in self._takes_train_flg else layer.forward(x)
         return x
 
+    def _new_buffers(self, keep: bool) -> dict[str, Any]:
+        """The layers' buffers after a pass; with ``keep`` (no ``buffers=`` given) they become the net's own."""
+        new = {key: layer.buffers[name] for _, layer, name, key in self._buffer_slots}
+        if keep:
+            self.buffers.update(new)
+        return new
+
+    def predict(
+        self, x: Any, params: Mapping[str, Any] | None = None, *, train_flg: bool = False,
+        buffers: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Scores ``(N, C)`` before softmax for inputs ``x`` ``(N, D)`` (or ``(N, ...)``).
+
+        ``train_flg=True`` runs Dropout and BatchNormalization as in training, and
+        (unless ``buffers`` is given) keeps their new running statistics.
+        """
+        self._bind(params, buffers)
+        scores = self._forward(x, train_flg)
+        if train_flg:
+            self._new_buffers(keep=buffers is None)
+        return scores
+
     def loss(
-        self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, check_labels: bool = True
+        self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, train_flg: bool = False,
+        check_labels: bool = True, buffers: Mapping[str, Any] | None = None,
     ) -> Any:
         """Mean cross-entropy (plus weight decay) as a 0-D array; ``t`` one-hot ``(N, C)`` or labels ``(N,)``.
 
-        ``check_labels=False`` skips the last layer's label check (a device read-back),
-        for callers that validated their labels once.
+        ``train_flg`` as in :meth:`predict`. ``check_labels=False`` skips the last
+        layer's label check (a device read-back), for callers that validated their
+        labels once.
         """
-        y = self.predict(x, params)
+        y = self.predict(x, params, train_flg=train_flg, buffers=buffers)
         loss = self.last_layer.forward(y, t, check_labels=check_labels)
-        if self.weight_decay_lambda:
-            xp = namespace_of(y)
-            params = self.params if params is None else params
-            for _, w_key, _ in self._affine_slots:  # per copy when a W is stacked (K, D, M)
-                loss = loss + 0.5 * self.weight_decay_lambda * xp.sum(params[w_key] ** 2, axis=(-2, -1))
-        return loss
+        return loss + self.weight_decay(params)
+
+    def weight_decay(self, params: Mapping[str, Any] | None = None) -> Any:
+        """``0.5 * lambda * sum(W**2)`` over the parameters named ``W`` (0.0 without weight decay)."""
+        if not self.weight_decay_lambda:
+            return 0.0
+        params = self.params if params is None else params
+        xp = self.xp
+        return sum(0.5 * self.weight_decay_lambda * xp.sum(params[key] ** 2)
+                   for _, _, name, key in self._param_slots if name == "W")
 
     def accuracy(
         self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, batch_size: int | None = None
     ) -> float:
-        """Fraction of rows whose highest score is the true class, as a Python float.
+        """Fraction of rows whose highest score is the true class, as a Python float (``train_flg=False``).
 
         ``t`` is one-hot ``(N, C)`` or labels ``(N,)``. ``batch_size`` bounds the rows
         scored at once (the book's ``accuracy(x, t, batch_size=100)``).
@@ -135,8 +175,8 @@ class LayerNet:
     ) -> Any:
         """How many rows' highest score is the true class, as a 0-D integer array left on the device.
 
-        Scores at most ``batch_size`` rows at a time; nothing is read back, so a caller
-        can gather several counts and read them in one go.
+        Scores at most ``batch_size`` rows at a time, with ``train_flg=False``; nothing
+        is read back, so a caller can gather several counts and read them in one go.
         """
         xp = namespace_of(x)
         if t.ndim != 1:
@@ -153,94 +193,40 @@ class LayerNet:
 
     def numerical_gradient(
         self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, batch: int | str | None = None,
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET, buffers: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Gradients of :meth:`loss` by central differences (the book's ``h = 1e-4``): 2 losses per parameter element.
+        """Gradients of the training loss by central differences (the book's ``h = 1e-4``): 2 losses per element.
 
         ``batch=None`` is the book's method: one perturbed element, one whole forward
-        pass. ``batch=K`` evaluates K perturbed copies per forward pass: the layers
-        before the perturbed Affine run once, its output is moved for each copy (an
-        Affine is linear in ``W`` and ``b``: ``x @ (W + h e_dm) + b`` is its output plus
-        ``h x[:, d]`` in column ``m``), and the layers after it run on a stack of K
-        copies (leading axes ride along), ending in K losses. ``batch="auto"`` picks
-        K from ``memory_budget`` bytes (see :meth:`stack_size`).
+        pass. ``batch=K`` or ``"auto"`` evaluates K perturbed copies of an Affine's
+        parameters per pass (see :func:`xbackprop.gradient_stacked.stacked_numerical_gradient`).
+        Every evaluation starts from the same ``buffers`` (default: the net's, which are
+        left as they are), so Dropout draws the same mask in each.
         """
         params = dict(self.params if params is None else params)
-        if batch is None:
-            return {key: numerical_gradient(lambda p, key=key: self.loss(x, t, {**params, key: p}), value)
-                    for key, value in params.items()}
-        grads = {}
-        for slot, (_, w_key, b_key) in enumerate(self._affine_slots):
-            for key in (w_key, b_key):
-                value = params[key]
-                k = self.stack_size(slot, x.shape[0], memory_budget) if batch == "auto" else int(batch)
-                moved_losses = self._moved_losses(x, t, params, slot, perturb_weight=key == w_key)
-                size, step = math.prod(value.shape), CENTRAL_DIFFERENCE_STEP
-                flat = stacked_central_differences(moved_losses, size, step, k, like=value)
-                grads[key] = namespace_of(value).reshape(flat, value.shape)
-        return {key: grads[key] for key in params}
-
-    def stack_size(self, slot: int, batch_rows: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
-        """How many perturbed copies of the ``slot``-th Affine's parameters one pass carries in ``memory_budget``.
-
-        Per copy: the activations of every layer after that Affine for ``batch_rows``
-        rows, three times (values, masks or exponentials, and their differences).
-        """
-        itemsize = 8 if self.dtype == self.xp.float64 else 4
-        per_copy = itemsize * (batch_rows + 3 * batch_rows * sum(self.sizes[slot + 1 :]))
-        return max(1, memory_budget // per_copy)
-
-    def _moved_losses(
-        self, x: Any, t: Any, params: dict[str, Any], slot: int, *, perturb_weight: bool
-    ) -> Callable[[Any, float], Any]:
-        """``losses(moved, step)``: the loss with element ``moved[k]`` of the ``slot``-th Affine's W (or b)
-        moved by ``step``, for each k, as ``(k,)``, up to a constant that central differences cancel (the
-        weight decay of everything not moved); everything before that Affine is computed once."""
-        affine, w_key, b_key = self._affine_slots[slot]
-        names = list(self.layers)
-        position = names.index(next(name for name in names if self.layers[name] is affine))
-        self._bind(params)
-        inputs = x
-        for name in names[:position]:
-            inputs = self.layers[name].forward(inputs)
-        xp = namespace_of(inputs)
-        if inputs.shape[-1] != affine.W.shape[0]:  # images: flattened as the Affine would
-            inputs = xp.reshape(inputs, (inputs.shape[0], -1))
-        product = inputs @ params[w_key]  # (N, M), before the bias: the loop adds a perturbed b to the same
-        width = product.shape[-1]
-        classes = xp.arange(width, device=device_of(product))
-        after = [self.layers[name] for name in names[position + 1 :]]
-        flat_w = xp.reshape(params[w_key], (-1,))
-
-        def losses(moved: Any, step: float) -> Any:
-            columns = moved % width if perturb_weight else moved
-            one_hot = xp.astype(classes[None, :] == columns[:, None], product.dtype)  # (k, M)
-            if perturb_weight:  # x @ (W + step e_dm) = x @ W + step * x[:, d] in column m
-                rows = xp.permute_dims(xp.take(inputs, moved // width, axis=1), (1, 0))  # (k, N)
-                scores = (product + step * rows[:, :, None] * one_hot[:, None, :]) + params[b_key]
-            else:  # as the loop computes it: x @ W + (b + step e_m)
-                scores = product + (params[b_key] + step * one_hot)[:, None, :]
-            for layer in after:
-                scores = layer.forward(scores)
-            # The weight decay of the unmoved parameters is the same in every copy and cancels in the
-            # differences; leaving it out keeps its rounding out of them too. What moves with one weight:
-            loss = self.last_layer.forward(scores, t)
-            if self.weight_decay_lambda and perturb_weight:  # sum((w + step)**2) - sum(w**2), per copy
-                loss = loss + self.weight_decay_lambda * (step * xp.take(flat_w, moved) + 0.5 * step**2)
-            return loss
-
-        return losses
+        buffers = dict(self.buffers if buffers is None else buffers)
+        if batch is not None:
+            return stacked_numerical_gradient(self, x, t, params, batch=batch, memory_budget=memory_budget,
+                                              buffers=buffers)
+        return {key: central_differences(
+                    lambda p, key=key: self.loss(x, t, {**params, key: p}, train_flg=True, buffers=buffers), value)
+                for key, value in params.items()}
 
     def loss_and_gradient(
-        self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, check_labels: bool = True
-    ) -> tuple[Any, dict[str, Any]]:
-        """The loss (0-D array) and its gradients by backpropagation, shaped like ``params``, in one pass.
+        self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, check_labels: bool = True,
+        buffers: Mapping[str, Any] | None = None,
+    ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """The training loss (0-D array), its gradients by backpropagation shaped like ``params``, and the
+        buffers after the pass (``{}`` for a net without any), in one training pass (``train_flg=True``).
 
-        A pure function of its arguments as far as callers see (the layers cache this
-        pass's values for their backward), so a backend that compiles whole functions
-        can trace it.
+        Given ``params`` and ``buffers``, a pure function of its arguments as far as
+        callers see (the layers cache this pass's values for their backward), so a
+        backend that compiles whole functions can trace it; without ``buffers`` the
+        net keeps the new ones, as the book's ``gradient`` does.
         """
-        loss = self.loss(x, t, params, check_labels=check_labels)
+        loss = self.loss(x, t, params, train_flg=True, check_labels=check_labels, buffers=buffers)
+        for _, layer, _, _ in self._param_slots:
+            layer.grads.clear()  # a gradient backward forgets to set must not be last pass's
 
         dout = self.last_layer.backward(1)
         for layer in reversed(self.layers.values()):
@@ -248,15 +234,21 @@ class LayerNet:
 
         params = self.params if params is None else params
         grads = {}
-        for affine, w_key, b_key in self._affine_slots:
-            grads[w_key] = affine.dW
-            if self.weight_decay_lambda:
-                grads[w_key] = grads[w_key] + self.weight_decay_lambda * params[w_key]
-            grads[b_key] = affine.db
-        return loss, grads
+        for layer_name, layer, name, key in self._param_slots:
+            grad = layer.grads.get(name)
+            if grad is None:
+                raise RuntimeError(f"{layer_name}.backward left no gradient for its parameter {name!r} ({key}): "
+                                   f"set self.grads[{name!r}] there")
+            if tuple(grad.shape) != tuple(params[key].shape):
+                raise RuntimeError(f"{layer_name}.backward: the gradient of {name!r} ({key}) has shape "
+                                   f"{tuple(grad.shape)}, the parameter {tuple(params[key].shape)}")
+            if self.weight_decay_lambda and name == "W":
+                grad = grad + self.weight_decay_lambda * params[key]
+            grads[key] = grad
+        return loss, grads, self._new_buffers(keep=buffers is None)
 
     def gradient(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The book's ``gradient``: gradients of :meth:`loss` by backpropagation, shaped like ``params``."""
+        """The book's ``gradient``: gradients of the training loss by backpropagation, shaped like ``params``."""
         return self.loss_and_gradient(x, t, params)[1]
 
 
@@ -276,6 +268,13 @@ class MultiLayerNet(LayerNet):
         Biases start at zero.
     weight_decay_lambda : float
         L2 penalty ``0.5 * lambda * sum(W**2)`` added to the loss (the book's chapter 6).
+    use_dropout, dropout_ratio : bool, float
+        A :class:`~xbackprop.layers.Dropout` after every hidden activation (chapter 6's
+        ``MultiLayerNetExtend``), dropping ``dropout_ratio`` of the units in training.
+    use_batchnorm : bool
+        A :class:`~xbackprop.layers.BatchNormalization` between every hidden Affine and
+        its activation, with ``gamma{i}`` (ones) and ``beta{i}`` (zeros) in ``params``
+        and ``running_mean{i}``, ``running_var{i}`` in ``buffers``.
     xp : namespace or str, optional
         Array namespace or backend name; ``None`` reads ``XP`` (see :func:`get_namespace`).
     device : optional
@@ -285,14 +284,19 @@ class MultiLayerNet(LayerNet):
         default: the namespace's default floating dtype, as the book's ``np.random.randn``
         (float64 on NumPy, float32 on PyTorch). The trainer asks for float32.
     seed : int, optional
-        Seed of NumPy's ``Generator`` that draws the weights on the host.
+        Seed of NumPy's ``Generator`` that draws the weights on the host, and of the
+        dropout masks.
 
     Attributes
     ----------
     params : dict
-        ``W1 (D, H1)``, ``b1 (H1,)``, ..., ``WL (H_{L-1}, C)``, ``bL (C,)``.
+        ``W1 (D, H1)``, ``b1 (H1,)``, (``gamma1 (H1,)``, ``beta1 (H1,)``,) ...,
+        ``WL (H_{L-1}, C)``, ``bL (C,)``.
+    buffers : dict
+        ``running_mean{i}``, ``running_var{i}`` with batch normalization, ``draws{i}``
+        (masks drawn, ``(1,)`` int32) with dropout; empty otherwise.
     layers : OrderedDict
-        ``Affine1``, ``Relu1``, ..., ``AffineL``, in forward order.
+        ``Affine1``, (``BatchNorm1``,) ``Relu1``, (``Dropout1``,) ..., ``AffineL``, in forward order.
     last_layer : SoftmaxWithLoss
     """
 
@@ -304,6 +308,9 @@ class MultiLayerNet(LayerNet):
         activation: str = "relu",
         weight_init_std: float | str = 0.01,
         weight_decay_lambda: float = 0.0,
+        use_dropout: bool = False,
+        dropout_ratio: float = 0.5,
+        use_batchnorm: bool = False,
         *,
         xp: Any = None,
         device: Any = None,
@@ -317,18 +324,27 @@ class MultiLayerNet(LayerNet):
             raise ValueError(f"weight_init_std must be a positive finite number or a name, got {weight_init_std}")
         xp = get_namespace(xp)
         device = resolve_device(xp, device)
-        params = _draw_params(sizes, weight_init_std, seed, xp, device, resolve_dtype(xp, dtype, device))
+        weights = _draw_params(sizes, weight_init_std, seed, xp, device, resolve_dtype(xp, dtype, device))
+
+        dropout_seed = host_rng(seed).integers(2**31) if use_dropout else 0
 
         n_affine = len(sizes) - 1
         layers: OrderedDict[str, Any] = OrderedDict()
         for i in range(1, n_affine + 1):
             # The first Affine sees data: its input gradient is never needed.
-            layers[f"Affine{i}"] = Affine(params[f"W{i}"], params[f"b{i}"], input_grad=i > 1)
-            if i < n_affine:
-                layers[f"{activation.capitalize()}{i}"] = ACTIVATIONS[activation]()
-        super().__init__(layers, SoftmaxWithLoss(), params=params)
+            layers[f"Affine{i}"] = Affine(weights[f"W{i}"], weights[f"b{i}"], input_grad=i > 1)
+            if i == n_affine:
+                break
+            if use_batchnorm:
+                hidden = weights[f"b{i}"]
+                layers[f"BatchNorm{i}"] = BatchNormalization(xp.ones_like(hidden), xp.zeros_like(hidden))
+            layers[f"{activation.capitalize()}{i}"] = ACTIVATIONS[activation]()
+            if use_dropout:
+                draws = xp.zeros((1,), dtype=xp.int32, device=device)
+                layers[f"Dropout{i}"] = Dropout(dropout_ratio, seed=int(dropout_seed) + i, draws=draws)
+        super().__init__(layers, SoftmaxWithLoss(), weight_decay_lambda=weight_decay_lambda)
         self.activation = activation
-        self.weight_decay_lambda = weight_decay_lambda
+        self.use_dropout, self.dropout_ratio, self.use_batchnorm = use_dropout, dropout_ratio, use_batchnorm
 
 
 def parameter_count(sizes: Sequence[int]) -> int:
@@ -385,12 +401,54 @@ def _book_names(layers: Sequence[Any]) -> list[tuple[str, Any]]:
     return named
 
 
-def _key_of(params: Mapping[str, Any], array: Any, what: str) -> str:
-    """The key under which ``params`` holds this very array (an Affine's ``W`` or ``b``)."""
-    for key, value in params.items():
-        if value is array:
-            return key
-    raise ValueError(f"LayerNet: an Affine's {what} is not one of the arrays in params ({', '.join(params)})")
+def _refuse_shared_layers(named: list[tuple[str, Any]]) -> None:
+    """A layer caches one pass: the same object twice in a net would backpropagate the wrong pass."""
+    seen: dict[int, str] = {}
+    for name, layer in named:
+        if id(layer) in seen:
+            raise ValueError(f"LayerNet: {seen[id(layer)]} and {name} are the same {type(layer).__name__} object; "
+                             "each place in a net needs a layer of its own (a new instance)")
+        seen[id(layer)] = name
+
+
+def _slots(layers: Mapping[str, Any], table: str) -> list[tuple[str, Any, str, str]]:
+    """``(layer name, layer, entry name, net key)`` of every entry of every layer's ``params`` or ``buffers``,
+    keyed the book's way: the entry's name and how many layers so far hold one of that name (W1, gamma1, W2)."""
+    counts: dict[str, int] = {}
+    slots = []
+    for layer_name, layer in layers.items():
+        entries = getattr(layer, table, None)
+        if entries is None:
+            continue
+        if not isinstance(entries, MutableMapping):
+            raise TypeError(f"LayerNet: {layer_name}.{table} must be a dict of arrays, got {type(entries).__name__}")
+        for name in entries:
+            counts[name] = counts.get(name, 0) + 1
+            slots.append((layer_name, layer, name, f"{name}{counts[name]}"))
+    return slots
+
+
+def _rekeyed(slots: list[tuple[str, Any, str, str]], params: Mapping[str, Any]) -> list[tuple[str, Any, str, str]]:
+    """The slots keyed as in a caller's ``params``, whose arrays must be the layers' own (matched by identity)."""
+    by_identity = {id(value): key for key, value in params.items()}
+    rekeyed = []
+    for layer_name, layer, name, _ in slots:
+        key = by_identity.get(id(layer.params[name]))
+        if key is None:
+            raise ValueError(f"LayerNet: {layer_name}'s {name} is not one of the arrays in params ({', '.join(params)})")
+        rekeyed.append((layer_name, layer, name, key))
+    unused = set(params) - {key for *_, key in rekeyed}
+    if unused:
+        raise ValueError(f"LayerNet: params {sorted(unused)} belong to no layer")
+    return rekeyed
+
+
+def _takes_train_flg(layer: Any) -> bool:
+    """Whether ``layer.forward`` has the book's ``train_flg`` argument (Dropout, BatchNormalization)."""
+    try:
+        return "train_flg" in inspect.signature(layer.forward).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
 
 
 class TwoLayerNet(MultiLayerNet):

@@ -123,6 +123,20 @@ def _weight_init(text: str) -> float | str:
     return _positive_float(text)
 
 
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
 def _learning_rates(text: str) -> list[float]:
     return [_positive_float(part) for part in text.split(",")]
 
@@ -155,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--activation", choices=tuple(ACTIVATIONS), help="hidden activation (default relu, or --load's)")
     add("--weight-init-std", type=_weight_init, help="a number, he or xavier (default %(default)s)")
     add("--optimizer", choices=tuple(OPTIMIZERS))
+    add("--batchnorm", action="store_true",
+        help="batch normalization between every hidden Affine and its activation (chapter 6), or --load's")
+    add("--dropout", type=_ratio, metavar="RATIO",
+        help="dropout of RATIO of the hidden units in training (chapter 6), or --load's")
+    add("--weight-decay", type=_non_negative_float, metavar="LAMBDA",
+        help="L2 weight decay 0.5 * LAMBDA * sum(W**2) (chapter 6; default %(default)s)")
     add("--dtype", choices=FLOAT_DTYPES,
         help="float32 by default; float64 with a numerical --gradient (central differences need it)")
     add("--seed", type=_non_negative_int, help="seed of weights and minibatch draws (default %(default)s)")
@@ -215,6 +235,9 @@ class TrainConfig:
     gradient: str = "backprop"
     compile: bool = True
     distributed: bool = False
+    batchnorm: bool = False
+    dropout: float | None = None
+    weight_decay: float = 0.0
 
     @property
     def outputs(self) -> dict[str, str]:
@@ -254,6 +277,8 @@ class RunPlan:
     iters: int
     eval_interval: int
     rates: list[float]
+    batchnorm: bool = False
+    dropout: float | None = None
 
     @property
     def parameters(self) -> int:
@@ -306,10 +331,12 @@ def _check_size(plan: RunPlan, batch_size: int) -> None:
                          f"{needed / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB")
 
 
-def _architecture(config: TrainConfig) -> tuple[list[int], str]:
-    """Hidden widths and activation: the flags, else what ``--load``'s file says, else 50 and relu."""
+def _architecture(config: TrainConfig) -> tuple[list[int], str, bool, float | None]:
+    """Hidden widths, activation, batch normalization and dropout ratio: the flags, else what ``--load``'s
+    file says, else 50, relu, none and none."""
     hidden, activation = config.hidden, config.activation
-    if config.load and (hidden is None or activation is None):
+    batchnorm, dropout = config.batchnorm, config.dropout
+    if config.load:
         try:
             saved = read_saved(config.load)
         except ValueError as exc:
@@ -318,7 +345,9 @@ def _architecture(config: TrainConfig) -> tuple[list[int], str]:
             hidden = saved.sizes[1:-1]
         if activation is None:
             activation = saved.activation
-    return hidden or [50], activation or "relu"
+        batchnorm = batchnorm or saved.batchnorm
+        dropout = saved.dropout_ratio if dropout is None else dropout
+    return hidden or [50], activation or "relu", batchnorm, dropout
 
 
 def _load_data(config: TrainConfig, print_root: Callable[..., None]) -> Dataset:
@@ -382,7 +411,7 @@ def _plan(config: TrainConfig, context: MPIContext | None, print_root: Callable[
     xp, device, dtype = _namespace(config, print_root)
     dataset = _load_data(config, print_root)
     data = to_device(dataset, xp, device=device, dtype=dtype)
-    hidden, activation = _architecture(config)
+    hidden, activation, batchnorm, dropout = _architecture(config)
     if context is not None and config.batch_size < context.size:
         raise UsageError(f"--batch-size {config.batch_size} is smaller than the {context.size} MPI ranks")
     n_train = data.x_train.shape[0]
@@ -394,7 +423,7 @@ def _plan(config: TrainConfig, context: MPIContext | None, print_root: Callable[
     plan = RunPlan(
         xp, device, dtype, dataset, data, [dataset.num_features, *hidden, dataset.num_classes], activation, iters,
         config.eval_interval or default_eval_interval(iters, n_train, config.batch_size),
-        config.lr_sweep or [config.lr or default_lr],
+        config.lr_sweep or [config.lr or default_lr], batchnorm, dropout,
     )
     _check_size(plan, config.batch_size)
     return plan
@@ -432,11 +461,20 @@ def header(config: TrainConfig, plan: RunPlan, context: MPIContext | None) -> st
         f"xbackprop {__version__}: backend {backend_name(plan.xp)}, device {describe_device(plan.xp, plan.device)}, "
         f"{config.dtype}, dataset {dataset.name} ({data.x_train.shape[0]} train / {data.x_test.shape[0]} test, "
         f"{dataset.num_features} features, {dataset.num_classes} classes, from {dataset.source}), "
-        f"net {'-'.join(map(str, plan.sizes))} {plan.activation}, {config.optimizer} lr "
+        f"net {'-'.join(map(str, plan.sizes))} {plan.activation}{_extensions(config, plan)}, {config.optimizer} lr "
         f"{', '.join(f'{r:g}' for r in plan.rates)}, batch {config.batch_size}, {plan.iters} iterations, "
         f"accuracies every {plan.eval_interval}"
         f"{' on the minibatch and test set' if config.train_acc == 'batch' else ''}{parallel}"
     )
+
+
+def _extensions(config: TrainConfig, plan: RunPlan) -> str:
+    """Chapter 6's additions to the net, as the first line names them (empty without any)."""
+    parts = (["batchnorm"] if plan.batchnorm else []) + ([f"dropout {plan.dropout:g}"] if plan.dropout is not None
+                                                          else [])
+    if config.weight_decay:
+        parts.append(f"weight decay {config.weight_decay:g}")
+    return "".join(f" + {part}" for part in parts)
 
 
 def train_runs(
@@ -447,7 +485,9 @@ def train_runs(
     for lr in plan.rates:
         net = MultiLayerNet(
             plan.sizes[0], plan.sizes[1:-1], plan.sizes[-1], activation=plan.activation,
-            weight_init_std=config.weight_init_std, xp=plan.xp, device=plan.device, dtype=plan.dtype,
+            weight_init_std=config.weight_init_std, weight_decay_lambda=config.weight_decay,
+            use_dropout=plan.dropout is not None, dropout_ratio=0.5 if plan.dropout is None else plan.dropout,
+            use_batchnorm=plan.batchnorm, xp=plan.xp, device=plan.device, dtype=plan.dtype,
             seed=config.seed,
         )
         if config.load:
@@ -455,7 +495,9 @@ def train_runs(
                 load_params(config.load, net)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
-        sync = None if context is None else DistributedSync(context, net.params)
+        # the running statistics of batch normalization are averaged with the gradients (see EagerSteps)
+        averaged = {key: value for key, value in net.buffers.items() if value.dtype == net.dtype}
+        sync = None if context is None else DistributedSync(context, {**net.params, **averaged})
         label = f"lr {lr:g}" if config.lr_sweep else None
         try:
             result = _train_net(net, OPTIMIZERS[config.optimizer](lr=lr), config, plan, label, sync,
@@ -508,6 +550,9 @@ def write_reports(config: TrainConfig, plan: RunPlan, runs: list[tuple[float, Tr
             "dataset": plan.dataset.name,
             "sizes": plan.sizes,
             "activation": plan.activation,
+            "batchnorm": plan.batchnorm,
+            "dropout": plan.dropout,
+            "weight_decay": config.weight_decay,
             "optimizer": config.optimizer,
             "batch_size": config.batch_size,
             "eval_interval": plan.eval_interval,

@@ -193,7 +193,8 @@ class EagerSteps:
     Call with the device data and ``indices`` ``(1, batch)``; returns the step's loss.
     With ``sync`` this is one rank of synchronous data-parallel training: every rank
     draws the same global batch, computes gradients on its shard of it, and applies the
-    summed update.
+    summed update; batch normalization uses each shard's own statistics, and the running
+    statistics are averaged over the ranks at every step, so all ranks keep the same.
     """
 
     runs_blocks = False
@@ -207,9 +208,12 @@ class EagerSteps:
 
     def __call__(self, x_all: Any, t_all: Any, indices: Any) -> Any:
         index = indices[0, :] if self.shard is None else indices[0, :][self.shard]
-        grads, loss = self.gradient_step(self.net.params, x_all, t_all, index)
-        if self.sync is not None:
-            grads, loss = self.sync.allreduce(grads, loss, weight=self.weight)
+        grads, loss, buffers = self.gradient_step(self.net.params, self.net.buffers, x_all, t_all, index)
+        if self.sync is not None:  # the floating buffers (running statistics) are averaged with the gradients
+            reduced, loss = self.sync.allreduce({**grads, **buffers}, loss, weight=self.weight)
+            grads = {key: reduced[key] for key in grads}
+            buffers = {key: reduced.get(key, value) for key, value in buffers.items()}
+        self.net.buffers.update(buffers)
         self.optimizer.update(self.net.params, grads)
         return loss
 
@@ -221,7 +225,8 @@ class CompiledSteps:
     """A block of training steps per call, compiled (:func:`xbackprop.backend.compile_steps`: JAX's scan).
 
     Call with the device data and ``indices`` ``(K, batch)``; returns the K losses. The
-    optimizer's state travels with the parameters and is handed back by :meth:`finish`.
+    optimizer's state and the net's buffers travel with the parameters; the state is
+    handed back by :meth:`finish`.
     """
 
     runs_blocks = True
@@ -231,8 +236,10 @@ class CompiledSteps:
         self.state = optimizer.state or optimizer.init(net.params)
 
     def __call__(self, x_all: Any, t_all: Any, indices: Any) -> Any:
-        params, self.state, losses = self.run(dict(self.net.params), self.state, x_all, t_all, indices)
+        carried = (self.state, dict(self.net.buffers))
+        params, (self.state, buffers), losses = self.run(dict(self.net.params), carried, x_all, t_all, indices)
         self.net.params.update(params)
+        self.net.buffers.update(buffers)
         return losses
 
     def finish(self) -> None:
@@ -258,43 +265,51 @@ def _steps_until_event(i: int, iters: int, iter_per_epoch: int, eval_interval: i
 
 
 def make_train_step(net: Any, optimizer: Any, xp: Any) -> Callable[..., tuple[dict[str, Any], Any, Any]]:
-    """``(params, state, x_all, t_all, index) -> (params, state, loss)``: one whole training step, pure.
+    """``(params, (state, buffers), x_all, t_all, index) -> (params, (state, buffers), loss)``: one whole
+    training step, pure.
 
-    Gathers the minibatch on the device, backpropagates it and applies the
-    optimizer's rule (:meth:`~xbackprop.optimizers.Optimizer.apply`); nothing passed
-    in is modified, so it can be compiled (see :func:`xbackprop.backend.compile_steps`).
-    Labels are not checked here (the trainer checks the dataset once).
+    Gathers the minibatch on the device, backpropagates it (moving the net's buffers,
+    such as running statistics, along) and applies the optimizer's rule
+    (:meth:`~xbackprop.optimizers.Optimizer.apply`); nothing passed in is modified, so
+    it can be compiled (see :func:`xbackprop.backend.compile_steps`). Labels are not
+    checked here (the trainer checks the dataset once).
     """
 
-    def train_step(params: dict[str, Any], state: Any, x_all: Any, t_all: Any, index: Any) -> tuple[Any, Any, Any]:
+    def train_step(params: dict[str, Any], carried: Any, x_all: Any, t_all: Any, index: Any) -> tuple[Any, Any, Any]:
+        state, buffers = carried
         x, t = xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0)
-        loss, grads = net.loss_and_gradient(x, t, params, check_labels=False)
+        loss, grads, buffers = net.loss_and_gradient(x, t, params, check_labels=False, buffers=buffers)
         params, state = optimizer.apply(params, grads, state)
-        return params, state, loss
+        return params, (state, buffers), loss
 
     return train_step
 
 
 def make_gradient_step(
     net: Any, xp: Any, *, compile: bool = True, method: str = "backprop"
-) -> Callable[[dict[str, Any], Any, Any, Any], tuple[dict[str, Any], Any]]:
-    """``(params, x_all, t_all, index) -> (grads, loss)``: gather a minibatch on the device and backpropagate it
-    (or, with ``method="numerical"`` or ``"numerical-batched"``, differentiate it numerically, never compiled).
+) -> Callable[[dict[str, Any], dict[str, Any], Any, Any, Any], tuple[dict[str, Any], Any, dict[str, Any]]]:
+    """``(params, buffers, x_all, t_all, index) -> (grads, loss, buffers)``: gather a minibatch on the device and
+    backpropagate it (or, with ``method="numerical"`` or ``"numerical-batched"``, differentiate it numerically,
+    never compiled).
 
     A pure function of its arguments, so backends that compile whole functions
     (JAX) run it as one program (see :func:`xbackprop.backend.compile_function`).
     Labels are not checked here (the trainer checks the dataset once).
     """
 
-    def batch_gradient(params: dict[str, Any], x_all: Any, t_all: Any, index: Any) -> tuple[dict[str, Any], Any]:
+    def batch_gradient(params: dict[str, Any], buffers: dict[str, Any], x_all: Any, t_all: Any,
+                       index: Any) -> tuple[dict[str, Any], Any, dict[str, Any]]:
         x, t = xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0)
-        loss, grads = net.loss_and_gradient(x, t, params, check_labels=False)
-        return grads, loss
+        loss, grads, buffers = net.loss_and_gradient(x, t, params, check_labels=False, buffers=buffers)
+        return grads, loss, buffers
 
-    def numerical_gradient(params: dict[str, Any], x_all: Any, t_all: Any, index: Any) -> tuple[dict[str, Any], Any]:
+    def numerical_gradient(params: dict[str, Any], buffers: dict[str, Any], x_all: Any, t_all: Any,
+                           index: Any) -> tuple[dict[str, Any], Any, dict[str, Any]]:
         x, t = xp.take(x_all, index, axis=0), xp.take(t_all, index, axis=0)
         batch = "auto" if method == "numerical-batched" else None
-        return net.numerical_gradient(x, t, params, batch=batch), net.loss(x, t, params, check_labels=False)
+        grads = net.numerical_gradient(x, t, params, batch=batch, buffers=buffers)
+        loss, _, buffers = net.loss_and_gradient(x, t, params, check_labels=False, buffers=buffers)  # P is small
+        return grads, loss, buffers
 
     if method != "backprop":
         return numerical_gradient
