@@ -56,6 +56,20 @@ def test_two_ranks_match_one_process(synthetic_dir, tmp_path, capsys, backend, b
         assert np.abs(one[key] - two[key]).max() <= 1e-12 * scale, key
 
 
+def test_batchnorm_ranks_average_their_running_statistics(synthetic_dir, tmp_path):
+    """After one step from the same parameters, the average of the two shards' means is the batch's mean:
+    the running mean equals one process's; the running variance averages the shards' own variances."""
+    common = ["--data-dir", str(synthetic_dir), "--iters", "1", "--quiet", "--batchnorm", "--dtype", "float64"]
+    completed, _ = mpirun(2, *common, "--save", str(tmp_path / "two.npz"))
+    assert completed.returncode == 0, completed.stderr
+    assert main([*common, "--save", str(tmp_path / "one.npz")]) == 0
+    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    mean1 = one["buffer.running_mean1"]
+    assert np.any(mean1) and np.abs(two["buffer.running_mean1"] - mean1).max() <= 1e-12 * np.abs(mean1).max()
+    # shard variances leave out the spread between the shards' means: never more than the batch's
+    assert np.all(two["buffer.running_var1"] <= one["buffer.running_var1"] * (1 + 1e-12))
+
+
 def test_a_bad_data_path_on_one_rank_ends_all_ranks(synthetic_dir, tmp_path):
     good = [sys.executable, "-m", "xbackprop.train", "--data-dir", str(synthetic_dir), "--iters", "5", "--quiet"]
     bad = [sys.executable, "-m", "xbackprop.train", "--data-dir", str(tmp_path / "missing"), "--iters", "5", "--quiet"]

@@ -88,6 +88,24 @@ def test_cli_epochs_and_other_optimizers(synthetic_dir, capsys):
     assert "train acc, test acc" not in out  # --quiet
 
 
+def test_chapter_6_flags_train_save_and_load_their_state(synthetic_dir, tmp_path, capsys):
+    saved = tmp_path / "extended.npz"
+    common = ["--data-dir", str(synthetic_dir), "--quiet", "--hidden", "30,20"]
+    assert main([*common, "--iters", "30", "--batchnorm", "--dropout", "0.2", "--weight-decay", "0.01",
+                 "--save", str(saved)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "net 784-30-20-10 relu + batchnorm + dropout 0.2 + weight decay 0.01, sgd" in out[0]
+    trained = out[-1].split(",")[0]
+    with np.load(saved, allow_pickle=False) as f:
+        assert {"gamma1", "beta2", "buffer.running_mean1", "buffer.running_var2", "buffer.draws1", "batchnorm",
+                "dropout_ratio"} <= set(f.files)
+        assert np.any(f["buffer.running_mean1"]) and f["buffer.draws1"].tolist() == [30]
+    # --load alone brings the architecture and the running statistics back: the same accuracies
+    assert main([*common[:-2], "--iters", "0", "--load", str(saved)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "relu + batchnorm + dropout 0.2" in out[0] and out[-1].split(",")[0] == trained
+
+
 def test_save_then_load_gives_the_same_net(synthetic_dir, tmp_path, capsys):
     saved = tmp_path / "net.npz"
     assert main(["--data-dir", str(synthetic_dir), "--iters", "30", "--save", str(saved), "--quiet"]) == 0
@@ -168,6 +186,8 @@ def corrupt_dir(tmp_path):
         (["--data-dir", "{newline}"], "no train-images-idx3-ubyte"),
         (["--data-dir", "{synthetic}", "--json", "{tmp}/no/such/folder/x.json"], "does not exist"),
         (["--data-dir", "{synthetic}", "--save", "{fifo}"], "exists and is not a regular file"),
+        (["--dropout", "1"], "--dropout: must lie in [0, 1), got 1"),
+        (["--weight-decay", "-1"], "--weight-decay: must be a non-negative number, got -1"),
     ],
 )
 def test_cli_user_errors_exit_2_with_one_line(args, message, synthetic_dir, tmp_path):
