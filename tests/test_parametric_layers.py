@@ -241,3 +241,52 @@ def test_a_compiled_jax_block_with_batchnorm_and_dropout_equals_eager_steps(rng)
     np.testing.assert_allclose(finals[0][0], finals[1][0], rtol=1e-12)
     for key, value in finals[0][1].items():
         np.testing.assert_allclose(value, finals[1][1][key], rtol=1e-10, atol=1e-14, err_msg=key)
+
+
+def test_a_learners_own_layer_is_saved_loaded_and_compiled(tmp_path, rng):
+    """s1 goes wherever W1 goes: into the file and back, and through JAX's compiled block of steps."""
+    from xbackprop.io import load_params
+
+    net, x, t = scaled_net(np, rng)
+    net.params["s1"] = net.params["s1"] * 3.0
+    save_params(tmp_path / "scaled.npz", net)
+    fresh, _, _ = scaled_net(np, np.random.default_rng(1))
+    load_params(tmp_path / "scaled.npz", fresh)
+    for key in net.params:
+        np.testing.assert_array_equal(fresh.params[key], net.params[key])
+
+    jax = pytest.importorskip("jax", reason="JAX not installed: pip install 'jax[cpu]'")
+    import jax.numpy as jnp
+
+    from xbackprop.optimizers import SGD
+    from xbackprop.trainer import CompiledSteps, make_steps
+
+    x_all = rng.standard_normal((10, 5))
+    with jax.enable_x64(True):
+        finals = []
+        for compile in (True, False):
+            jnet, _, _ = scaled_net(jnp, np.random.default_rng(2))
+            steps = make_steps(jnet, SGD(lr=0.1), jnp, batch_size=4, compile=compile)
+            assert isinstance(steps, CompiledSteps) == compile
+            xs, ts = jnp.asarray(x_all), jnp.asarray(np.arange(10) % 3)
+            indices = np.random.default_rng(3).integers(0, 10, (4, 4))
+            if compile:
+                steps(xs, ts, jnp.asarray(indices))
+            else:
+                for i in range(4):
+                    steps(xs, ts, jnp.asarray(indices[i : i + 1]))
+            finals.append(to_numpy(jnet.params["s1"]))
+        assert not np.allclose(finals[0], to_numpy(scaled_net(jnp, np.random.default_rng(2))[0].params["s1"]))
+        np.testing.assert_allclose(finals[0], finals[1], rtol=1e-12)
+
+
+def test_the_batched_numerical_gradient_of_an_extended_net_equals_the_loop(xp, rng):
+    """Layers a stack cannot pass through (BatchNorm, Dropout) send their Affines to the loop: same numbers."""
+    net = MultiLayerNet(6, [5, 4], 3, weight_init_std=0.7, use_dropout=True, use_batchnorm=True, xp=xp,
+                        dtype="float64", seed=1)
+    x = asarray(xp, rng.standard_normal((8, 6)))
+    t = xp.asarray(rng.integers(0, 3, 8), dtype=xp.int64)
+    loop, batched = net.numerical_gradient(x, t), net.numerical_gradient(x, t, batch=5)
+    for key in net.params:  # relative to the array's largest element: the loop's rounding is amplified 1 / 2h times
+        a, b = to_numpy(batched[key]), to_numpy(loop[key])
+        assert np.abs(a - b).max() <= 1e-9 * np.abs(b).max(), key

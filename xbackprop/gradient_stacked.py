@@ -85,10 +85,10 @@ def stacked_numerical_gradient(
     """``net.numerical_gradient(x, t, params, batch=K)``: the Affine parameters K elements per pass.
 
     ``batch="auto"`` picks K from ``memory_budget`` bytes (see :func:`stack_size`).
-    Parameters of other layers (BatchNormalization's, a user's) are differentiated by
-    the book's loop. Every layer after an Affine must be one a stack can pass through
-    (Affine, Relu, Sigmoid, then SoftmaxWithLoss); otherwise ``ValueError`` says to use
-    ``batch=None``.
+    A stack passes through Affine, Relu and Sigmoid layers and ends in SoftmaxWithLoss;
+    the parameters of an Affine followed by any other layer (BatchNormalization,
+    Dropout, a user's), and those of other layers, are differentiated by the book's
+    loop instead: the same numbers, at the loop's speed.
     """
     from .gradient import central_differences  # the loop, for parameters of other layers
 
@@ -99,12 +99,11 @@ def stacked_numerical_gradient(
     grads = {}
     for layer_name, layer, name, key in net._param_slots:
         value = params[key]
-        if not isinstance(layer, Affine):
-            grads[key] = central_differences(
-                lambda p: net.loss(x, t, {**params, key: p}, train_flg=True, buffers=buffers), value, h)
-            continue
         position = names.index(layer_name)
-        _require_stackable(net, names[position + 1 :])
+        if type(layer) is not Affine or not _stackable(net, names[position + 1 :]):
+            grads[key] = central_differences(
+                lambda p, key=key: net.loss(x, t, {**params, key: p}, train_flg=True, buffers=buffers), value, h)
+            continue
         k = stack_size(net, position, x.shape[0], memory_budget) if batch == "auto" else int(batch)
         moved_losses = _moved_losses(net, x, t, params, buffers, position, perturb_weight=name == "W")
         flat = stacked_central_differences(moved_losses, math.prod(value.shape), h, k, like=value)
@@ -126,13 +125,10 @@ def stack_size(net: Any, position: int, batch_rows: int, memory_budget: int = DE
     return max(1, memory_budget // per_copy)
 
 
-def _require_stackable(net: Any, after: list[str]) -> None:
-    for name in after:
-        if not isinstance(net.layers[name], (Affine, *_ELEMENTWISE)):
-            raise ValueError(f"the batched numerical gradient runs stacks through Affine, Relu and Sigmoid layers; "
-                             f"{name} is a {type(net.layers[name]).__name__}: use batch=None")
-    if type(net.last_layer) is not SoftmaxWithLoss:
-        raise ValueError("the batched numerical gradient needs SoftmaxWithLoss as the last layer: use batch=None")
+def _stackable(net: Any, after: list[str]) -> bool:
+    """Whether a stack of copies can run through the layers ``after`` and the last layer."""
+    return type(net.last_layer) is SoftmaxWithLoss and all(
+        type(net.layers[name]) is Affine or type(net.layers[name]) in _ELEMENTWISE for name in after)
 
 
 def _moved_losses(
