@@ -290,3 +290,14 @@ def test_the_batched_numerical_gradient_of_an_extended_net_equals_the_loop(xp, r
     for key in net.params:  # relative to the array's largest element: the loop's rounding is amplified 1 / 2h times
         a, b = to_numpy(batched[key]), to_numpy(loop[key])
         assert np.abs(a - b).max() <= 1e-9 * np.abs(b).max(), key
+
+
+def test_the_directional_check_of_an_extended_net_uses_the_training_loss(xp, rng):
+    from xbackprop import directional_check
+
+    net = MultiLayerNet(6, [5], 3, weight_init_std=0.7, use_dropout=True, use_batchnorm=True, xp=xp,
+                        dtype="float64", seed=1)
+    x = asarray(xp, rng.standard_normal((8, 6)))
+    t = xp.asarray(rng.integers(0, 3, 8), dtype=xp.int64)
+    assert directional_check(net, x, t).rel_error < 1e-6
+    assert to_numpy(net.buffers["draws1"]).tolist() == [0]

@@ -335,8 +335,9 @@ def directional_check(
     """Compare ``<gradient, d>`` with ``(L(p + h d) - L(p - h d)) / 2h`` for a random unit ``d``.
 
     Two loss evaluations and one backward pass, however many parameters the net
-    has, all in float64. ``d`` is drawn on the host with NumPy's ``Generator(seed)``
-    and spans every parameter.
+    has, all in float64, of the training loss (``train_flg=True``) from the net's
+    buffers, which are left as they are. ``d`` is drawn on the host with NumPy's
+    ``Generator(seed)`` and spans every parameter.
     """
     if not h > 0:
         raise ValueError(f"the step h must be positive, got {h}")
@@ -351,9 +352,10 @@ def directional_check(
         key: xp.asarray(raw[key] / norm, dtype=xp.float64, device=device(params[key])) for key in params
     }
 
-    grads = net.gradient(x, t, params)
+    buffers = {key: _float64_copy(xp, value) for key, value in net.buffers.items()}  # one state for all passes
+    grads = net.loss_and_gradient(x, t, params, buffers=buffers)[1]
     along = sum(float(xp.sum(grads[key] * direction[key])) for key in params)
     plus = {key: params[key] + h * direction[key] for key in params}
     minus = {key: params[key] - h * direction[key] for key in params}
-    numerical = (float(net.loss(x, t, plus)) - float(net.loss(x, t, minus))) / (2 * h)
-    return DirectionalCheckResult(along, numerical)
+    losses = [float(net.loss(x, t, moved, train_flg=True, buffers=buffers)) for moved in (plus, minus)]
+    return DirectionalCheckResult(along, (losses[0] - losses[1]) / (2 * h))

@@ -147,7 +147,9 @@ class LayerNet:
         """
         y = self.predict(x, params, train_flg=train_flg, buffers=buffers)
         loss = self.last_layer.forward(y, t, check_labels=check_labels)
-        return loss + self.weight_decay(params)
+        if self.weight_decay_lambda:
+            loss = loss + self.weight_decay(params)
+        return loss
 
     def weight_decay(self, params: Mapping[str, Any] | None = None) -> Any:
         """``0.5 * lambda * sum(W**2)`` over the parameters named ``W`` (0.0 without weight decay)."""
