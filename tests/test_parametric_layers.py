@@ -301,3 +301,12 @@ def test_the_directional_check_of_an_extended_net_uses_the_training_loss(xp, rng
     t = xp.asarray(rng.integers(0, 3, 8), dtype=xp.int64)
     assert directional_check(net, x, t).rel_error < 1e-6
     assert to_numpy(net.buffers["draws1"]).tolist() == [0]
+
+
+def test_a_dropout_in_a_listed_net_keeps_its_count_with_the_net(xp, rng):
+    """Dropout() without a count gets one when the net is built: every numerical pass draws the same mask."""
+    net, x, t = scaled_net(xp, rng)
+    layers = [*net.layers.values()]
+    listed = LayerNet([layers[0], Dropout(0.3, seed=5), *layers[1:]])
+    assert list(listed.buffers) == ["draws1"]
+    assert gradient_check(listed, x, t, verbose=False).passed

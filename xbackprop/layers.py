@@ -310,7 +310,8 @@ class Dropout:
     (:func:`xbackprop.functions.random_bits`) of ``seed``, the number of masks drawn so
     far and each element's position: the same seed drops the same units on every
     backend and inside a compiled step. The count is the buffer ``draws`` (a
-    ``(1,)`` int32 array, created on the first training pass if not given).
+    ``(1,)`` int32 array, created by :meth:`init_buffers` or on the first training
+    pass if not given).
     """
 
     draws = _buffer("draws")
@@ -324,11 +325,17 @@ class Dropout:
         self.mask = None
         self.train_flg = None
 
+    def init_buffers(self, like: Any) -> None:
+        """Create the ``draws`` count (zero) on ``like``'s namespace and device unless it exists: a net calls
+        this when it is built, so the count is one of its buffers from the start."""
+        if self.draws is None:
+            xp = namespace_of(like)
+            self.draws = xp.zeros((1,), dtype=xp.int32, device=device(like))
+
     def forward(self, x: Any, train_flg: bool = True) -> Any:
         xp = namespace_of(x)
         if train_flg:
-            if self.draws is None:
-                self.draws = xp.zeros((1,), dtype=xp.int32, device=device(x))
+            self.init_buffers(x)
             bits = random_bits(x.shape, self.seed, self.draws, like=x)  # uniform on [0, 2**31)
             self.mask = bits >= math.floor(self.dropout_ratio * 2.0**31)
             self.draws = self.draws + 1

@@ -46,7 +46,8 @@ class LayerNet:
     ``params`` dict contributes to ``net.params`` under the book's keys, the name and
     the how-manyeth layer holds it: ``W1``, ``b1``, ``gamma1``, ``beta1``, ``W2``, ...;
     every layer's ``buffers`` (running statistics) to ``net.buffers`` likewise
-    (``running_mean1``, ...). A ``params`` dict may be passed instead, whose arrays are
+    (``running_mean1``, ...; a layer's ``init_buffers(like)``, where it has one, is
+    called first, so buffers it would make on its first pass exist from the start). A ``params`` dict may be passed instead, whose arrays are
     the layers' own (matched by identity, so any keys work). ``last_layer`` defaults to
     :class:`~xbackprop.layers.SoftmaxWithLoss`. The same layer object may appear only
     once: it caches one pass at a time.
@@ -75,9 +76,13 @@ class LayerNet:
         self.weight_decay_lambda = weight_decay_lambda
         # (layer name, layer, name in the layer, key in the net) of every parameter and buffer
         self._param_slots = _slots(self.layers, "params")
-        self._buffer_slots = _slots(self.layers, "buffers")
         if not self._param_slots:
             raise ValueError("LayerNet: no layer declares parameters (a params dict), so there is nothing to train")
+        first = self._param_slots[0][1].params[self._param_slots[0][2]]
+        for layer in self.layers.values():  # buffers a layer would make on its first pass exist from the start
+            if hasattr(layer, "init_buffers"):
+                layer.init_buffers(first)
+        self._buffer_slots = _slots(self.layers, "buffers")
         for layer_name, layer, _, _ in self._param_slots:
             if not isinstance(getattr(layer, "grads", None), MutableMapping):
                 raise TypeError(f"LayerNet: {layer_name} has params but no grads dict for backward to fill")
@@ -88,7 +93,6 @@ class LayerNet:
         self.params = params
         self.buffers = {key: layer.buffers[name] for _, layer, name, key in self._buffer_slots}
         self._takes_train_flg = {name for name, layer in self.layers.items() if _takes_train_flg(layer)}
-        first = self._param_slots[0][1].params[self._param_slots[0][2]]
         self.xp = namespace_of(first)
         self.device = device_of(first)
         self.dtype = first.dtype
