@@ -310,3 +310,13 @@ def test_a_dropout_in_a_listed_net_keeps_its_count_with_the_net(xp, rng):
     listed = LayerNet([layers[0], Dropout(0.3, seed=5), *layers[1:]])
     assert list(listed.buffers) == ["draws1"]
     assert gradient_check(listed, x, t, verbose=False).passed
+
+
+def test_random_bits_inside_jit_are_the_eager_bits():
+    jax = pytest.importorskip("jax", reason="JAX not installed: pip install 'jax[cpu]'")
+    import jax.numpy as jnp
+
+    counter = jnp.asarray([7], dtype=jnp.int32)
+    eager = random_bits((30, 40), 2, counter, like=jnp.zeros(1))
+    compiled = jax.jit(lambda c: random_bits((30, 40), 2, c, like=jnp.zeros(1)))(counter)
+    np.testing.assert_array_equal(to_numpy(compiled), to_numpy(eager))
