@@ -75,3 +75,63 @@ def test_get_namespace_of_a_non_name():
         get_namespace(123)
     with pytest.raises(ValueError, match="unknown backend 'nonsense'"):
         get_namespace("nonsense")
+
+
+def test_accuracy_refuses_labels_it_cannot_score(xp):
+    """(N, 1) labels, labels outside the classes and float labels were a silent 0.0."""
+    net = TwoLayerNet(4, 3, 2, xp=xp, dtype="float64", seed=0)
+    x = asarray(xp, np.random.default_rng(0).random((5, 4)))
+    with pytest.raises(ValueError, match=r"integer class indices \(5,\) or one-hot rows \(5, 2\), got shape \(5, 1\)"):
+        net.accuracy(x, xp.zeros((5, 1), dtype=xp.int64))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), got values from 0 to 7"):
+        net.accuracy(x, xp.asarray([0, 1, 7, 0, 1]))
+    with pytest.raises(ValueError, match="dtype"):
+        net.accuracy(x, asarray(xp, [0.0, 1.0, 1.0, 0.0, 1.0]))
+    one_hot = asarray(xp, np.eye(2)[[0, 1, 1, 0, 1]])
+    assert net.accuracy(x, one_hot) == net.accuracy(x, xp.asarray([0, 1, 1, 0, 1]))
+
+
+def test_an_input_of_another_library_is_refused(xp):
+    net = TwoLayerNet(4, 3, 2, xp=xp, dtype="float64", seed=0)
+    other = np.ones((2, 4)) if type(net.params["W1"]).__module__ != "numpy" else get_namespace(
+        "array_api_strict").ones((2, 4))
+    with pytest.raises(TypeError, match="move x to the net's namespace"):
+        net.predict(other)
+
+
+def test_missing_params_and_non_arrays_are_named(xp):
+    net = TwoLayerNet(4, 3, 2, xp=xp, dtype="float64", seed=0)
+    x, t = asarray(xp, np.ones((2, 4))), xp.asarray([0, 1])
+    with pytest.raises(ValueError, match="lack 'b1': this net needs W1, b1, W2, b2"):
+        net.loss(x, t, {key: value for key, value in net.params.items() if key != "b1"})
+    with pytest.raises(TypeError, match="Affine: W and b must be arrays, got list"):
+        Affine([[1.0, 2.0]], asarray(xp, [0.0, 0.0]))
+
+
+def test_numerical_gradient_in_a_dtype_too_coarse_for_h():
+    with pytest.raises(TypeError, match="below float16's resolution"):
+        numerical_gradient(lambda v: (v * v).sum(), np.ones(3, dtype=np.float16))
+
+
+def test_a_weight_scale_beyond_the_dtype_is_refused(xp):
+    with pytest.raises(ValueError, match="gives weights beyond the range of"):
+        MultiLayerNet(4, [3], 2, weight_init_std=1e308, xp=xp, dtype="float32")
+
+
+def test_a_saved_net_with_nan_is_refused(tmp_path):
+    from xbackprop.io import load_params, save_params
+
+    net = TwoLayerNet(4, 3, 2, xp="numpy", seed=0)
+    net.params["W2"] = net.params["W2"] * np.nan
+    save_params(tmp_path / "nan.npz", net)
+    with pytest.raises(ValueError, match="W2 holds NaN or infinite numbers"):
+        load_params(tmp_path / "nan.npz", TwoLayerNet(4, 3, 2, xp="numpy", seed=0))
+
+
+def test_labels_rewritten_in_place_are_checked_again():
+    net = TwoLayerNet(4, 3, 2, xp="numpy", seed=0)
+    x, t = np.ones((3, 4)), np.array([0, 1, 0])
+    net.gradient(x, t)
+    t[1] = 99
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), got values from 0 to 99"):
+        net.gradient(x, t)

@@ -69,6 +69,10 @@ def numerical_gradient(
         raise TypeError(f"numerical_gradient needs a real floating array, got {x.dtype}: h = {h} would be rounded away")
     if not h > 0:
         raise ValueError(f"the step h must be positive, got {h}")
+    resolution = float(xp.finfo(x.dtype).eps)
+    if resolution >= h:
+        raise TypeError(f"numerical_gradient: h = {h} is below {x.dtype}'s resolution ({resolution:.1e}), so x + h "
+                        "rounds back to x and every difference would be 0: cast x to float64")
     if batch is not None:
         return stacked_differences(f, x, h, int(batch))
     in_place = is_writeable_array(x)

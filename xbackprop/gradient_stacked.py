@@ -102,7 +102,8 @@ def stacked_numerical_gradient(
         position = names.index(layer_name)
         if type(layer) is not Affine or not _stackable(net, names[position + 1 :]):
             grads[key] = central_differences(
-                lambda p, key=key: net.loss(x, t, {**params, key: p}, train_flg=True, buffers=buffers), value, h)
+                lambda p, key=key: net.loss(x, t, {**params, key: p}, train_flg=True, check_labels=False,
+                                            buffers=buffers), value, h)
             continue
         k = stack_size(net, position, x.shape[0], memory_budget) if batch == "auto" else int(batch)
         moved_losses = _moved_losses(net, x, t, params, buffers, position, perturb_weight=name == "W")

@@ -160,6 +160,9 @@ def read_saved(path: str | os.PathLike[str], expected: dict[str, tuple[int, ...]
             stored = {key: saved[key] for key in saved.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"{path}: not a saved xbackprop network ({exc})") from None
+    for key, value in stored.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"{path}: {key} holds NaN or infinite numbers; a net cannot be loaded from them")
     described = {key: stored.pop(key, None) for key in _DESCRIPTIONS}
     buffers = {key[len(BUFFER_PREFIX):]: stored.pop(key) for key in list(stored) if key.startswith(BUFFER_PREFIX)}
     text = {key: str(value) if value is not None and value.ndim == 0 and str(value) else None

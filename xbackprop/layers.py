@@ -184,6 +184,8 @@ class Affine:
     dW, db = _grad("W"), _grad("b")
 
     def __init__(self, W: Any, b: Any, *, input_grad: bool = True) -> None:
+        if not hasattr(W, "ndim") or not hasattr(b, "ndim"):
+            raise TypeError(f"Affine: W and b must be arrays, got {type(W).__name__} and {type(b).__name__}")
         if W.ndim != 2 or b.ndim != 1 or b.shape[0] != W.shape[1]:
             raise ValueError(f"Affine: W must be (D, M) and b (M,), got {tuple(W.shape)} and {tuple(b.shape)}")
         self.params = {"W": W, "b": b}
@@ -237,14 +239,14 @@ class SoftmaxWithLoss:
     ``backward(dout=1)`` returns ``dout * (y - t) / N``.
 
     ``check_labels=True`` verifies integer labels lie in ``[0, C)`` and one-hot rows
-    hold a single 1 among 0s, which reads a number or two back from the device;
+    hold a single 1 among 0s, at every call (labels rewritten in place are checked
+    again), which reads a number or two back from the device;
     ``forward(x, t, check_labels=False)`` skips it for one call (a trainer that
-    validated its data once). The same labels array passed again is not checked again.
+    validated its data once, the 2P passes of a numerical gradient after the first).
     """
 
     def __init__(self, *, check_labels: bool = True) -> None:
         self.check_labels = check_labels
-        self._checked = None  # the labels array last found valid
         self.loss = None
         self.y = None
         self.t = None
@@ -278,10 +280,9 @@ class SoftmaxWithLoss:
                 raise ValueError(
                     f"SoftmaxWithLoss: one-hot labels of shape {tuple(t.shape)} do not match scores ({n}, {c})"
                 )
-            if check and t is not self._checked and not bool(xp.all(xp.sum(xp.astype(t == 1, dtype), axis=1) == 1)
-                                                & xp.all((t == 0) | (t == 1))):
+            if check and not bool(xp.all(xp.sum(xp.astype(t == 1, dtype), axis=1) == 1)
+                                  & xp.all((t == 0) | (t == 1))):
                 raise ValueError("SoftmaxWithLoss: (N, C) labels must be one-hot rows, a single 1 among 0s")
-            self._checked = t
             return t if t.dtype == dtype else xp.astype(t, dtype)
         if t.ndim != 1 or not is_integral(xp, t.dtype):
             raise ValueError(
@@ -290,11 +291,10 @@ class SoftmaxWithLoss:
             )
         if t.shape[0] != n:
             raise ValueError(f"SoftmaxWithLoss: {t.shape[0]} labels for a batch of {n} scores")
-        if check and t is not self._checked:  # the same array again (2P numerical passes) was checked
+        if check:
             low, high = int(xp.min(t)), int(xp.max(t))
             if low < 0 or high >= c:
                 raise ValueError(f"SoftmaxWithLoss: labels must lie in [0, {c}), got values from {low} to {high}")
-            self._checked = t
         return one_hot(t, c, dtype=dtype, xp=xp)
 
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from array_api_compat import device as device_of
 
-from ._namespace import namespace_of
-from .backend import get_namespace, host_rng, resolve_device, resolve_dtype
+from ._namespace import is_integral, namespace_of
+from .backend import backend_name, get_namespace, host_rng, resolve_device, resolve_dtype
 from .gradient import central_differences
 from .gradient_stacked import DEFAULT_MEMORY_BUDGET, stacked_numerical_gradient
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
@@ -107,10 +107,14 @@ class LayerNet:
         """Point every layer at the current arrays in ``params`` and ``buffers`` (default the net's own)."""
         params = self.params if params is None else params
         buffers = self.buffers if buffers is None else buffers
-        for _, layer, name, key in self._param_slots:
-            layer.params[name] = params[key]
-        for _, layer, name, key in self._buffer_slots:
-            layer.buffers[name] = buffers[key]
+        try:
+            for _, layer, name, key in self._param_slots:
+                layer.params[name] = params[key]
+            for _, layer, name, key in self._buffer_slots:
+                layer.buffers[name] = buffers[key]
+        except KeyError as missing:
+            needed = [key for *_, key in (*self._param_slots, *self._buffer_slots)]
+            raise ValueError(f"params or buffers lack {missing}: this net needs {', '.join(needed)}") from None
 
     def _forward(self, x: Any, train_flg: bool) -> Any:
         for name, layer in self.layers.items():
@@ -133,6 +137,10 @@ class LayerNet:
         ``train_flg=True`` runs Dropout and BatchNormalization as in training, and
         (unless ``buffers`` is given) keeps their new running statistics.
         """
+        if namespace_of(x) is not self.xp:
+            raise TypeError(f"x is a {backend_name(namespace_of(x))} array and the net's parameters are "
+                            f"{backend_name(self.xp)} arrays: move x to the net's namespace first "
+                            "(xp.asarray(x, device=net.device))")
         self._bind(params, buffers)
         scores = self._forward(x, train_flg)
         if train_flg:
@@ -169,25 +177,28 @@ class LayerNet:
     ) -> float:
         """Fraction of rows whose highest score is the true class, as a Python float (``train_flg=False``).
 
-        ``t`` is one-hot ``(N, C)`` or labels ``(N,)``. ``batch_size`` bounds the rows
-        scored at once (the book's ``accuracy(x, t, batch_size=100)``).
+        ``t`` is one-hot ``(N, C)`` or integer labels ``(N,)`` in ``[0, C)``; anything else
+        (``(N, 1)`` labels, labels out of range, float labels) is a ``ValueError``, never
+        a silent 0.0. ``batch_size`` bounds the rows scored at once (the book's
+        ``accuracy(x, t, batch_size=100)``).
         """
         if x.shape[0] == 0:
             raise ValueError("accuracy: no rows to score")
-        return float(self.count_correct(x, t, params, batch_size=batch_size)) / x.shape[0]
+        return float(self.count_correct(x, t, params, batch_size=batch_size, check_labels=True)) / x.shape[0]
 
     def count_correct(
-        self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, batch_size: int | None = None
+        self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, batch_size: int | None = None,
+        check_labels: bool = True,
     ) -> Any:
         """How many rows' highest score is the true class, as a 0-D integer array left on the device.
 
         Scores at most ``batch_size`` rows at a time, with ``train_flg=False``; nothing
-        is read back, so a caller can gather several counts and read them in one go.
+        is read back but the label check (``check_labels=False`` skips it, for labels
+        validated once), so a caller can gather several counts and read them in one go.
         """
         xp = namespace_of(x)
-        if t.ndim != 1:
-            t = xp.argmax(t, axis=1)
         n = x.shape[0]
+        t = self._class_indices(xp, t, n, check_labels)
         step = max(n, 1) if batch_size is None else max(int(batch_size), 1)
         correct = xp.zeros((), dtype=xp.int64, device=device_of(x))
         for start in range(0, n, step):
@@ -196,6 +207,20 @@ class LayerNet:
             hits = predicted == xp.astype(t[start:stop], predicted.dtype)
             correct = correct + xp.sum(xp.astype(hits, xp.int64))
         return correct
+
+    def _class_indices(self, xp: Any, t: Any, n: int, check: bool) -> Any:
+        """``t`` as class indices ``(n,)``: one-hot rows ``(n, C)`` by their argmax, integer labels as they are."""
+        classes = self.sizes[-1] if self.sizes else None
+        if t.ndim == 2 and t.shape[0] == n and t.shape[1] > 1 and t.shape[1] in (classes, None):
+            return xp.argmax(t, axis=1)
+        if t.ndim != 1 or t.shape[0] != n or not is_integral(xp, t.dtype):
+            raise ValueError(f"labels must be integer class indices ({n},) or one-hot rows ({n}, {classes}), "
+                             f"got shape {tuple(t.shape)} and dtype {t.dtype}")
+        if check and n and classes is not None:
+            low, high = int(xp.min(t)), int(xp.max(t))
+            if low < 0 or high >= classes:
+                raise ValueError(f"labels must lie in [0, {classes}), got values from {low} to {high}")
+        return t
 
     def numerical_gradient(
         self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, batch: int | str | None = None,
@@ -214,8 +239,10 @@ class LayerNet:
         if batch is not None:
             return stacked_numerical_gradient(self, x, t, params, batch=batch, memory_budget=memory_budget,
                                               buffers=buffers)
+        self.loss(x, t, params, train_flg=True, buffers=buffers)  # the labels are checked once, here
         return {key: central_differences(
-                    lambda p, key=key: self.loss(x, t, {**params, key: p}, train_flg=True, buffers=buffers), value)
+                    lambda p, key=key: self.loss(x, t, {**params, key: p}, train_flg=True, check_labels=False,
+                                                 buffers=buffers), value)
                 for key, value in params.items()}
 
     def loss_and_gradient(
@@ -390,6 +417,9 @@ def _draw_params(
             scale = math.sqrt(NAMED_INITS[key] / fan_in)
         else:
             scale = float(weight_init_std)
+        if not scale < float(xp.finfo(dtype).max) / 100:  # standard normal draws stay far below 100
+            raise ValueError(f"weight_init_std {weight_init_std} gives weights beyond the range of "
+                             f"{getattr(dtype, '__name__', dtype)}: use a smaller scale (the book's 0.01, or he)")
         w = scale * rng.standard_normal((fan_in, fan_out))
         params[f"W{i}"] = xp.asarray(w, dtype=dtype, device=device)
         params[f"b{i}"] = xp.zeros((fan_out,), dtype=dtype, device=device)
