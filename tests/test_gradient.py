@@ -83,7 +83,9 @@ def test_book_gradient_check_on_mnist(data_dir, capsys):
 
 def test_gradcheck_cli_says_which_data_it_used(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("XBACKPROP_DATA", raising=False)
-    assert gradcheck_main(["--data-dir", str(tmp_path), "--batch", "2"]) == 0
+    assert gradcheck_main(["--data-dir", str(tmp_path), "--batch", "2"]) == 2  # asked for, not there: no fallback
+    assert "no MNIST test files" in capsys.readouterr().err
+    assert gradcheck_main(["--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "2 synthetic 28x28 images (MNIST not found" in out
     assert "\nW1: " in out and "b2: " in out

@@ -106,6 +106,21 @@ def test_chapter_6_flags_train_save_and_load_their_state(synthetic_dir, tmp_path
     assert "relu + batchnorm + dropout 0.2" in out[0] and out[-1].split(",")[0] == trained
 
 
+def test_load_brings_the_dataset_it_was_trained_on(synthetic_dir, tmp_path, monkeypatch, capsys):
+    """A net trained on Fashion-MNIST names its classes: --load alone must not evaluate it on digits."""
+    saved = tmp_path / "net.npz"
+    assert main(["--data-dir", str(synthetic_dir), "--iters", "5", "--save", str(saved), "--quiet",
+                 "--dataset", "fashion-mnist"]) == 0
+    capsys.readouterr()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "fashion-mnist").symlink_to(synthetic_dir, target_is_directory=True)
+    monkeypatch.setenv("XBACKPROP_DATA", str(tmp_path / "data"))
+    assert main(["--load", str(saved), "--iters", "0", "--quiet"]) == 0
+    assert "dataset fashion-mnist (600 train" in capsys.readouterr().out
+    completed = run_cli("--load", str(saved), "--iters", "0", "--dataset", "mnist")
+    assert completed.returncode == 2 and "was trained on fashion-mnist, not --dataset mnist" in completed.stderr
+
+
 def test_save_then_load_gives_the_same_net(synthetic_dir, tmp_path, capsys):
     saved = tmp_path / "net.npz"
     assert main(["--data-dir", str(synthetic_dir), "--iters", "30", "--save", str(saved), "--quiet"]) == 0
@@ -183,10 +198,12 @@ def corrupt_dir(tmp_path):
         (["--data-dir", "{deflate}"], "train-images-idx3-ubyte.gz: cannot read"),
         (["--data-dir", "{labels200}", "--dataset", "mnist"], "labels run from 0 to 200, outside the 10 classes"),
         (["--data-dir", "{labels200}", "--classes", "1"], "at least 2 classes"),
-        (["--data-dir", "{newline}"], "no train-images-idx3-ubyte"),
+        (["--data-dir", "{newline}"], "two\\nlines: no such folder"),
         (["--data-dir", "{synthetic}", "--json", "{tmp}/no/such/folder/x.json"], "does not exist"),
         (["--data-dir", "{synthetic}", "--save", "{fifo}"], "exists and is not a regular file"),
         (["--dropout", "1"], "--dropout: must lie in [0, 1), got 1"),
+        (["--dataset", "digits", "--data-dir", "{tmp}/nowhere"], "the digits come with scikit-learn"),
+        (["--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "nowhere: no such folder"),
         (["--weight-decay", "-1"], "--weight-decay: must be a non-negative number, got -1"),
     ],
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .backend import (
     BACKENDS,
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         xp = get_namespace(args.backend)
         enable_float64(xp)  # the check computes in float64: on JAX this command turns its switch on
+        if args.data_dir is not None and find_dataset_dir("mnist", args.data_dir, split="test") != Path(args.data_dir):
+            raise ValueError(f"--data-dir {args.data_dir}: no MNIST test files (t10k-images-idx3-ubyte, "
+                             "t10k-labels-idx1-ubyte, .gz or not) in that folder")
         folder = find_dataset_dir("mnist", args.data_dir, split="test")
         if folder is not None:
             images, labels = load_split(folder, "test")

@@ -286,13 +286,33 @@ class RunPlan:
 
 
 def _dataset_name(config: TrainConfig) -> str:
-    """``--dataset``, or what ``--data-dir`` holds; a mismatch between the two is refused."""
+    """``--dataset``, or what ``--data-dir`` holds, or the dataset ``--load``'s file was trained on; a mismatch
+    between them is refused, and so is a ``--data-dir`` that is not a folder."""
+    saved = _saved_dataset(config)
+    if config.dataset is not None and saved is not None and saved != config.dataset:
+        raise UsageError(f"--load {config.load} was trained on {saved}, not --dataset {config.dataset}")
     if config.data_dir is None:
-        return config.dataset or "mnist"
+        return config.dataset or saved or "mnist"
+    if (config.dataset or saved) == "digits":
+        raise UsageError(f"--data-dir {config.data_dir}: the digits come with scikit-learn, not from a folder")
+    if not Path(config.data_dir).is_dir():
+        raise UsageError(f"--data-dir {config.data_dir}: no such folder")
     found = identify_dataset(config.data_dir)
+    if saved is not None and found is not None and found != saved:
+        raise UsageError(f"--data-dir {config.data_dir} holds {found}, but --load {config.load} was trained on {saved}")
     if config.dataset is not None and found is not None and found != config.dataset:
         raise UsageError(f"--data-dir {config.data_dir} holds {found}, not {config.dataset}")
     return config.dataset or found or Path(config.data_dir).resolve().name
+
+
+def _saved_dataset(config: TrainConfig) -> str | None:
+    """The dataset named in ``--load``'s file, if any."""
+    if not config.load:
+        return None
+    try:
+        return read_saved(config.load).dataset
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _check_outputs(config: TrainConfig) -> None:
@@ -361,7 +381,7 @@ def _load_data(config: TrainConfig, print_root: Callable[..., None]) -> Dataset:
             f"set XBACKPROP_DATA to a folder with {name}/ in it, pass --data-dir DIR, go online once to "
             f"download it into {default_cache_dir() / name}, or use --dataset digits"
         )
-        if config.dataset is None and config.data_dir is None:
+        if config.dataset is None and config.data_dir is None and _saved_dataset(config) is None:
             if importlib.util.find_spec("sklearn") is None:
                 raise UsageError(f"{exc}; {remedies} (needs scikit-learn)") from None
             print_root(f"{PROG}: {exc}; falling back to the digits dataset (--dataset to choose)", file=sys.stderr)
