@@ -11,7 +11,6 @@ it). Writes a log-log plot of time against P and a JSON file named for the devic
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -22,10 +21,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from .backend import BACKENDS, BackendUnavailableError, backend_name, describe_device, enable_float64, get_namespace
+from .backend import BACKENDS, backend_name, describe_device, enable_float64, get_namespace
 from .benchcases import BATCHES, SIZES, loop_is_timed, make_case
+from .cli import Parser, UsageError, positive_int, run_command
 from .gradient import max_relative_error
-from .io import replace_atomically
+from .io import plan_outputs, replace_atomically
 from .timing import back_to_back_seconds, machine_description, median_seconds, timed_runs
 
 
@@ -119,36 +119,62 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
+PROG = "python -m xbackprop.bench"
+#: What ``--help`` ends with.
+HELP_EXAMPLES = (
+    "python -m xbackprop.bench                                   # every size, batches 3 and 100",
+    "python -m xbackprop.bench --size tiny --batch 3 --backend torch",
+    "python -m xbackprop.bench --out benchmarks/results          # also JSON and a log-log PNG",
+)
+#: The largest batch a case draws.
+MAX_BATCH = 100_000
+
+
+def _device_label(backend: str) -> str:
+    """The device part of the default file name: the GPU's name, or ``cpu-<N>cpu``."""
+    device = describe_device(get_namespace(backend, strict=True))
+    return device if device != "cpu" else f"cpu-{os.cpu_count()}cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xbackprop.bench", description="Why backprop exists, in one table: "
-                                     "backprop against the book's numerical gradient, per net size and batch.")
+    """The command; every ending is one line and an exit status (see :mod:`xbackprop.cli`)."""
+    return run_command(_bench, PROG, argv)
+
+
+def _bench(argv: list[str] | None) -> int:
+    parser = Parser(PROG, "Why backprop exists, in one table: backprop against the book's numerical gradient, per "
+                    "net size and batch.", HELP_EXAMPLES)
     parser.add_argument("--backend", action="append", choices=BACKENDS,
                         help="backend to measure (repeatable; default: $XP or numpy)")
     parser.add_argument("--size", action="append", choices=list(SIZES), help="net size (repeatable; default all)")
-    parser.add_argument("--batch", action="append", type=int, help="batch size (repeatable; default 3 and 100)")
+    parser.add_argument("--batch", action="append", type=positive_int,
+                        help="batch size (repeatable; default 3 and 100)")
     parser.add_argument("--out", metavar="DIR",
                         help="also write the rows as JSON and a log-log PNG into DIR (e.g. benchmarks/results)")
     parser.add_argument("--name", help="file name stem (default: derived from the device)")
     args = parser.parse_args(argv)
     if args.out is not None and not Path(args.out).is_dir():
-        print(f"python -m xbackprop.bench: error: --out {args.out}: no such folder", file=sys.stderr)
-        return 2
+        raise UsageError(f"--out {args.out}: no such folder")
+    if args.name is not None and (not args.name or Path(args.name).name != args.name or args.name in (".", "..")):
+        raise UsageError(f"--name {args.name!r}: give a plain file name stem, without folders")
+    backends = args.backend or [backend_name(get_namespace())]
+    name = args.name or _slug(f"{'-'.join(backends)}-{_device_label(backends[0])}")
+    if args.out is not None:
+        plan_outputs({"--out (table)": Path(args.out) / f"bench-{name}.json",
+                      "--out (figure)": Path(args.out) / f"bench-{name}.png"})
+    if any(batch > MAX_BATCH for batch in args.batch or ()):
+        raise UsageError(f"--batch: at most {MAX_BATCH:,}")
 
     rows = []
-    try:
-        backends = args.backend or [backend_name(get_namespace())]
-        for backend in backends:
-            xp = get_namespace(backend, strict=True)
-            enable_float64(xp)  # the cases compute in float64
-            for size in args.size or list(SIZES):
-                for batch in args.batch or list(BATCHES):
-                    row = measure(backend, size, batch)
-                    rows.append(row)
-                    print(f"  {backend} {size} batch {batch}: backprop {_milliseconds(row['backprop_s'])} ms, "
-                          f"numerical {_milliseconds(row['numerical_s'])} ms", file=sys.stderr, flush=True)
-    except (BackendUnavailableError, ValueError) as exc:
-        print(f"python -m xbackprop.bench: error: {exc}", file=sys.stderr)
-        return 2
+    for backend in backends:
+        xp = get_namespace(backend, strict=True)
+        enable_float64(xp)  # the cases compute in float64
+        for size in args.size or list(SIZES):
+            for batch in args.batch or list(BATCHES):
+                row = measure(backend, size, batch)
+                rows.append(row)
+                print(f"  {backend} {size} batch {batch}: backprop {_milliseconds(row['backprop_s'])} ms, "
+                      f"numerical {_milliseconds(row['numerical_s'])} ms", file=sys.stderr, flush=True)
 
     device = describe_device(xp)
     machine = machine_description()
@@ -156,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(rows))
     if args.out is None:
         return 0
-    name = args.name or _slug(f"{'-'.join(backends)}-{device if device != 'cpu' else f'cpu-{os.cpu_count()}cpu'}")
     out = Path(args.out)
     record = {"date": str(date.today()), "device": device, "machine": machine, "python": platform.python_version(),
               "command": "python -m xbackprop.bench " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -10,56 +10,62 @@ otherwise 3 synthetic images, and says which.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from .backend import (
-    BACKENDS,
-    BackendUnavailableError,
-    backend_name,
-    enable_float64,
-    get_namespace,
-    host_rng,
-)
+from .backend import BACKENDS, backend_name, enable_float64, get_namespace, host_rng
+from .cli import Parser, UsageError, non_negative_int, positive_int, run_command
 from .datasets import find_dataset_dir, load_split
 from .gradient import CENTRAL_DIFFERENCE_STEP, gradient_check
 from .nets import TwoLayerNet
 
+#: The most synthetic images a check makes (MNIST's test split holds 10,000).
+MAX_SYNTHETIC = 10_000
+
+
+PROG = "python -m xbackprop.gradcheck"
+#: What ``--help`` ends with.
+HELP_EXAMPLES = (
+    "python -m xbackprop.gradcheck                          # the first 3 MNIST test images, as the book",
+    "python -m xbackprop.gradcheck --batch 100 --seed 5     # more images, other weights",
+    "python -m xbackprop.gradcheck --backend torch",
+)
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m xbackprop.gradcheck",
-        description="The book's gradient check of a 784-50-10 TwoLayerNet: backprop against central differences, "
-        "in float64, PASS when every element agrees (elements across ReLU's kink are checked from one side).",
-    )
+    """The command; every ending is one line and an exit status (see :mod:`xbackprop.cli`)."""
+    return run_command(_gradcheck, PROG, argv)
+
+
+def _gradcheck(argv: list[str] | None) -> int:
+    parser = Parser(PROG, "The book's gradient check of a 784-50-10 TwoLayerNet: backprop against central "
+                    "differences, in float64, PASS when every element agrees (elements across ReLU's kink are "
+                    "checked from one side).", HELP_EXAMPLES)
     parser.add_argument("--backend", choices=BACKENDS, help="array backend (default: $XP or numpy)")
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files")
-    parser.add_argument("--batch", type=int, default=3, help="number of images (default 3, as in the book)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=positive_int, default=3, help="number of images (default 3, as in the book)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the weights (default 0)")
     args = parser.parse_args(argv)
-    if args.batch < 1:
-        parser.error("--batch must be at least 1")
 
-    try:
-        xp = get_namespace(args.backend)
-        enable_float64(xp)  # the check computes in float64: on JAX this command turns its switch on
-        if args.data_dir is not None and find_dataset_dir("mnist", args.data_dir, split="test") != Path(args.data_dir):
-            raise ValueError(f"--data-dir {args.data_dir}: no MNIST test files (t10k-images-idx3-ubyte, "
-                             "t10k-labels-idx1-ubyte, .gz or not) in that folder")
-        folder = find_dataset_dir("mnist", args.data_dir, split="test")
-        if folder is not None:
-            images, labels = load_split(folder, "test")
-            images, labels = images[: args.batch], labels[: args.batch]
-            source = f"the first {args.batch} MNIST test images from {folder}"
-        else:
-            rng = host_rng(args.seed)
-            images = rng.integers(0, 256, size=(args.batch, 28, 28), dtype="uint8")
-            labels = rng.integers(0, 10, size=args.batch, dtype="uint8")
-            source = f"{args.batch} synthetic 28x28 images (MNIST not found: set XBACKPROP_DATA or --data-dir)"
-    except (ValueError, BackendUnavailableError) as exc:  # DataError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    xp = get_namespace(args.backend)
+    enable_float64(xp)  # the check computes in float64: on JAX this command turns its switch on
+    if args.data_dir is not None and find_dataset_dir("mnist", args.data_dir, split="test") != Path(args.data_dir):
+        raise UsageError(f"--data-dir {args.data_dir}: no MNIST test files (t10k-images-idx3-ubyte, "
+                         "t10k-labels-idx1-ubyte, .gz or not) in that folder")
+    folder = find_dataset_dir("mnist", args.data_dir, split="test")
+    if folder is not None:
+        images, labels = load_split(folder, "test")
+        if args.batch > len(images):
+            raise UsageError(f"--batch {args.batch}: {folder} holds {len(images)} test images")
+        images, labels = images[: args.batch], labels[: args.batch]
+        source = f"the first {args.batch} MNIST test images from {folder}"
+    else:
+        if args.batch > MAX_SYNTHETIC:
+            raise UsageError(f"--batch {args.batch}: at most {MAX_SYNTHETIC} synthetic images")
+        rng = host_rng(args.seed)
+        images = rng.integers(0, 256, size=(args.batch, 28, 28), dtype="uint8")
+        labels = rng.integers(0, 10, size=args.batch, dtype="uint8")
+        source = f"{args.batch} synthetic 28x28 images (MNIST not found: set XBACKPROP_DATA or --data-dir)"
 
     x = xp.asarray(images.reshape(len(images), -1) / 255.0, dtype=xp.float64)
     t = xp.asarray(labels)

@@ -28,7 +28,6 @@ draws the book's examples (needs matplotlib: ``pip install 'xbackprop[plot]'``).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _tape
-from .io import replace_atomically
+from .cli import Parser, UsageError, run_command
+from .io import plan_outputs, replace_atomically
 from .layers import AddLayer, MulLayer
 
 __all__ = ["ComputationalGraph", "Node", "Edge", "trace", "EXAMPLES"]
@@ -420,37 +420,38 @@ _TITLES = {
 }
 
 
+#: What ``--help`` ends with.
+HELP_EXAMPLES = (
+    "python -m xbackprop.graph apple-orange --out apple-orange.svg",
+    "python -m xbackprop.graph two-layer-net --out net.png",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m xbackprop.graph",
-        description="Draw one of the book's computational graphs from a real forward and backward pass.",
-    )
+    """The command; every ending is one line and an exit status (see :mod:`xbackprop.cli`)."""
+    return run_command(_graph, "python -m xbackprop.graph", argv)
+
+
+def _graph(argv: list[str] | None) -> int:
+    parser = Parser("python -m xbackprop.graph",
+                    "Draw one of the book's computational graphs from a real forward and backward pass.", HELP_EXAMPLES)
     parser.add_argument("example", choices=list(EXAMPLES))
     parser.add_argument("--out", required=True, metavar="FILE", help="where to draw it: FILE.svg, .png or .pdf")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    error = None
     if out.suffix.lower() not in (".svg", ".png", ".pdf"):
-        error = f"--out {args.out}: use a .svg, .png or .pdf file name"
-    elif out.is_dir() or not out.parent.is_dir():
-        error = f"--out {args.out}: {'is a folder' if out.is_dir() else f'folder {out.parent} does not exist'}"
-    elif out.exists() and not out.is_file():
-        error = f"--out {args.out}: exists and is not a regular file"
-    else:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            error = "drawing needs matplotlib: pip install 'xbackprop[plot]'"
-    if error:
-        print(f"python -m xbackprop.graph: error: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--out {args.out}: use a .svg, .png or .pdf file name")
+    plan_outputs({"--out": out})
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("drawing needs matplotlib: pip install 'xbackprop[plot]'") from None
     graph = EXAMPLES[args.example]()
     print(graph)
     try:
         draw(graph, out, title=_TITLES[args.example])
     except OSError as exc:
-        print(f"python -m xbackprop.graph: error: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--out {args.out}: {exc.strerror or exc}") from None
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

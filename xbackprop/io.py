@@ -7,7 +7,7 @@ import os
 import stat
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +17,15 @@ import numpy as np
 
 from .backend import to_numpy
 
-__all__ = ["SavedNet", "save_params", "read_saved", "load_params", "load_net", "replace_atomically"]
+__all__ = [
+    "SavedNet",
+    "save_params",
+    "read_saved",
+    "load_params",
+    "load_net",
+    "replace_atomically",
+    "plan_outputs",
+]
 
 
 @contextmanager
@@ -50,6 +58,48 @@ def replace_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
         with suppress(FileNotFoundError):
             temporary.unlink()
         raise
+
+
+def plan_outputs(outputs: dict[str, str | os.PathLike[str]],
+                 inputs: Iterable[tuple[str, str | os.PathLike[str]]] = (),
+                 updates: Iterable[tuple[str, str]] = ()) -> dict[str, Path]:
+    """Check a command's output files before any work: ``{flag: resolved path}`` or ``ValueError`` naming the flag.
+
+    Each path is resolved (symbolic links followed); its folder must exist and take a
+    new file, which is tried by creating and removing an empty one beside the target (a
+    read-only or pseudo file system such as ``/proc`` fails here, not after the work);
+    the target must not be a folder or anything but a regular file; no two outputs may
+    be the same file, and no output may be one of the ``inputs``, ``(flag, path)`` pairs
+    (``--load``, data files), except the ``updates``, ``(output flag, input flag)`` pairs that
+    may name one file (``("--save", "--load")``: train on, then save over the loaded net).
+    """
+    resolved: dict[str, Path] = {}
+    for flag, path in outputs.items():
+        target = Path(os.path.realpath(path))
+        if target.is_dir():
+            raise ValueError(f"{flag} {path}: is a folder; give a file name")
+        if target.exists() and not target.is_file():
+            raise ValueError(f"{flag} {path}: exists and is not a regular file")
+        if not target.parent.is_dir():
+            raise ValueError(f"{flag} {path}: folder {target.parent} does not exist")
+        try:
+            fd, trial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+            os.close(fd)
+            os.unlink(trial)
+        except OSError as exc:
+            raise ValueError(f"{flag} {path}: folder {target.parent} does not take new files "
+                             f"({exc.strerror or exc})") from None
+        for other, seen in resolved.items():
+            if seen == target:
+                raise ValueError(f"{other} and {flag} name the same file, {path}")
+        resolved[flag] = target
+    allowed = set(updates)
+    for flag, path in inputs:
+        source = Path(os.path.realpath(path))
+        for other, target in resolved.items():
+            if source == target and (other, flag) not in allowed:
+                raise ValueError(f"{other} {outputs[other]} would overwrite {flag}'s file {path}")
+    return resolved
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ draws light strokes on black. An IDX file contributes every image it holds.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
 
-from .backend import BACKENDS, BackendUnavailableError, get_namespace, to_numpy
+from .backend import BACKENDS, get_namespace, to_numpy
+from .cli import Parser, UsageError, run_command
 from .datasets import INVERT_CHOICES, read_images
 from .functions import softmax
 from .io import load_net
@@ -36,9 +36,21 @@ def describe(probabilities: list[float], top: int, names: tuple[str, ...] | None
     return ", ".join(f"{names[k] if names else k} ({probabilities[k]:.1%})" for k in order)
 
 
+#: What ``--help`` ends with.
+HELP_EXAMPLES = (
+    "python -m xbackprop.predict --load model.npz shoe.png digit.jpg",
+    "python -m xbackprop.predict --load model.npz t10k-images-idx3-ubyte.gz --limit 5",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description="Classify images with a network saved by "
-                                     "python -m xbackprop.train --save: top classes and their probabilities.")
+    """The command; every ending is one line and an exit status (see :mod:`xbackprop.cli`)."""
+    return run_command(_predict, PROG, argv)
+
+
+def _predict(argv: list[str] | None) -> int:
+    parser = Parser(PROG, "Classify images with a network saved by python -m xbackprop.train --save: top classes "
+                    "and their probabilities.", HELP_EXAMPLES)
     parser.add_argument("files", nargs="+", metavar="FILE", help="PNG or JPEG images, or IDX image files")
     parser.add_argument("--load", required=True, metavar="PATH", help="the saved network (.npz)")
     parser.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
@@ -47,19 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=20, help="images printed at most (default 20; 0: all)")
     parser.add_argument("--backend", choices=BACKENDS, help="array backend (default: $XP or numpy)")
     args = parser.parse_args(argv)
-
-    try:
-        if args.top < 1 or args.limit < 0:
-            raise ValueError("--top must be at least 1 and --limit not negative")
-        xp = get_namespace(args.backend)
-        net, saved = load_net(args.load, xp=xp, dtype="float32")
-        side = math.isqrt(net.sizes[0])
-        if side * side != net.sizes[0]:
-            raise ValueError(f"{args.load}: the network takes {net.sizes[0]} inputs, not a square image")
-        read = [read_images(Path(name), side, invert=args.invert) for name in args.files]
-    except (ValueError, BackendUnavailableError) as exc:  # DataError is a ValueError
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+    if args.top < 1 or args.limit < 0:
+        raise UsageError("--top must be at least 1 and --limit not negative")
+    xp = get_namespace(args.backend)
+    net, saved = load_net(args.load, xp=xp, dtype="float32")
+    side = math.isqrt(net.sizes[0])
+    if side * side != net.sizes[0]:
+        raise UsageError(f"{args.load}: the network takes {net.sizes[0]} inputs, not a square image")
+    read = [read_images(Path(name), side, invert=args.invert) for name in args.files]
 
     names = CLASS_NAMES.get(saved.dataset or "")
     if names is not None and len(names) != net.sizes[-1]:

@@ -33,6 +33,16 @@ from .backend import (
     resolve_device,
     resolve_dtype,
 )
+from .cli import (
+    Parser,
+    UsageError,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    ratio,
+    run_command,
+)
 from .datasets import (
     DATASETS,
     DataError,
@@ -43,7 +53,7 @@ from .datasets import (
     load_dataset,
 )
 from .distributed import DistributedSync, MPIContext, launched_by_mpi, launcher_rank, mpi_context, staging_of
-from .io import load_params, read_saved, save_params
+from .io import load_params, plan_outputs, read_saved, save_params
 from .nets import ACTIVATIONS, NAMED_INITS, MultiLayerNet, parameter_count
 from .optimizers import OPTIMIZERS
 from .report import EvaluationPrinter, run_record, summary_line, sweep_table, write_json
@@ -64,6 +74,15 @@ BOOK_SGD_LR = 0.1  # chapter 5's learning rate; the other optimizers keep chapte
 #: Above this many parameters a numerical gradient is slow enough to warn about (the digits net has 3,760).
 NUMERICAL_WARN_P = 5_000
 
+#: What ``--help`` ends with.
+HELP_EXAMPLES = (
+    "python -m xbackprop.train                                   # the book's 784-50-10 on MNIST",
+    "python -m xbackprop.train --dataset fashion-mnist --hidden 100,100 --batchnorm --save model.npz",
+    "python -m xbackprop.train --course-exercise --plot course.png",
+    "python -m xbackprop.train --iters 0 --load model.npz        # evaluate a saved model",
+    "XP=cupy python -m xbackprop.train                           # on a GPU (NumPy where CuPy cannot run)",
+)
+
 #: The course exercise: 784-40-10, SGD, 1,000 iterations, accuracies every 10 on the current
 #: minibatch and the test set, one run per learning rate, diverging runs kept to the end.
 COURSE_EXERCISE = {
@@ -75,36 +94,6 @@ COURSE_EXERCISE = {
     "lr_sweep": [0.01, 0.1, 1.0, 10.0],
     "divergence": "continue",
 }
-
-
-class UsageError(Exception):
-    """A mistake in the command line or its inputs: reported in one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise UsageError(message)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def _hidden_sizes(text: str) -> list[int]:
@@ -120,42 +109,28 @@ def _hidden_sizes(text: str) -> list[int]:
 def _weight_init(text: str) -> float | str:
     if text.lower() in NAMED_INITS:
         return text.lower()
-    return _positive_float(text)
-
-
-def _ratio(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return value
+    return positive_float(text)
 
 
 def _learning_rates(text: str) -> list[float]:
-    return [_positive_float(part) for part in text.split(",")]
+    return [positive_float(part) for part in text.split(",")]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="The book's chapter 5 MNIST training on any backend, and the course exercise.")
+    parser = Parser(PROG, "The book's chapter 5 MNIST training on any backend, and the course exercise.", HELP_EXAMPLES)
     add = parser.add_argument
     add("--version", action="version", version=f"xbackprop {__version__}")
     add("--backend", choices=BACKENDS, help="array backend (overrides $XP; default numpy)")
     add("--device", help="device, e.g. cpu, cuda:0, gpu:0 (default: the backend's)")
     add("--dataset", choices=DATASETS, help="dataset (default mnist, falling back to digits when offline)")
     add("--data-dir", help="folder holding the four *-idx?-ubyte(.gz) files")
-    add("--classes", type=_positive_int, metavar="C",
+    add("--classes", type=positive_int, metavar="C",
         help="number of classes of --data-dir's labels (default: 10 for MNIST and Fashion-MNIST, else from the labels)")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--iters", type=_non_negative_int, help="minibatch steps (default 10000)")
-    length.add_argument("--epochs", type=_positive_float, help="passes over the training set instead of --iters")
-    add("--batch-size", type=_positive_int, help="minibatch size (default %(default)s)")
-    add("--eval-interval", type=_positive_int, metavar="N",
+    length.add_argument("--iters", type=non_negative_int, help="minibatch steps (default 10000)")
+    length.add_argument("--epochs", type=positive_float, help="passes over the training set instead of --iters")
+    add("--batch-size", type=positive_int, help="minibatch size (default %(default)s)")
+    add("--eval-interval", type=positive_int, metavar="N",
         help="evaluate accuracies every N iterations (default: every epoch, or about 20 times a run at most)")
     add("--train-acc", choices=TRAIN_ACCURACY_SOURCES,
         help="training accuracy over the full training set or the current minibatch (default %(default)s)")
@@ -164,20 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("--course-exercise", action="store_true",
         help="the course exercise: " + ", ".join(f"--{k.replace('_', '-')} {_flag_text(v)}"
                                                   for k, v in COURSE_EXERCISE.items()) + " (each can be overridden)")
-    add("--lr", type=_positive_float, help=f"learning rate (default {BOOK_SGD_LR} for sgd, the book's for others)")
+    add("--lr", type=positive_float, help=f"learning rate (default {BOOK_SGD_LR} for sgd, the book's for others)")
     add("--hidden", type=_hidden_sizes, help="hidden widths, comma-separated (default 50, or --load's)")
     add("--activation", choices=tuple(ACTIVATIONS), help="hidden activation (default relu, or --load's)")
     add("--weight-init-std", type=_weight_init, help="a number, he or xavier (default %(default)s)")
     add("--optimizer", choices=tuple(OPTIMIZERS))
     add("--batchnorm", action="store_true",
         help="batch normalization between every hidden Affine and its activation (chapter 6), or --load's")
-    add("--dropout", type=_ratio, metavar="RATIO",
+    add("--dropout", type=ratio, metavar="RATIO",
         help="dropout of RATIO of the hidden units in training (chapter 6), or --load's")
-    add("--weight-decay", type=_non_negative_float, metavar="LAMBDA",
+    add("--weight-decay", type=non_negative_float, metavar="LAMBDA",
         help="L2 weight decay 0.5 * LAMBDA * sum(W**2) (chapter 6; default %(default)s)")
     add("--dtype", choices=FLOAT_DTYPES,
         help="float32 by default; float64 with a numerical --gradient (central differences need it)")
-    add("--seed", type=_non_negative_int, help="seed of weights and minibatch draws (default %(default)s)")
+    add("--seed", type=non_negative_int, help="seed of weights and minibatch draws (default %(default)s)")
     add("--json", metavar="PATH", help="write the run's figures and history as JSON")
     add("--plot", metavar="PATH",
         help="write accuracy and loss curves, one column per run, as PNG, SVG or PDF (needs matplotlib)")
@@ -316,17 +291,16 @@ def _saved_dataset(config: TrainConfig) -> str | None:
 
 
 def _check_outputs(config: TrainConfig) -> None:
-    """Refuse output paths that could not be written, before any training."""
-    for flag, path in config.outputs.items():
-        target = Path(path)
-        if target.is_dir():
-            raise UsageError(f"--{flag} {path}: is a folder; give a file name")
-        if target.exists() and not target.is_file():
-            raise UsageError(f"--{flag} {path}: exists and is not a regular file")
-        if not target.parent.is_dir():
-            raise UsageError(f"--{flag} {path}: folder {target.parent} does not exist")
-        if not os.access(target.parent, os.W_OK | os.X_OK):
-            raise UsageError(f"--{flag} {path}: folder {target.parent} is not writable")
+    """Refuse output paths that could not be written, or that name the same file as another output or an
+    input, before any training."""
+    inputs = [("--load", config.load)] if config.load else []
+    if config.data_dir and Path(config.data_dir).is_dir():
+        inputs += [("--data-dir", path) for path in Path(config.data_dir).iterdir()]
+    try:
+        plan_outputs({f"--{flag}": path for flag, path in config.outputs.items()}, inputs,
+                     updates=[("--save", "--load")])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if config.plot:
         if importlib.util.find_spec("matplotlib") is None:
             raise UsageError("--plot needs matplotlib: pip install 'xbackprop[plot]'")
@@ -624,17 +598,9 @@ def _writing(flag: str, path: str) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(parse_args(argv))
-    except (UsageError, DataError, BackendUnavailableError) as exc:
-        message = str(exc)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    if launcher_rank() == 0:  # under mpiexec every rank fails alike: one line is enough
-        one_line = message.replace("\r", "\\r").replace("\n", "\\n")  # a path may hold a newline
-        print(f"{PROG}: error: {one_line}", file=sys.stderr)
-    return 2
+    """The command; every ending is one line and an exit status (see :mod:`xbackprop.cli`)."""
+    # under mpiexec every rank fails alike: one line is enough
+    return run_command(lambda args: run(parse_args(args)), PROG, argv, announce=lambda: launcher_rank() == 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""The one contract of all five commands, each run as a user runs it: in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from xbackprop.cli import Parser, Terminated, UsageError, one_line, run_command
+from xbackprop.io import plan_outputs
+
+COMMANDS = ("train", "predict", "graph", "gradcheck", "bench")
+
+
+def command(name, *args, **kwargs):
+    return subprocess.run([sys.executable, "-m", f"xbackprop.{name}", *args], capture_output=True, text=True,
+                          timeout=120, **kwargs)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_a_bad_flag_is_one_line_and_exit_2(name):
+    completed = command(name, "--no-such-flag")
+    assert completed.returncode == 2
+    assert completed.stderr.count("\n") == 1 and completed.stderr.startswith(f"python -m xbackprop.{name}: error: ")
+    assert "usage:" not in completed.stderr and "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_ends_with_examples(name):
+    completed = command(name, "--help")
+    assert completed.returncode == 0
+    tail = completed.stdout.rstrip().split("\n\nexamples:\n")
+    assert len(tail) == 2 and all(line.startswith("  python -m xbackprop.") or line.startswith("  XP=")
+                                  for line in tail[1].splitlines())
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("gradcheck", ["--batch", "1e11"], "--batch: must be an integer, got '1e11'"),
+        ("gradcheck", ["--seed", "-1"], "--seed: must not be negative, got -1"),
+        ("bench", ["--batch", "0"], "--batch: must be a positive integer, got 0"),
+        ("bench", ["--name", "a/b"], "--name 'a/b': give a plain file name stem"),
+        ("bench", ["--out", "/proc", "--size", "tiny", "--batch", "3"], "/proc does not take new files"),
+        ("train", ["--lr-sweep", "0.1,x"], "--lr-sweep: must be a number, got 'x'"),
+        ("graph", ["apple", "--out", "/proc/x.svg"], "/proc does not take new files"),
+        ("predict", ["--load", "/nonexistent/model.npz", "x.png"], "not a saved xbackprop network"),
+    ],
+)
+def test_bad_values_name_their_flag_before_any_work(name, args, message):
+    start = time.perf_counter()
+    completed = command(name, *args)
+    assert completed.returncode == 2 and completed.stderr.count("\n") == 1, completed.stderr
+    assert message in completed.stderr
+    assert time.perf_counter() - start < 30  # refused up front, not after measuring
+
+
+def test_a_closed_pipe_is_quiet(tmp_path):
+    """``... | head -1``: the reader goes away; no BrokenPipeError traceback."""
+    reader, writer = os.pipe()
+    child = subprocess.Popen([sys.executable, "-m", "xbackprop.train", "--dataset", "digits", "--iters", "2000",
+                              "--eval-interval", "1", "--quiet"], stdout=writer, stderr=subprocess.PIPE)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        pipe.readline()
+    stderr = child.communicate(timeout=120)[1].decode()
+    assert child.returncode == 141 and stderr == ""
+
+
+@pytest.mark.parametrize(("sent", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_termination_is_one_line_and_leaves_no_partial_files(tmp_path, sent, status):
+    child = subprocess.Popen([sys.executable, "-m", "xbackprop.train", "--dataset", "digits", "--iters", "100000000",
+                              "--quiet", "--save", str(tmp_path / "model.npz")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(sent, signal.SIG_DFL))
+    child.stdout.readline()  # training has started
+    time.sleep(0.5)
+    child.send_signal(sent)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == status
+    assert stderr == f"python -m xbackprop.train: terminated by {sent.name}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_runner_maps_every_ending(capsys):
+    def failing(exc):
+        def main(argv):
+            raise exc
+        return main
+
+    assert run_command(failing(UsageError("bad\nflag")), "prog") == 2
+    assert capsys.readouterr().err == "prog: error: bad\\nflag\n"
+    assert run_command(failing(KeyboardInterrupt()), "prog") == 130
+    assert capsys.readouterr().err == "prog: interrupted\n"
+    assert run_command(failing(Terminated(signal.SIGTERM)), "prog") == 143
+    assert run_command(failing(FileNotFoundError(2, "No such file or directory", "x.npz")), "prog") == 2
+    assert capsys.readouterr().err.endswith("prog: error: x.npz: No such file or directory\n")
+
+    def warns(argv):
+        import warnings
+
+        warnings.warn("careful\nnow", RuntimeWarning)
+        return 0
+
+    assert run_command(warns, "prog") == 0
+    assert capsys.readouterr().err == "prog: warning: careful\\nnow\n"
+
+
+def test_the_parser_speaks_the_users_words():
+    parser = Parser("prog", "test", ["prog --n 3"])
+    parser.add_argument("--n", type=int)
+    with pytest.raises(UsageError, match=r"^--n: not a valid value: 'x'$"):
+        parser.parse_args(["--n", "x"])
+    assert one_line("a\nb\rc") == "a\\nb\\rc"
+
+
+def test_outputs_are_planned_together(tmp_path):
+    model, log = tmp_path / "m.npz", tmp_path / "log.json"
+    model.write_bytes(b"")
+    (tmp_path / "link.npz").symlink_to(model)
+    with pytest.raises(ValueError, match="--save and --json name the same file"):
+        plan_outputs({"--save": log, "--json": log})
+    with pytest.raises(ValueError, match=r"--json .*link.npz would overwrite --load's file"):
+        plan_outputs({"--json": tmp_path / "link.npz"}, [("--load", model)])
+    assert plan_outputs({"--save": model}, [("--load", model)], updates=[("--save", "--load")])
+    with pytest.raises(ValueError, match="does not exist"):
+        plan_outputs({"--json": tmp_path / "no" / "x.json"})
+    assert sorted(tmp_path.iterdir()) == sorted([model, tmp_path / "link.npz"])  # the trial files are gone

@@ -1,0 +1,191 @@
+"""The command-line layer all five commands share: one parser, one runner, one way to fail.
+
+``python -m xbackprop.train``, ``predict``, ``graph``, ``gradcheck`` and ``bench`` each
+build a :class:`Parser` and hand their work to :func:`run_command`, which turns every
+ending into one line on stderr and an exit status:
+
+- a mistake in a flag, a file or a size (:class:`UsageError`, ``ValueError``, a backend
+  that cannot run, an ``OSError``, running out of memory): ``prog: error: ...``, 2;
+- Ctrl-C: ``prog: interrupted``, 130;
+- SIGTERM or SIGHUP (a scheduler's time limit, a closed terminal): raised as
+  :class:`Terminated` where the program is, so every ``with`` block removes its
+  temporary files on the way out; ``prog: terminated by SIGTERM``, 143 or 129;
+- a closed pipe (``... | head -1``): nothing more is written, 141.
+
+Python warnings are shown as one plain line, ``prog: warning: ...``, and a message
+that holds a newline (a path may) keeps to one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import signal
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from .backend import BackendUnavailableError
+
+__all__ = [
+    "UsageError",
+    "Terminated",
+    "Parser",
+    "run_command",
+    "one_line",
+    "positive_int",
+    "non_negative_int",
+    "positive_float",
+    "non_negative_float",
+    "ratio",
+]
+
+#: Exit statuses, by how a command ended.
+EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 2, 130, 141
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its inputs: reported in one line, exit status 2."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C (temporary files are removed), then exits 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def one_line(text: object) -> str:
+    """``text`` with its line breaks written as ``\\n``, so an error stays one line."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse`` with errors as :class:`UsageError` (one line, no usage dump) and ``--help`` ending in
+    ``examples``."""
+
+    def __init__(self, prog: str, description: str, examples: Sequence[str] = (), **kwargs: Any) -> None:
+        epilog = "examples:\n" + "\n".join(f"  {example}" for example in examples) if examples else None
+        super().__init__(prog=prog, description=description, epilog=epilog,
+                         formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse names the converter ("invalid positive_int value: 'x'"): the user gave the value, not a function
+        message = re.sub(r"^argument ", "", re.sub(r"invalid [\w.]+ value: ", "not a valid value: ", message))
+        raise UsageError(message)
+
+
+# Argument types shared by the commands: one definition of each check, one wording of each message.
+
+def positive_int(text: str) -> int:
+    value = _number(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(float, text)
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(float, text)
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
+def ratio(text: str) -> float:
+    value = _number(float, text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
+    return value
+
+
+def _number(kind: type, text: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+@contextmanager
+def _terminations_raise() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Terminated` for the length of the block (main thread only)."""
+    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    try:
+        previous = {name: signal.signal(getattr(signal, name), _raise_terminated) for name in names}
+    except ValueError:  # not the main thread: leave the process's handlers alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
+def run_command(main: Callable[[list[str] | None], int], prog: str, argv: list[str] | None = None, *,
+                announce: Callable[[], bool] = lambda: True) -> int:
+    """``main(argv)``'s exit status, every other ending turned into one line and its status (see the module).
+
+    ``announce()`` says whether this process prints the error line (under MPI only
+    rank 0 does: every rank fails alike).
+    """
+    def say(text: str) -> None:
+        if announce():
+            print(f"{prog}: {one_line(text)}", file=sys.stderr, flush=True)
+
+    def show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                     line: Any = None) -> None:
+        say(f"warning: {message}")
+
+    with warnings.catch_warnings(), _terminations_raise():
+        warnings.showwarning = show_warning
+        try:
+            return main(argv)
+        except (UsageError, ValueError, BackendUnavailableError) as exc:
+            say(f"error: {exc}")
+        except OSError as exc:  # a file that cannot be read or written
+            if isinstance(exc, BrokenPipeError):
+                return _quiet_after_broken_pipe()
+            where = f"{exc.filename}: " if exc.filename else ""
+            say(f"error: {where}{exc.strerror or exc}")
+        except MemoryError:
+            say("error: out of memory: try a smaller net, batch or --limit")
+        except KeyboardInterrupt:
+            say("interrupted")
+            return EXIT_INTERRUPTED
+        except Terminated as exc:
+            say(f"terminated by {exc}")
+            return 128 + exc.signum
+    return EXIT_USAGE
+
+
+def _quiet_after_broken_pipe() -> int:
+    """The reader went away (``| head``): send what is left of stdout nowhere, so exiting writes nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    return EXIT_BROKEN_PIPE
