@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import time
@@ -135,3 +136,49 @@ def test_only_regular_files_are_replaced(tmp_path):
     with replace_atomically(link) as temporary:
         temporary.write_text("new")
     assert link.is_symlink() and real.read_text() == "new"  # the link still points at the replaced file
+
+
+@pytest.mark.parametrize("kind", ["sizes", "structured", "negative", "activation", "device", "fifo"])
+def test_an_untrusted_model_file_is_measured_before_anything_is_built(tmp_path, kind):
+    """A 1 KB file declaring a 784-2000000-10 net once took 18 GB; a device or FIFO grew or hung."""
+    from xbackprop.io import load_net
+
+    path = tmp_path / "model.npz"
+    tiny = {"W1": np.zeros((2, 2), np.float32), "b1": np.zeros(2, np.float32)}
+    if kind == "sizes":
+        np.savez(path, sizes=np.array([784, 500_000, 10]), activation=np.array("relu"), **tiny)
+        message = "its arrays are not those of a 784-500000-10 network"
+    elif kind == "structured":
+        np.savez(path, sizes=np.zeros(3, np.dtype([("a", np.int64), ("b", np.int64)])), activation=np.array("relu"))
+        message = "sizes holds"
+    elif kind == "negative":
+        np.savez(path, sizes=np.array([4, -1, 2]), activation=np.array("relu"), **tiny)
+        message = r"layer sizes \[4, -1, 2\] are not those of a network"
+    elif kind == "activation":
+        np.savez(path, sizes=np.array([2, 2]), activation=np.array("tanh"), **tiny)
+        message = "does not say the network's layer sizes and activation"
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+        message = "not a regular file"
+    else:
+        os.mkfifo(path)
+        message = "not a regular file"
+    with pytest.raises(ValueError, match=message):
+        load_net(path, xp="numpy")
+
+
+def test_an_idx_file_is_read_no_further_than_the_images_asked_for(tmp_path):
+    """A 1 MB file whose header promises 1,000,000 images: --limit 1 reads one."""
+    import gzip
+    import struct
+
+    from xbackprop.datasets import read_idx, read_images
+
+    path = tmp_path / "big-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">BBBB3I", 0, 0, 8, 3, 1_000_000, 28, 28) + bytes(28 * 28 * 3))
+    assert read_idx(path, ndim=3, first=2).shape == (2, 28, 28)
+    labels, pixels = read_images(path, 28, limit=3, dtype=np.float32)
+    assert labels == [f"{path.name}[{i}]" for i in range(3)] and pixels.dtype == np.float32
+    with pytest.raises(Exception, match="header says shape"):
+        read_idx(path, ndim=3)  # the whole file is still checked when all of it is asked for

@@ -193,7 +193,7 @@ def corrupt_dir(tmp_path):
         (["--data-dir", "{synthetic}", "--device", "cuda:0"], "--device cuda:0"),
         (["--data-dir", "{synthetic}", "--seed", "-1"], "--seed: must not be negative, got -1"),
         (["--data-dir", "{synthetic}", "--load", "{npy}"], "not a saved xbackprop network (not an .npz archive)"),
-        (["--data-dir", "{synthetic}", "--hidden", "1000000000"], "GiB, more than this machine's"),
+        (["--data-dir", "{synthetic}", "--hidden", "1000000000"], "GiB, more than the"),
         (["--data-dir", "{synthetic}", "--batch-size", "2000000000"], "exceeds the 600 training images"),
         (["--data-dir", "{deflate}"], "train-images-idx3-ubyte.gz: cannot read"),
         (["--data-dir", "{labels200}", "--dataset", "mnist"], "labels run from 0 to 200, outside the 10 classes"),

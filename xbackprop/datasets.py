@@ -173,35 +173,29 @@ class Dataset:
 
 
 def read_idx(
-    path: str | os.PathLike[str], *, ndim: int | None = None, max_bytes: int | None = None
+    path: str | os.PathLike[str], *, ndim: int | None = None, max_bytes: int | None = None, first: int | None = None
 ) -> np.ndarray:
     """Parse an IDX file (optionally gzip-compressed) into a NumPy array of its native type.
 
     Checks the magic number, the rank (``ndim`` when given) and that the payload
     holds exactly the product of the dimensions, reading (and decompressing) no more
     than the header justifies, and nothing at all when that exceeds ``max_bytes``
-    (default :data:`MAX_IDX_BYTES`). Raises :class:`DataError` naming the file otherwise.
+    (default :data:`MAX_IDX_BYTES`). With ``first``, only the first ``first`` items
+    along the first axis are read (the rest of the file is not looked at). Raises
+    :class:`DataError` naming the file otherwise.
     """
     path = Path(path)
     limit = MAX_IDX_BYTES if max_bytes is None else max_bytes
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
-            magic = f.read(4)
-            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
-                raise DataError(f"{path}: not an IDX file (bad magic number {magic.hex() or 'empty'})")
-            rank = magic[3]
-            if ndim is not None and rank != ndim:
-                raise DataError(f"{path}: expected {ndim} dimensions, the header says {rank}")
-            dims = f.read(4 * rank)
-            if len(dims) < 4 * rank:
-                raise DataError(f"{path}: truncated header")
-            shape = struct.unpack(f">{rank}I", dims)
-            dtype = np.dtype(_IDX_DTYPES[magic[2]])
+        with _open_idx(path) as f:
+            shape, dtype = _read_header(f, path, ndim)
+            if first is not None and shape:
+                shape = (min(shape[0], first), *shape[1:])
             expected = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
             if expected > limit:
                 raise DataError(f"{path}: header says shape {shape} ({expected:,} bytes), more than the "
                                 f"{limit:,} bytes an IDX file may hold here")
-            payload = f.read(expected + 1)  # one byte more than promised tells a longer file
+            payload = f.read(expected + (first is None))  # one byte more than promised tells a longer file
             if len(payload) > expected:
                 held = f"more than {expected + _count_rest(f, _EXCESS_READ):,} bytes"
     except (OSError, EOFError, zlib.error) as exc:
@@ -211,6 +205,34 @@ def read_idx(
     if len(payload) != expected:
         raise DataError(f"{path}: header says shape {shape} ({expected} bytes) but the file holds {held}")
     return np.frombuffer(payload, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def idx_shape(path: str | os.PathLike[str], *, ndim: int | None = None) -> tuple[int, ...]:
+    """The shape an IDX file's header declares, read from the header alone."""
+    path = Path(path)
+    try:
+        with _open_idx(path) as f:
+            return _read_header(f, path, ndim)[0]
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+
+
+def _open_idx(path: Path) -> Any:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _read_header(f: Any, path: Path, ndim: int | None) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and item type an IDX header declares; ``f`` is left at the first item."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number {magic.hex() or 'empty'})")
+    rank = magic[3]
+    if ndim is not None and rank != ndim:
+        raise DataError(f"{path}: expected {ndim} dimensions, the header says {rank}")
+    dims = f.read(4 * rank)
+    if len(dims) < 4 * rank:
+        raise DataError(f"{path}: truncated header")
+    return struct.unpack(f">{rank}I", dims), np.dtype(_IDX_DTYPES[magic[2]])
 
 
 _EXCESS_READ = 64 << 20  # how far past its promise a file is read, to tell corrupt data from extra data
@@ -232,10 +254,13 @@ def _count_rest(f: Any, limit: int) -> int:
 INVERT_CHOICES = ("auto", "yes", "no")
 
 
-def read_images(path: str | os.PathLike[str], side: int, *, invert: str = "auto") -> tuple[list[str], np.ndarray]:
-    """Images to classify: a label per image and float64 rows ``(n, side * side)`` in ``[0, 1]``.
+def read_images(path: str | os.PathLike[str], side: int, *, invert: str = "auto", limit: int | None = None,
+                dtype: Any = np.float64) -> tuple[list[str], np.ndarray]:
+    """Images to classify: a label per image and rows ``(n, side * side)`` of ``dtype`` in ``[0, 1]``.
 
-    An IDX file gives every image it holds (they must be ``side`` x ``side``). A PNG or
+    An IDX file gives its first ``limit`` images (all with ``None``; they must be
+    ``side`` x ``side``), cut before they are converted, so a file of many images costs
+    the memory of the ones asked for. A PNG or
     JPEG (needs Pillow) is turned grey and scaled to ``side`` x ``side``; MNIST draws
     light strokes on black, so it is inverted when ``invert="yes"``, or ``"auto"`` and
     its border is light. Raises :class:`DataError` naming the file.
@@ -246,12 +271,12 @@ def read_images(path: str | os.PathLike[str], side: int, *, invert: str = "auto"
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if "idx" in path.name:
-        images = read_idx(path, ndim=3)
+        images = read_idx(path, ndim=3, first=limit)
         if images.shape[1] * images.shape[2] != side * side:
             raise DataError(f"{path}: images of {images.shape[1]}x{images.shape[2]}, the network takes {side}x{side}")
-        scale = 255.0 if images.dtype == np.uint8 else max(float(images.max()), 1.0)
+        scale = 255.0 if images.dtype == np.uint8 else max(float(images.max(initial=0)), 1.0)
         labels = [f"{path.name}[{i}]" for i in range(len(images))]
-        return labels, images.reshape(len(images), -1) / scale
+        return labels, images.reshape(len(images), -1).astype(dtype) / dtype(scale)
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
@@ -261,7 +286,7 @@ def read_images(path: str | os.PathLike[str], side: int, *, invert: str = "auto"
             grey = opened.convert("L").resize((side, side), Image.Resampling.LANCZOS)
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: not an image Pillow can read ({exc})") from None
-    pixels = np.asarray(grey, dtype=np.float64) / 255.0
+    pixels = np.asarray(grey, dtype=dtype) / dtype(255.0)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     if invert == "yes" or (invert == "auto" and border.mean() > 0.5):
         pixels = 1.0 - pixels

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .backend import to_numpy
+from .memory import check_fits
 
 __all__ = [
     "SavedNet",
@@ -145,6 +146,10 @@ def save_params(path: str | os.PathLike[str], net: Any, *, dataset: str | None =
 
 #: The most bytes a saved network's arrays may hold together (784-1000-1000-10 in float64 is 15 MB).
 MAX_SAVED_BYTES = 1 << 30
+#: What a zip archive may add to its arrays: names, headers, the directory.
+MAX_ARCHIVE_OVERHEAD = 1 << 20
+#: Widths a saved network may declare, at most (784-1000-1000-10 is far below).
+MAX_WIDTH = 1 << 20
 
 
 def _inspect_npz(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -155,6 +160,11 @@ def _inspect_npz(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...
     size differs from what its header implies (a zip bomb), and totals above
     :data:`MAX_SAVED_BYTES`.
     """
+    status = os.stat(path)  # follows a symbolic link: what would be read
+    if not stat.S_ISREG(status.st_mode):
+        raise ValueError("not a regular file (a device, pipe or folder is never read)")
+    if status.st_size > MAX_SAVED_BYTES + MAX_ARCHIVE_OVERHEAD:
+        raise ValueError(f"{status.st_size:,} bytes, more than a saved network may hold")
     arrays = {}
     total = 0
     with zipfile.ZipFile(path) as archive:
@@ -180,6 +190,20 @@ def _inspect_npz(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...
     return arrays
 
 
+#: What each describing member must be: its dtype kinds and largest number of elements.
+_DESCRIBED_AS = {"sizes": ("iu", 64), "activation": ("U", 1), "dataset": ("U", 1), "batchnorm": ("iub", 1),
+                 "dropout_ratio": ("f", 1)}
+
+
+def _check_descriptions(path: str | os.PathLike[str], members: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+    """The describing members hold what :func:`save_params` writes (a structured ``sizes`` is refused)."""
+    for name, (kinds, most) in _DESCRIBED_AS.items():
+        if name in members:
+            shape, dtype = members[name]
+            if dtype.kind not in kinds or math.prod(shape) > most or (dtype.kind == "U" and dtype.itemsize > 4096):
+                raise ValueError(f"{path}: {name} holds {dtype} of shape {shape}, not what xbackprop saves")
+
+
 def read_saved(path: str | os.PathLike[str], expected: dict[str, tuple[int, ...]] | None = None) -> SavedNet:
     """The contents of a file written by :func:`save_params` (never unpickled).
 
@@ -203,6 +227,7 @@ def read_saved(path: str | os.PathLike[str], expected: dict[str, tuple[int, ...]
     for name, (_, dtype) in members.items():
         if name.startswith(BUFFER_PREFIX) and dtype.kind not in "fi":
             raise ValueError(f"{path}: {name} holds {dtype} numbers; buffers are real or integer numbers")
+    _check_descriptions(path, members)
     if expected is not None and set(params) != set(expected):
         raise ValueError(f"{path}: holds {sorted(params)}, the network needs {sorted(expected)}")
     try:
@@ -220,6 +245,8 @@ def read_saved(path: str | os.PathLike[str], expected: dict[str, tuple[int, ...]
     sizes = described["sizes"]
     if sizes is not None:
         sizes = [int(n) for n in sizes.ravel()]
+        if len(sizes) < 2 or not all(0 < n <= MAX_WIDTH for n in sizes):
+            raise ValueError(f"{path}: layer sizes {sizes} are not those of a network")
     batchnorm = described["batchnorm"] is not None and bool(described["batchnorm"].ravel()[:1].any())
     ratio = described["dropout_ratio"]
     dropout_ratio = float(ratio.ravel()[0]) if ratio is not None and ratio.size == 1 else None
@@ -231,13 +258,28 @@ def load_net(path: str | os.PathLike[str], *, xp: Any = None, device: Any = None
     from .nets import ACTIVATIONS, MultiLayerNet
 
     saved = read_saved(path)
-    if saved.sizes is None or len(saved.sizes) < 2 or saved.activation not in ACTIVATIONS:
+    if saved.sizes is None or saved.activation not in ACTIVATIONS:
         raise ValueError(f"{path}: does not say the network's layer sizes and activation")
+    expected = _shapes_of(saved.sizes, saved.batchnorm)
+    if {key: tuple(value.shape) for key, value in saved.params.items()} != expected:
+        raise ValueError(f"{path}: its arrays are not those of a {'-'.join(map(str, saved.sizes))} network")
+    itemsize = 8 if dtype in ("float64", getattr(xp, "float64", None)) else 4
+    check_fits(3 * itemsize * sum(math.prod(shape) for shape in expected.values()), f"{path}'s network")
     net = MultiLayerNet(saved.sizes[0], saved.sizes[1:-1], saved.sizes[-1], activation=saved.activation,
                         use_dropout=saved.dropout_ratio is not None, dropout_ratio=saved.dropout_ratio or 0.5,
                         use_batchnorm=saved.batchnorm, xp=xp, device=device, dtype=dtype)
     load_params(path, net, saved=saved)
     return net, saved
+
+
+def _shapes_of(sizes: list[int], batchnorm: bool) -> dict[str, tuple[int, ...]]:
+    """The parameter shapes of a MultiLayerNet with layer ``sizes``: W1 (D, H1), b1 (H1,), (gamma1, beta1,) ..."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        shapes[f"W{i}"], shapes[f"b{i}"] = (fan_in, fan_out), (fan_out,)
+        if batchnorm and i < len(sizes) - 1:
+            shapes[f"gamma{i}"] = shapes[f"beta{i}"] = (fan_out,)
+    return shapes
 
 
 def load_params(path: str | os.PathLike[str], net: Any, *, saved: SavedNet | None = None) -> None:

@@ -15,9 +15,11 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .backend import BACKENDS, get_namespace, to_numpy
 from .cli import Parser, UsageError, run_command
-from .datasets import INVERT_CHOICES, read_images
+from .datasets import INVERT_CHOICES, idx_shape, read_images
 from .functions import softmax
 from .io import load_net
 
@@ -66,12 +68,16 @@ def _predict(argv: list[str] | None) -> int:
     side = math.isqrt(net.sizes[0])
     if side * side != net.sizes[0]:
         raise UsageError(f"{args.load}: the network takes {net.sizes[0]} inputs, not a square image")
-    read = [read_images(Path(name), side, invert=args.invert) for name in args.files]
+    limit = args.limit or None  # --limit 0: every image
+    read = [read_images(Path(name), side, invert=args.invert, limit=limit, dtype=np.float32) for name in args.files]
+    for name, (_, pixels) in zip(args.files, read):
+        if not np.isfinite(pixels).all():
+            raise UsageError(f"{name}: holds NaN or infinite pixels")
 
     names = CLASS_NAMES.get(saved.dataset or "")
     if names is not None and len(names) != net.sizes[-1]:
         names = None
-    total = sum(len(labels) for labels, _ in read)
+    total = sum(idx_shape(name, ndim=3)[0] if "idx" in Path(name).name else 1 for name in args.files)
     left = total if args.limit == 0 else args.limit
     for labels, pixels in read:
         if left <= 0:

@@ -54,6 +54,7 @@ from .datasets import (
 )
 from .distributed import DistributedSync, MPIContext, launched_by_mpi, launcher_rank, mpi_context, staging_of
 from .io import load_params, plan_outputs, read_saved, save_params
+from .memory import check_fits
 from .nets import ACTIVATIONS, NAMED_INITS, MultiLayerNet, parameter_count
 from .optimizers import OPTIMIZERS
 from .report import EvaluationPrinter, run_record, summary_line, sweep_table, write_json
@@ -312,17 +313,27 @@ def _check_outputs(config: TrainConfig) -> None:
 
 
 def _check_size(plan: RunPlan, batch_size: int) -> None:
-    """Refuse a net or a batch that could not fit in this machine's memory, before allocating it."""
+    """Refuse a net or a batch that could not fit in this process's memory, before allocating it."""
     n_train = plan.data.x_train.shape[0]
     if batch_size > n_train:
         raise UsageError(f"--batch-size {batch_size} exceeds the {n_train} training images")
     itemsize = 4 if plan.dtype == plan.xp.float32 else 8
     # parameters, gradients and up to two optimizer states; activations of a batch for each layer
     needed = itemsize * (4 * plan.parameters + 3 * batch_size * sum(plan.sizes))
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
-    if memory and needed > memory:
-        raise UsageError(f"a {'-'.join(map(str, plan.sizes))} net at batch {batch_size} needs about "
-                         f"{needed / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB")
+    try:
+        check_fits(needed, f"a {'-'.join(map(str, plan.sizes))} net at batch {batch_size}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _check_data_size(dataset: Dataset, dtype: Any, xp: Any) -> None:
+    """Refuse data whose pixels in ``dtype`` (beside their uint8 originals) could not fit, before converting them."""
+    pixels = dataset.x_train.size + dataset.x_test.size
+    itemsize = 4 if dtype == xp.float32 else 8
+    try:
+        check_fits(pixels * (itemsize + 1), f"{dataset.name}'s {pixels:,} pixels in {getattr(dtype, '__name__', dtype)}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _architecture(config: TrainConfig) -> tuple[list[int], str, bool, float | None]:
@@ -404,6 +415,7 @@ def _plan(config: TrainConfig, context: MPIContext | None, print_root: Callable[
         raise UsageError("--lr-sweep trains fresh nets: it does not combine with --lr, --save or --load")
     xp, device, dtype = _namespace(config, print_root)
     dataset = _load_data(config, print_root)
+    _check_data_size(dataset, dtype, xp)
     data = to_device(dataset, xp, device=device, dtype=dtype)
     hidden, activation, batchnorm, dropout = _architecture(config)
     if context is not None and config.batch_size < context.size:
