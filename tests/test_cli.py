@@ -129,3 +129,10 @@ def test_outputs_are_planned_together(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         plan_outputs({"--json": tmp_path / "no" / "x.json"})
     assert sorted(tmp_path.iterdir()) == sorted([model, tmp_path / "link.npz"])  # the trial files are gone
+
+
+def test_a_device_that_holds_no_data_is_a_user_error():
+    pytest.importorskip("torch", reason="needs PyTorch: pip install torch==2.13.0 (the CPU build)")
+    completed = command("train", "--dataset", "digits", "--backend", "torch", "--device", "meta", "--iters", "1")
+    assert completed.returncode == 2 and completed.stderr.count("\n") == 1
+    assert "--device meta: device 'meta' cannot be used with torch" in completed.stderr

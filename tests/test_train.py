@@ -202,6 +202,8 @@ def corrupt_dir(tmp_path):
         (["--data-dir", "{synthetic}", "--json", "{tmp}/no/such/folder/x.json"], "does not exist"),
         (["--data-dir", "{synthetic}", "--save", "{fifo}"], "exists and is not a regular file"),
         (["--dropout", "1"], "--dropout: must lie in [0, 1), got 1"),
+        (["--data-dir", "{synthetic}", "--epochs", "1e308"], "--epochs 1e+308: more than"),
+        (["--data-dir", "{synthetic}", "--weight-init-std", "1e308"], "gives weights beyond the range of float32"),
         (["--dataset", "digits", "--data-dir", "{tmp}/nowhere"], "the digits come with scikit-learn"),
         (["--dataset", "mnist", "--data-dir", "{tmp}/nowhere"], "nowhere: no such folder"),
         (["--weight-decay", "-1"], "--weight-decay: must be a non-negative number, got -1"),

@@ -213,7 +213,7 @@ def resolve_device(xp: ModuleType, device: Any = None) -> Any:
         return device
     try:
         resolved = _parse_device(xp, device)
-        xp.zeros((1,), device=resolved)  # a device that exists on paper may still be unusable
+        to_numpy(xp.zeros((1,), device=resolved))  # a device on paper may hold no data (torch's "meta")
     except Exception as exc:  # each backend raises its own types here
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"device {device!r} cannot be used with {backend_name(xp)}: {reason}") from None

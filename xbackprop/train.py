@@ -75,6 +75,8 @@ BOOK_SGD_LR = 0.1  # chapter 5's learning rate; the other optimizers keep chapte
 #: Above this many parameters a numerical gradient is slow enough to warn about (the digits net has 3,760).
 NUMERICAL_WARN_P = 5_000
 
+#: The most iterations a run may ask for (the book's run is 10,000).
+MAX_ITERS = 10**12
 #: What ``--help`` ends with.
 HELP_EXAMPLES = (
     "python -m xbackprop.train                                   # the book's 784-50-10 on MNIST",
@@ -423,8 +425,12 @@ def _plan(config: TrainConfig, context: MPIContext | None, print_root: Callable[
     n_train = data.x_train.shape[0]
     if config.iters is not None:
         iters = config.iters
+    elif config.epochs and config.epochs * n_train / config.batch_size > MAX_ITERS:
+        raise UsageError(f"--epochs {config.epochs:g}: more than {MAX_ITERS:,} iterations")
     else:
         iters = epochs_to_iters(config.epochs, n_train, config.batch_size) if config.epochs else 10_000
+    if iters > MAX_ITERS:
+        raise UsageError(f"--iters {iters}: more than {MAX_ITERS:,} iterations")
     default_lr = BOOK_SGD_LR if config.optimizer == "sgd" else OPTIMIZERS[config.optimizer]().lr
     plan = RunPlan(
         xp, device, dtype, dataset, data, [dataset.num_features, *hidden, dataset.num_classes], activation, iters,
