@@ -60,7 +60,7 @@ def test_fashion_models_name_their_classes(data_dir, tmp_path, capsys):
         (["{model}", "{tmp}/missing.png"], "missing.png: no such file"),
         (["{model}", "{tmp}/garbage.png"], "garbage.png: not an image"),
         (["{tmp}/garbage.png", "{tmp}/garbage.png"], "not a saved xbackprop network"),
-        (["{model}", "{tmp}/garbage.png", "--top", "0"], "--top must be at least 1"),
+        (["{model}", "{tmp}/garbage.png", "--top", "0"], "--top: must be a positive integer, got 0"),
     ],
 )
 def test_mistakes_end_in_one_line(model, tmp_path, capsys, args, message):
@@ -70,3 +70,53 @@ def test_mistakes_end_in_one_line(model, tmp_path, capsys, args, message):
     assert predict(["--load", model_arg, *rest]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("python -m xbackprop.predict: error: ") and message in err
+
+
+def grey_of(path):
+    from xbackprop.datasets import _grey_image
+
+    return _grey_image(path)
+
+
+def test_every_image_mode_reads_as_its_grey_levels(tmp_path):
+    """Transparency, 16-bit and float images were read blank or clipped with exit 0."""
+    image = pytest.importorskip("PIL.Image", reason="image input needs Pillow (pip install 'xbackprop[images]')")
+    levels = np.linspace(0, 1, 64).reshape(8, 8)
+    image.fromarray(np.round(levels * 65535).astype(np.uint16)).save(tmp_path / "deep.png")
+    np.testing.assert_allclose(grey_of(tmp_path / "deep.png"), levels, atol=1e-4)
+    image.fromarray((levels * 7 + 3).astype(np.float32), "F").save(tmp_path / "float.tiff")
+    np.testing.assert_allclose(grey_of(tmp_path / "float.tiff"), levels, atol=1e-6)
+    # black strokes on a transparent ground (a canvas export): ink on white paper
+    alpha = (levels > 0.5).astype(np.uint8) * 255
+    image.fromarray(np.dstack([np.zeros((8, 8, 3), np.uint8), alpha]), "RGBA").save(tmp_path / "strokes.png")
+    np.testing.assert_allclose(grey_of(tmp_path / "strokes.png"), 1.0 - alpha / 255.0)
+    # a light picture cut out of its dark ground: back on black
+    grey = np.round(levels * 255).astype(np.uint8)
+    image.fromarray(np.dstack([grey, grey, grey, alpha]), "RGBA").save(tmp_path / "cutout.png")
+    np.testing.assert_allclose(grey_of(tmp_path / "cutout.png"), grey / 255.0 * (alpha / 255.0), atol=1e-3)
+
+
+def test_a_decompression_bomb_and_nan_pixels_are_one_line(model, tmp_path, capsys):
+    image = pytest.importorskip("PIL.Image", reason="image input needs Pillow (pip install 'xbackprop[images]')")
+    image.new("L", (10_000, 10_000)).save(tmp_path / "bomb.png")  # 100 MB of pixels in a file of about 100 kB
+    assert predict(["--load", str(model), str(tmp_path / "bomb.png")]) == 2
+    assert "declares 10000x10000 pixels" in capsys.readouterr().err
+    nan = np.full((4, 4), np.nan, np.float32)
+    image.fromarray(nan, "F").save(tmp_path / "nan.tiff")
+    assert predict(["--load", str(model), str(tmp_path / "nan.tiff")]) == 2
+    assert "holds NaN or infinite pixels" in capsys.readouterr().err
+
+
+def test_show_draws_what_the_net_sees(model, tmp_path, capsys):
+    image = pytest.importorskip("PIL.Image", reason="image input needs Pillow (pip install 'xbackprop[images]')")
+    drawing = np.full((96, 96), 255, np.uint8)
+    drawing[40:80, 20:44] = 0  # a dark bar, small and off-centre on white
+    image.fromarray(drawing).save(tmp_path / "bar.png")
+    shown = tmp_path / "seen.png"
+    assert predict(["--load", str(model), str(tmp_path / "bar.png"), "--prepare", "mnist", "--show", str(shown)]) == 0
+    seen = np.asarray(image.open(shown))[::10, ::10] / 255.0  # back to 28x28
+    rows, columns = np.nonzero(seen > 0.5)
+    assert rows.max() - rows.min() + 1 <= 21 and 19 <= rows.max() - rows.min() + 1  # fitted in 20x20
+    assert abs((rows.mean() - 13.5)) < 1.5 and abs(columns.mean() - 13.5) < 1.5  # centred by its mass
+    assert predict(["--load", str(model), str(tmp_path / "bar.png"), "--show", str(tmp_path / "bar.png")]) == 2
+    assert "would overwrite FILE's file" in capsys.readouterr().err

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .backend import BACKENDS, get_namespace, to_numpy
-from .cli import Parser, UsageError, run_command
-from .datasets import INVERT_CHOICES, idx_shape, read_images
+from .cli import Parser, UsageError, non_negative_int, positive_int, run_command
+from .datasets import INVERT_CHOICES, PREPARE_CHOICES, idx_shape, read_images
 from .functions import softmax
-from .io import load_net
+from .io import load_net, plan_outputs, replace_atomically
 
 PROG = "python -m xbackprop.predict"
 
@@ -45,6 +45,19 @@ HELP_EXAMPLES = (
 )
 
 
+#: How the pictures of each dataset were made, so a photo can be made the same way.
+PREPARATIONS = {"mnist": "mnist", "fashion-mnist": "fashion"}
+
+
+def _show(pixels: np.ndarray, path: str, scale: int = 10) -> None:
+    """Write ``pixels`` (grey levels in ``[0, 1]``) as a PNG, each pixel a ``scale`` x ``scale`` square."""
+    from PIL import Image
+
+    image = Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L")
+    with replace_atomically(path) as temporary:
+        image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST).save(temporary, "PNG")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command; every ending is one line and an exit status (see :mod:`xbackprop.cli`)."""
     return run_command(_predict, PROG, argv)
@@ -55,25 +68,38 @@ def _predict(argv: list[str] | None) -> int:
                     "and their probabilities.", HELP_EXAMPLES)
     parser.add_argument("files", nargs="+", metavar="FILE", help="PNG or JPEG images, or IDX image files")
     parser.add_argument("--load", required=True, metavar="PATH", help="the saved network (.npz)")
-    parser.add_argument("--top", type=int, default=3, help="classes shown per image (default 3)")
+    parser.add_argument("--top", type=positive_int, default=3, help="classes shown per image (default 3)")
     parser.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
                         help="turn dark strokes on light into light on dark (default: when the border is light)")
-    parser.add_argument("--limit", type=int, default=20, help="images printed at most (default 20; 0: all)")
+    parser.add_argument("--limit", type=non_negative_int, default=20,
+                        help="images printed at most (default 20; 0: all)")
+    parser.add_argument("--prepare", choices=("auto", *PREPARE_CHOICES), default="auto",
+                        help="photos and drawings: crop, fit in 20x20 and centre as MNIST's digits, crop and fit "
+                        "the frame as Fashion-MNIST's pictures, or only scale (default: the model's dataset's way; none for others)")
+    parser.add_argument("--show", metavar="FILE.png",
+                        help="draw the first image as the net sees it (its input, enlarged) into FILE.png")
     parser.add_argument("--backend", choices=BACKENDS, help="array backend (default: $XP or numpy)")
     args = parser.parse_args(argv)
-    if args.top < 1 or args.limit < 0:
-        raise UsageError("--top must be at least 1 and --limit not negative")
+    if args.show is not None:
+        if Path(args.show).suffix.lower() != ".png":
+            raise UsageError(f"--show {args.show}: give a .png file name")
+        plan_outputs({"--show": args.show}, [("FILE", name) for name in args.files] + [("--load", args.load)])
     xp = get_namespace(args.backend)
     net, saved = load_net(args.load, xp=xp, dtype="float32")
     side = math.isqrt(net.sizes[0])
     if side * side != net.sizes[0]:
         raise UsageError(f"{args.load}: the network takes {net.sizes[0]} inputs, not a square image")
     limit = args.limit or None  # --limit 0: every image
-    read = [read_images(Path(name), side, invert=args.invert, limit=limit, dtype=np.float32) for name in args.files]
+    prepare = args.prepare if args.prepare != "auto" else PREPARATIONS.get(saved.dataset or "", "none")
+    read = [read_images(Path(name), side, invert=args.invert, limit=limit, dtype=np.float32, prepare=prepare)
+            for name in args.files]
     for name, (_, pixels) in zip(args.files, read):
         if not np.isfinite(pixels).all():
             raise UsageError(f"{name}: holds NaN or infinite pixels")
 
+    if args.show is not None:
+        _show(read[0][1][0].reshape(side, side), args.show)
+        print(f"wrote {args.show}: {read[0][0][0]} as the net sees it", file=sys.stderr)
     names = CLASS_NAMES.get(saved.dataset or "")
     if names is not None and len(names) != net.sizes[-1]:
         names = None
