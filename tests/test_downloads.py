@@ -50,6 +50,18 @@ class Handler(BaseHTTPRequestHandler):
             body = BOMB
         if mode == "hang":
             time.sleep(HANG_SECONDS)
+        if mode == "trickle":  # a byte every 0.3 s: inside every read timeout, never done
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for k in range(len(body)):
+                    self.wfile.write(body[k : k + 1])
+                    self.wfile.flush()
+                    time.sleep(0.3)
+            except OSError:
+                pass  # the client hung up, as it should
+            return
         if mode == "endless":  # a body with no end, bounded here: 4,096 chunks of 64 kB at most
             self.send_response(200)
             self.end_headers()
@@ -165,6 +177,37 @@ def test_hostile_mirrors_are_cut_off(server, tmp_path, mode, reason):
                      max_bytes=1 << 20, max_idx_bytes=1 << 20)
     assert time.perf_counter() - start < 10
     assert leftovers(cache) == []
+
+
+def test_a_trickling_mirror_ends_at_the_deadline(server, tmp_path):
+    cache = tmp_path / "mnist"
+    start = time.perf_counter()
+    with pytest.raises(DataUnavailableError, match=r"took more than 1.5 s"):
+        download_idx(cache, CHECKSUMS, [f"{server}/trickle/"], timeout=(5, 1), progressbar=False, deadline=1.5)
+    assert time.perf_counter() - start < 1.5 + 1 + 1  # the deadline, one read, and slack
+    assert leftovers(cache) == []
+
+
+def test_concurrent_runs_repair_one_cache_without_failing_each_other(server, tmp_path):
+    """Three processes find the same corrupt cached file at once: each removes it or finds it gone, and fetches."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    download_idx(cache / "mnist", CHECKSUMS, [f"{server}/good/"], timeout=5, progressbar=False)
+    (cache / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"corrupt"))
+    repair = ("import json, sys; from xbackprop.datasets import load_dataset; "
+              "load_dataset('mnist', cache_dir=sys.argv[1], mirrors=[sys.argv[2]], timeout=5, progressbar=False, "
+              "checksums=json.loads(sys.argv[3]))")
+    env = {key: value for key, value in os.environ.items() if key != "XBACKPROP_DATA"}
+    runs = [subprocess.Popen([sys.executable, "-c", repair, str(cache), f"{server}/good/", json.dumps(CHECKSUMS)],
+                             env=env, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for run in runs:
+        _, stderr = run.communicate(timeout=60)
+        assert run.returncode == 0, stderr
+    assert leftovers(cache / "mnist") == sorted(f"{stem}.gz" for stem in RAW)
 
 
 def test_stale_staging_folders_are_removed(server, tmp_path):

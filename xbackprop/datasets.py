@@ -18,8 +18,10 @@ import hashlib
 import logging
 import math
 import os
+import socket
 import struct
 import tempfile
+import threading
 import time
 import warnings
 import zlib
@@ -112,6 +114,8 @@ CHECKSUMS = {
 MAX_IDX_BYTES = 1 << 30
 #: The most bytes a download may bring; a mirror that sends more is cut off.
 MAX_DOWNLOAD_BYTES = 64 << 20
+#: Seconds one downloaded file may take in all (Fashion-MNIST's largest, 26 MB, at 1 Mbit/s takes 3.5 minutes).
+DOWNLOAD_DEADLINE = 600.0
 #: The most classes a dataset's labels may imply when it declares none (``--classes`` raises it).
 MAX_CLASSES = 1000
 #: Classes of the known datasets.
@@ -514,15 +518,21 @@ def _verify(path: Path, expected: dict[str, str], max_idx_bytes: int = MAX_IDX_B
 
 
 class _CappedWriter:
-    """A file that refuses to grow past ``limit`` bytes (a mirror that sends forever is cut off)."""
+    """A file that refuses to grow past ``limit`` bytes or to keep being written after ``deadline`` seconds
+    (a mirror that sends forever, or a byte at a time just inside every read timeout, is cut off)."""
 
-    def __init__(self, file: Any, limit: int) -> None:
-        self.file, self.limit, self.written = file, limit, 0
+    def __init__(self, file: Any, limit: int, deadline: float, progress: Any = None) -> None:
+        self.file, self.limit, self.written, self.progress = file, limit, 0, progress
+        self.deadline, self.ends = deadline, time.monotonic() + deadline
 
     def write(self, data: bytes) -> int:
         self.written += len(data)
         if self.written > self.limit:
             raise DataError(f"sent more than {self.limit:,} bytes")
+        if time.monotonic() > self.ends:
+            raise DataError(f"took more than {self.deadline:g} s ({self.written:,} bytes so far)")
+        if self.progress is not None:
+            self.progress.update(len(data))
         return self.file.write(data)
 
     def flush(self) -> None:
@@ -530,19 +540,55 @@ class _CappedWriter:
 
 
 class _CappedDownloader:
-    """pooch's HTTP downloader, writing through a :class:`_CappedWriter`."""
+    """A pooch downloader: an HTTP GET whose body goes through a :class:`_CappedWriter`, and whose connection
+    is shut when the deadline passes (a mirror that trickles a byte just inside every read timeout never
+    lets a blocked read return on its own)."""
 
-    def __init__(self, limit: int, **kwargs: Any) -> None:
-        import pooch
-
-        self.inner = pooch.HTTPDownloader(**kwargs)
-        self.limit = limit
+    def __init__(self, limit: int, deadline: float, *, progressbar: bool = False,
+                 timeout: float | tuple[float, float] = 30.0) -> None:
+        self.limit, self.deadline, self.progressbar, self.timeout = limit, deadline, progressbar, timeout
 
     def __call__(self, url: str, output_file: str, pooch_obj: Any, check_only: bool = False) -> Any:
-        if check_only:
-            return self.inner(url, output_file, pooch_obj, check_only=True)
-        with open(output_file, "wb") as f:
-            return self.inner(url, _CappedWriter(f, self.limit), pooch_obj)
+        import requests
+
+        with requests.get(url, stream=True, timeout=self.timeout) as response:
+            response.raise_for_status()
+            if check_only:
+                return True
+            expired = threading.Event()
+
+            def shut() -> None:
+                expired.set()
+                try:  # the socket under http.client's response: neither requests nor urllib3 exposes it mid-read
+                    response.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
+                except (AttributeError, OSError):
+                    response.close()
+
+            watchdog = threading.Timer(self.deadline, shut)
+            watchdog.daemon = True
+            bar = None
+            if self.progressbar:
+                from tqdm.auto import tqdm
+
+                total = int(response.headers.get("Content-Length", 0)) or None
+                bar = tqdm(total=total, unit="B", unit_scale=True, leave=False, dynamic_ncols=True)
+            watchdog.start()
+            try:
+                with open(output_file, "wb") as f:
+                    writer = _CappedWriter(f, self.limit, self.deadline, bar)
+                    for chunk in response.iter_content(chunk_size=64 << 10):
+                        writer.write(chunk)
+            except Exception:
+                if expired.is_set():
+                    raise DataError(f"took more than {self.deadline:g} s") from None
+                raise
+            finally:
+                watchdog.cancel()
+                if bar is not None:
+                    bar.close()
+            if expired.is_set():  # the shut connection may also read as a short, clean end
+                raise DataError(f"took more than {self.deadline:g} s")
+        return None
 
 
 def _remove_stale_staging(folder: Path, older_than_s: float = 3600.0) -> None:
@@ -586,14 +632,17 @@ def download_idx(
     progressbar: bool = True,
     max_bytes: int = MAX_DOWNLOAD_BYTES,
     max_idx_bytes: int = MAX_IDX_BYTES,
+    deadline: float = DOWNLOAD_DEADLINE,
 ) -> None:
     """Download ``{stem: checksums}`` as ``stem.gz`` into ``folder``, trying each mirror in turn.
 
     Each file is fetched (with ``pooch``) into a staging folder beside ``folder``,
     verified, then atomically renamed into place; failures leave nothing behind.
     ``timeout`` bounds the connection and every read, in seconds (or a
-    ``(connect, read)`` pair); a mirror that sends more than ``max_bytes``, or a file that
-    decompresses to more than ``max_idx_bytes``, is cut off. Raises
+    ``(connect, read)`` pair), and ``deadline`` the whole file: a mirror still sending
+    after it gives up within ``deadline`` plus one read timeout. A mirror that sends more
+    than ``max_bytes``, or a file that decompresses to more than ``max_idx_bytes``, is
+    cut off. Raises
     :class:`DataUnavailableError` naming every mirror's failure when a file
     cannot be had.
     """
@@ -617,7 +666,7 @@ def download_idx(
             url = mirror.rstrip("/") + f"/{stem}.gz"
             with tempfile.TemporaryDirectory(dir=folder, prefix=".staging-") as staging:
                 try:
-                    downloader = _CappedDownloader(max_bytes, progressbar=progressbar, timeout=timeout)
+                    downloader = _CappedDownloader(max_bytes, deadline, progressbar=progressbar, timeout=timeout)
                     fetched = Path(pooch.retrieve(url, None, fname=target.name, path=staging, downloader=downloader))
                     _verify(fetched, expected, max_idx_bytes)
                 except Exception as exc:
@@ -740,7 +789,7 @@ def _drop_corrupt_cache_files(cache: Path, expected: dict[str, dict[str, str]]) 
         except DataError:
             logging.getLogger(__name__).warning("%s no longer matches its SHA-256; fetching it again", path)
             try:
-                path.unlink()
+                path.unlink(missing_ok=True)  # another process repairing the same cache may have been first
             except OSError as exc:
                 raise DataError(f"{path}: no longer matches its SHA-256 and cannot be removed ({exc})") from None
 
