@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .backend import host_rng
+from .io import replace_atomically
 
 __all__ = [
     "DATASETS",
@@ -280,11 +281,22 @@ def read_images(path: str | os.PathLike[str], side: int, *, invert: str = "auto"
         images = read_idx(path, ndim=3, first=limit)
         if images.shape[1] * images.shape[2] != side * side:
             raise DataError(f"{path}: images of {images.shape[1]}x{images.shape[2]}, the network takes {side}x{side}")
+        if not np.isfinite(images).all():
+            raise DataError(f"{path}: holds NaN or infinite pixels")
         scale = 255.0 if images.dtype == np.uint8 else max(float(images.max(initial=0)), 1.0)
         labels = [f"{path.name}[{i}]" for i in range(len(images))]
-        return labels, images.reshape(len(images), -1).astype(dtype) / dtype(scale)
+        return labels, images.reshape(len(images), -1).astype(dtype) / np.dtype(dtype).type(scale)
     pixels = _prepared(_grey_image(path), side, invert, prepare)
     return [str(path)], pixels.reshape(1, -1).astype(dtype)
+
+
+def save_grey_png(pixels: np.ndarray, path: str | os.PathLike[str], scale: int = 10) -> None:
+    """Write grey levels in ``[0, 1]`` as a PNG, each pixel a ``scale`` x ``scale`` square (what a net sees)."""
+    from PIL import Image
+
+    image = Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L")
+    with replace_atomically(path) as temporary:
+        image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST).save(temporary, "PNG")
 
 
 #: How photos and drawings are made to look like the data: "mnist" crops the ink, fits it in 20x20 and

@@ -15,13 +15,11 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .backend import BACKENDS, get_namespace, to_numpy
 from .cli import Parser, UsageError, non_negative_int, positive_int, run_command
-from .datasets import INVERT_CHOICES, PREPARE_CHOICES, idx_shape, read_images
+from .datasets import INVERT_CHOICES, PREPARE_CHOICES, idx_shape, read_images, save_grey_png
 from .functions import softmax
-from .io import load_net, plan_outputs, replace_atomically
+from .io import load_net, plan_outputs
 
 PROG = "python -m xbackprop.predict"
 
@@ -47,15 +45,6 @@ HELP_EXAMPLES = (
 
 #: How the pictures of each dataset were made, so a photo can be made the same way.
 PREPARATIONS = {"mnist": "mnist", "fashion-mnist": "fashion"}
-
-
-def _show(pixels: np.ndarray, path: str, scale: int = 10) -> None:
-    """Write ``pixels`` (grey levels in ``[0, 1]``) as a PNG, each pixel a ``scale`` x ``scale`` square."""
-    from PIL import Image
-
-    image = Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L")
-    with replace_atomically(path) as temporary:
-        image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST).save(temporary, "PNG")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,14 +80,11 @@ def _predict(argv: list[str] | None) -> int:
         raise UsageError(f"{args.load}: the network takes {net.sizes[0]} inputs, not a square image")
     limit = args.limit or None  # --limit 0: every image
     prepare = args.prepare if args.prepare != "auto" else PREPARATIONS.get(saved.dataset or "", "none")
-    read = [read_images(Path(name), side, invert=args.invert, limit=limit, dtype=np.float32, prepare=prepare)
+    read = [read_images(Path(name), side, invert=args.invert, limit=limit, dtype="float32", prepare=prepare)
             for name in args.files]
-    for name, (_, pixels) in zip(args.files, read):
-        if not np.isfinite(pixels).all():
-            raise UsageError(f"{name}: holds NaN or infinite pixels")
 
     if args.show is not None:
-        _show(read[0][1][0].reshape(side, side), args.show)
+        save_grey_png(read[0][1][0].reshape(side, side), args.show)
         print(f"wrote {args.show}: {read[0][0][0]} as the net sees it", file=sys.stderr)
     names = CLASS_NAMES.get(saved.dataset or "")
     if names is not None and len(names) != net.sizes[-1]:
