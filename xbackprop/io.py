@@ -263,7 +263,7 @@ def load_net(path: str | os.PathLike[str], *, xp: Any = None, device: Any = None
     expected = _shapes_of(saved.sizes, saved.batchnorm)
     if {key: tuple(value.shape) for key, value in saved.params.items()} != expected:
         raise ValueError(f"{path}: its arrays are not those of a {'-'.join(map(str, saved.sizes))} network")
-    itemsize = 8 if dtype in ("float64", getattr(xp, "float64", None)) else 4
+    itemsize = 4 if dtype in ("float32", getattr(xp, "float32", None)) else 8  # unknown: count float64
     check_fits(3 * itemsize * sum(math.prod(shape) for shape in expected.values()), f"{path}'s network")
     net = MultiLayerNet(saved.sizes[0], saved.sizes[1:-1], saved.sizes[-1], activation=saved.activation,
                         use_dropout=saved.dropout_ratio is not None, dropout_ratio=saved.dropout_ratio or 0.5,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import array_api_extra as xpx
+from array_api_compat import device
 
 from ._namespace import namespace_of
 from .backend import host_rng, require_dtype, to_numpy
@@ -129,7 +130,7 @@ def _check(layer: Any, xp: Any, inputs: tuple[Any, ...], float_inputs: list[bool
     mutations = [f"forward wrote into its input {names[i]}" for i, v in enumerate(inputs)
                  if before[i] is not None and not _same(to_numpy(v), before[i])]
     rng = host_rng(seed)
-    dout = xp.asarray(rng.standard_normal(tuple(out.shape)), dtype=xp.float64, device=_device(out))
+    dout = xp.asarray(rng.standard_normal(tuple(out.shape)), dtype=xp.float64, device=device(out))
     dout_before = to_numpy(dout).copy()
     if hasattr(layer, "grads"):
         layer.grads.clear()
@@ -186,12 +187,6 @@ def _is_float(xp: Any, value: Any) -> bool:
 
 def _same(a: Any, b: Any) -> bool:
     return a.shape == b.shape and bool((a == b).all() | ((a != a) & (b != b)).all())
-
-
-def _device(array: Any) -> Any:
-    from array_api_compat import device
-
-    return device(array)
 
 
 def _missing(grad: Any, value: Any) -> str | None:
