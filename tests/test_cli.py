@@ -45,6 +45,8 @@ def test_help_ends_with_examples(name):
         ("gradcheck", ["--seed", "-1"], "--seed: must not be negative, got -1"),
         ("bench", ["--batch", "0"], "--batch: must be a positive integer, got 0"),
         ("bench", ["--name", "a/b"], "--name 'a/b': give a plain file name stem"),
+        ("bench", ["--name", "a\nb"], "without folders or control characters"),
+        ("train", ["--dataset", "digits", "--hidden", "100000,100000"], "--hidden, --batch-size: a 64-100000-100000-10"),
         ("bench", ["--out", "/proc", "--size", "tiny", "--batch", "3"], "/proc does not take new files"),
         ("train", ["--lr-sweep", "0.1,x"], "--lr-sweep: must be a number, got 'x'"),
         ("graph", ["apple", "--out", "/proc/x.svg"], "/proc does not take new files"),
@@ -98,6 +100,8 @@ def test_the_runner_maps_every_ending(capsys):
     assert run_command(failing(Terminated(signal.SIGTERM)), "prog") == 143
     assert run_command(failing(FileNotFoundError(2, "No such file or directory", "x.npz")), "prog") == 2
     assert capsys.readouterr().err.endswith("prog: error: x.npz: No such file or directory\n")
+    assert run_command(failing(MemoryError()), "prog") == 2
+    assert capsys.readouterr().err == "prog: error: out of memory: try a smaller net, batch or --limit\n"
 
     def warns(argv):
         import warnings

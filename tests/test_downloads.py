@@ -240,3 +240,25 @@ def test_an_unusable_cache_folder_is_unavailable_data(tmp_path, monkeypatch, kin
         cache = "/proc/xbackprop-cache"
     with pytest.raises(DataUnavailableError, match="not writable"):
         load_dataset("mnist", cache_dir=cache, mirrors=["http://127.0.0.1:9/"], timeout=1, progressbar=False)
+
+
+def test_a_termination_during_a_download_leaves_no_staging_folder(server, tmp_path):
+    """A scheduler's SIGTERM while a mirror is still sending: one line, 143, and the cache as it was."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    env = {key: value for key, value in os.environ.items() if key != "XBACKPROP_DATA"}
+    env.update(XBACKPROP_CACHE=str(cache), XBACKPROP_MIRRORS=f"{server}/trickle/")
+    child = subprocess.Popen([sys.executable, "-m", "xbackprop.train", "--dataset", "mnist", "--iters", "1", "--quiet"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    give_up = time.monotonic() + 60
+    while not list(cache.glob("*/.staging-*")) and time.monotonic() < give_up:
+        time.sleep(0.1)
+    assert list(cache.glob("*/.staging-*")), "the download never started"
+    child.send_signal(signal.SIGTERM)
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 143 and stderr.endswith("python -m xbackprop.train: terminated by SIGTERM\n"), stderr
+    assert list(cache.glob("*/.staging-*")) == [] and list(cache.glob("*/*.gz")) == []

@@ -138,7 +138,7 @@ def test_only_regular_files_are_replaced(tmp_path):
     assert link.is_symlink() and real.read_text() == "new"  # the link still points at the replaced file
 
 
-@pytest.mark.parametrize("kind", ["sizes", "structured", "negative", "activation", "device", "fifo"])
+@pytest.mark.parametrize("kind", ["sizes", "structured", "negative", "nested", "activation", "extra", "device", "fifo"])
 def test_an_untrusted_model_file_is_measured_before_anything_is_built(tmp_path, kind):
     """A 1 KB file declaring a 784-2000000-10 net once took 18 GB; a device or FIFO grew or hung."""
     from xbackprop.io import load_net
@@ -147,16 +147,22 @@ def test_an_untrusted_model_file_is_measured_before_anything_is_built(tmp_path, 
     tiny = {"W1": np.zeros((2, 2), np.float32), "b1": np.zeros(2, np.float32)}
     if kind == "sizes":
         np.savez(path, sizes=np.array([784, 500_000, 10]), activation=np.array("relu"), **tiny)
-        message = "its arrays are not those of a 784-500000-10 network"
+        message = "lacks W2, b2, which a 784-500000-10 network needs"
     elif kind == "structured":
         np.savez(path, sizes=np.zeros(3, np.dtype([("a", np.int64), ("b", np.int64)])), activation=np.array("relu"))
         message = "sizes holds"
     elif kind == "negative":
         np.savez(path, sizes=np.array([4, -1, 2]), activation=np.array("relu"), **tiny)
         message = r"layer sizes \[4, -1, 2\] are not those of a network"
+    elif kind == "nested":
+        np.savez(path, sizes=np.array([[2, 2]]), activation=np.array("relu"), **tiny)
+        message = r"sizes holds int64 of shape \(1, 2\)"
+    elif kind == "extra":
+        np.savez(path, sizes=np.array([2, 2]), activation=np.array("relu"), W9=np.zeros(1, np.float32), **tiny)
+        message = "holds W9, which a 2-2 network does not have"
     elif kind == "activation":
         np.savez(path, sizes=np.array([2, 2]), activation=np.array("tanh"), **tiny)
-        message = "does not say the network's layer sizes and activation"
+        message = "activation 'tanh' is none of xbackprop's"
     elif kind == "device":
         path.symlink_to("/dev/zero")
         message = "not a regular file"

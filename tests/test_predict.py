@@ -61,11 +61,13 @@ def test_fashion_models_name_their_classes(data_dir, tmp_path, capsys):
         (["{model}", "{tmp}/garbage.png"], "garbage.png: not an image"),
         (["{tmp}/garbage.png", "{tmp}/garbage.png"], "not a saved xbackprop network"),
         (["{model}", "{tmp}/garbage.png", "--top", "0"], "--top: must be a positive integer, got 0"),
+        (["{model}", "{tmp}/empty-idx3-ubyte"], "empty-idx3-ubyte: holds no images"),
     ],
 )
 def test_mistakes_end_in_one_line(model, tmp_path, capsys, args, message):
     pytest.importorskip("PIL.Image", reason="image input needs Pillow (pip install 'xbackprop[images]')")
     (tmp_path / "garbage.png").write_bytes(b"not a png at all")
+    (tmp_path / "empty-idx3-ubyte").write_bytes(idx_bytes(np.zeros((0, 8, 8))))
     model_arg, *rest = [a.format(model=model, tmp=tmp_path) for a in args]
     assert predict(["--load", model_arg, *rest]) == 2
     err = capsys.readouterr().err

@@ -155,8 +155,9 @@ def _bench(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.out is not None and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out}: no such folder")
-    if args.name is not None and (not args.name or Path(args.name).name != args.name or args.name in (".", "..")):
-        raise UsageError(f"--name {args.name!r}: give a plain file name stem, without folders")
+    if args.name is not None and (not args.name or Path(args.name).name != args.name or args.name in (".", "..")
+                                  or not args.name.isprintable()):
+        raise UsageError(f"--name {args.name!r}: give a plain file name stem, without folders or control characters")
     backends = args.backend or [backend_name(get_namespace())]
     name = args.name or _slug(f"{'-'.join(backends)}-{_device_label(backends[0])}")
     if args.out is not None:

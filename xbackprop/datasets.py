@@ -279,6 +279,8 @@ def read_images(path: str | os.PathLike[str], side: int, *, invert: str = "auto"
         raise DataError(f"{path}: no such file")
     if "idx" in path.name:
         images = read_idx(path, ndim=3, first=limit)
+        if len(images) == 0:
+            raise DataError(f"{path}: holds no images")
         if images.shape[1] * images.shape[2] != side * side:
             raise DataError(f"{path}: images of {images.shape[1]}x{images.shape[2]}, the network takes {side}x{side}")
         if not np.isfinite(images).all():

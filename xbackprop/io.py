@@ -200,7 +200,9 @@ def _check_descriptions(path: str | os.PathLike[str], members: dict[str, tuple[t
     for name, (kinds, most) in _DESCRIBED_AS.items():
         if name in members:
             shape, dtype = members[name]
-            if dtype.kind not in kinds or math.prod(shape) > most or (dtype.kind == "U" and dtype.itemsize > 4096):
+            rank_ok = len(shape) == 1 if name == "sizes" else len(shape) == 0
+            if (dtype.kind not in kinds or not rank_ok or math.prod(shape) > most
+                    or (dtype.kind == "U" and dtype.itemsize > 4096)):
                 raise ValueError(f"{path}: {name} holds {dtype} of shape {shape}, not what xbackprop saves")
 
 
@@ -242,6 +244,12 @@ def read_saved(path: str | os.PathLike[str], expected: dict[str, tuple[int, ...]
     buffers = {key[len(BUFFER_PREFIX):]: stored.pop(key) for key in list(stored) if key.startswith(BUFFER_PREFIX)}
     text = {key: str(value) if value is not None and value.ndim == 0 and str(value) else None
             for key, value in described.items() if key in ("activation", "dataset")}
+    if text["activation"] is not None:
+        from .nets import ACTIVATIONS
+
+        if text["activation"] not in ACTIVATIONS:
+            raise ValueError(f"{path}: activation {text['activation']!r} is none of xbackprop's "
+                             f"({', '.join(ACTIVATIONS)})")
     sizes = described["sizes"]
     if sizes is not None:
         sizes = [int(n) for n in sizes.ravel()]
@@ -261,8 +269,16 @@ def load_net(path: str | os.PathLike[str], *, xp: Any = None, device: Any = None
     if saved.sizes is None or saved.activation not in ACTIVATIONS:
         raise ValueError(f"{path}: does not say the network's layer sizes and activation")
     expected = _shapes_of(saved.sizes, saved.batchnorm)
-    if {key: tuple(value.shape) for key, value in saved.params.items()} != expected:
-        raise ValueError(f"{path}: its arrays are not those of a {'-'.join(map(str, saved.sizes))} network")
+    shapes = {key: tuple(value.shape) for key, value in saved.params.items()}
+    if shapes != expected:
+        net_name = f"a {'-'.join(map(str, saved.sizes))} network"
+        unknown, missing = sorted(set(shapes) - set(expected)), sorted(set(expected) - set(shapes))
+        wrong = [key for key in expected if key in shapes and shapes[key] != expected[key]]
+        if missing:
+            raise ValueError(f"{path}: lacks {', '.join(missing)}, which {net_name} needs")
+        if unknown:
+            raise ValueError(f"{path}: holds {', '.join(unknown)}, which {net_name} does not have")
+        raise ValueError(f"{path}: {wrong[0]} has shape {shapes[wrong[0]]}, {net_name} needs {expected[wrong[0]]}")
     itemsize = 4 if dtype in ("float32", getattr(xp, "float32", None)) else 8  # unknown: count float64
     check_fits(3 * itemsize * sum(math.prod(shape) for shape in expected.values()), f"{path}'s network")
     net = MultiLayerNet(saved.sizes[0], saved.sizes[1:-1], saved.sizes[-1], activation=saved.activation,

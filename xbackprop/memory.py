@@ -5,24 +5,51 @@ from __future__ import annotations
 
 import os
 import resource
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["memory_limit", "check_fits"]
+__all__ = ["memory_limit", "cgroup_memory_limits", "check_fits"]
 
-#: cgroup files that hold a memory limit: v2, then v1.
-CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+#: Where cgroup file systems are mounted, and the file that holds each version's memory limit.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_V2_LIMIT, _V1_LIMIT = "memory.max", "memory.limit_in_bytes"
+
+
+def _own_cgroups(proc_cgroup: Path) -> Iterator[tuple[str, str]]:
+    """``(controllers, path)`` of each line of ``/proc/self/cgroup`` (``"0::/a/b"`` is v2, ``"4:memory:/a"`` v1)."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        _, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        yield controllers, path
+
+
+def cgroup_memory_limits(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> list[int]:
+    """Memory limits in bytes of this process's cgroup and of every cgroup above it, v2 and v1 (any may bind)."""
+    folders = [root, root / "memory"]  # the mount points themselves, where the process's own path is hidden
+    for controllers, path in _own_cgroups(proc_cgroup):
+        base = root if controllers == "" else root / "memory" if "memory" in controllers.split(",") else None
+        if base is not None:
+            folder = base / path.lstrip("/")
+            folders += [folder, *folder.parents[: len(Path(path.lstrip("/")).parts)]]
+    limits = []
+    for folder in dict.fromkeys(folders):
+        for name in (_V2_LIMIT, _V1_LIMIT):
+            try:
+                text = (folder / name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) < 1 << 60:  # "max", or v1's "no limit" of nearly 2**63
+                limits.append(int(text))
+    return limits
 
 
 def memory_limit() -> int | None:
     """Bytes this process may use at most, or ``None`` where nothing says (no cgroup, no rlimit, no sysconf)."""
-    limits = []
-    for path in CGROUP_LIMITS:
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 1 << 60:  # "max", or v1's "no limit" of nearly 2**63
-            limits.append(int(text))
+    limits = cgroup_memory_limits()
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
         limits.append(soft)

@@ -325,7 +325,7 @@ def _check_size(plan: RunPlan, batch_size: int) -> None:
     try:
         check_fits(needed, f"a {'-'.join(map(str, plan.sizes))} net at batch {batch_size}")
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--hidden, --batch-size: {exc}; give smaller ones") from None
 
 
 def _check_data_size(dataset: Dataset, dtype: Any, xp: Any) -> None:
@@ -335,7 +335,7 @@ def _check_data_size(dataset: Dataset, dtype: Any, xp: Any) -> None:
     try:
         check_fits(pixels * (itemsize + 1), f"{dataset.name}'s {pixels:,} pixels in {getattr(dtype, '__name__', dtype)}")
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--dataset/--data-dir, --dtype: {exc}") from None
 
 
 def _architecture(config: TrainConfig) -> tuple[list[int], str, bool, float | None]:
