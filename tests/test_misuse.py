@@ -106,6 +106,9 @@ def test_missing_params_and_non_arrays_are_named(xp):
         net.loss(x, t, {key: value for key, value in net.params.items() if key != "b1"})
     with pytest.raises(TypeError, match="Affine: W and b must be arrays, got list"):
         Affine([[1.0, 2.0]], asarray(xp, [0.0, 0.0]))
+    net.params["W1"] = [[1.0] * 3] * 4
+    with pytest.raises(TypeError, match=r"params\['W1'\] is a list, not an array"):
+        net.loss(x, t)
 
 
 def test_numerical_gradient_in_a_dtype_too_coarse_for_h():

@@ -109,7 +109,11 @@ class LayerNet:
         buffers = self.buffers if buffers is None else buffers
         try:
             for _, layer, name, key in self._param_slots:
-                layer.params[name] = params[key]
+                value = params[key]
+                if not hasattr(value, "shape"):
+                    raise TypeError(f"params[{key!r}] is a {type(value).__name__}, not an array: give "
+                                    f"{backend_name(self.xp)} arrays (xp.asarray(...))")
+                layer.params[name] = value
             for _, layer, name, key in self._buffer_slots:
                 layer.buffers[name] = buffers[key]
         except KeyError as missing:
