@@ -44,7 +44,7 @@ def worker(batch: int, steps: int) -> dict:
     train_step = EagerSteps(net, SGD(lr=0.1), xp, batch_size=batch, sync=sync)  # the trainer's own step
 
     def step():
-        train_step(x_all, t_all, rng.integers(0, 60_000, (1, batch)))
+        train_step(x_all, t_all, rng.integers(0, 60_000, batch))
 
     loss, grads, _ = net.loss_and_gradient(x_all[:batch], t_all[:batch])
 

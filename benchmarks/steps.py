@@ -15,7 +15,7 @@ from xbackprop import MultiLayerNet, TwoLayerNet, get_namespace
 from xbackprop.backend import backend_name, compile_steps, resolve_device, synchronize
 from xbackprop.benchcases import SIZES as CASE_SIZES
 from xbackprop.optimizers import SGD
-from xbackprop.trainer import make_gradient_step, make_train_step
+from xbackprop.trainer import DeviceData, make_gradient_step, make_train_step, training_targets
 
 from .handwritten import HandwrittenTwoLayerNet
 
@@ -38,6 +38,7 @@ def make_xbackprop(
     xp = get_namespace(backend, strict=True)
     device = resolve_device(xp, device)
     x_all, t_all = xp.asarray(x_host, device=device), xp.asarray(t_host, device=device)
+    t_all = training_targets(DeviceData(x_all, t_all, x_all, t_all, sizes[-1]), sizes[-1])  # one-hot, as train's
     net = MultiLayerNet(sizes[0], list(sizes[1:-1]), sizes[-1], xp=xp, device=device, dtype="float32", seed=0)
     gradient_step = make_gradient_step(net, xp)
     optimizer = SGD(lr=LR)
@@ -51,6 +52,24 @@ def make_xbackprop(
         synchronize(xp)
 
     step.backend = backend_name(xp)
+    return step
+
+
+def make_book_step(x_host: np.ndarray, t_host: np.ndarray, batch: int = 100) -> Callable[[], None]:
+    """The book's ``train_neuralnet.py`` step on NumPy: ``TwoLayerNet.gradient`` (labels checked at every call,
+    as the book's readers call it) and ``SGD.update``, on uint8 labels."""
+    xp = get_namespace("numpy")
+    x_all, t_all = xp.asarray(x_host), xp.asarray(t_host)
+    net = TwoLayerNet(x_host.shape[1], 50, 10, xp=xp, dtype="float32", seed=0)
+    optimizer = SGD(lr=LR)
+    rng = np.random.default_rng(1)
+    n = x_host.shape[0]
+
+    def step() -> None:
+        batch_mask = rng.integers(0, n, batch)
+        grad = net.gradient(x_all[batch_mask], t_all[batch_mask])
+        optimizer.update(net.params, grad)
+
     return step
 
 

@@ -38,6 +38,7 @@ def implementations(threads: str) -> dict[str, Callable[[], None]]:
 
     x, t = steps.training_data()
     impls = {"xbackprop-numpy": steps.make_xbackprop("numpy", x, t),
+             "xbackprop-book-numpy": steps.make_book_step(x, t),
              "handwritten-numpy": steps.make_handwritten(x, t),
              "matmul-floor": steps.make_matmul_floor(x)}
     try:

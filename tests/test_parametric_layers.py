@@ -235,7 +235,7 @@ def test_a_compiled_jax_block_with_batchnorm_and_dropout_equals_eager_steps(rng)
             if compile:
                 losses = to_numpy(steps(xs, ts, jnp.asarray(indices)))
             else:
-                losses = np.array([float(steps(xs, ts, jnp.asarray(indices[i : i + 1]))) for i in range(5)])
+                losses = np.array([float(steps(xs, ts, jnp.asarray(indices[i]))) for i in range(5)])
             steps.finish()
             finals.append((losses, {k: to_numpy(v) for k, v in {**net.params, **net.buffers}.items()}))
     np.testing.assert_allclose(finals[0][0], finals[1][0], rtol=1e-12)
@@ -274,7 +274,7 @@ def test_a_learners_own_layer_is_saved_loaded_and_compiled(tmp_path, rng):
                 steps(xs, ts, jnp.asarray(indices))
             else:
                 for i in range(4):
-                    steps(xs, ts, jnp.asarray(indices[i : i + 1]))
+                    steps(xs, ts, jnp.asarray(indices[i]))
             finals.append(to_numpy(jnet.params["s1"]))
         assert not np.allclose(finals[0], to_numpy(scaled_net(jnp, np.random.default_rng(2))[0].params["s1"]))
         np.testing.assert_allclose(finals[0], finals[1], rtol=1e-12)

@@ -117,7 +117,8 @@ class AddLayer:
 
 
 class Relu:
-    """``max(x, 0)`` elementwise. Caches the boolean ``mask`` of ``x <= 0``.
+    """``max(x, 0)`` elementwise. Caches where ``x`` passed, as 1 and 0 in ``x``'s dtype (``passed``, the
+    derivative); the book's boolean ``mask`` (``x <= 0``) is read from it.
 
     ``backward`` returns ``dout`` where ``x > 0`` and 0 where ``mask`` (a new array:
     the book writes the zeros into ``dout``); an infinite or NaN ``dout`` under the
@@ -125,22 +126,26 @@ class Relu:
     """
 
     def __init__(self) -> None:
-        self.mask = None
+        self.passed = None
+
+    @property
+    def mask(self) -> Any:
+        """The book's ``x <= 0`` of the last forward, ``(N, ...)`` bool (``None`` before it)."""
+        return None if self.passed is None else self.passed == 0
 
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
-        self.mask = x <= 0
         out = xp.maximum(x, 0.0)
+        # 1 where x passed, 0 where it was cut (NaN where x is NaN, so a NaN input cannot pass a finite gradient);
+        # kept as numbers, the backward is one multiplication.
+        self.passed = xp.sign(out)
         record_forward(self, (x,), out)
         return out
 
     def backward(self, dout: Any) -> Any:
-        if self.mask is None:
+        if self.passed is None:
             raise _forward_first(self)
-        xp = namespace_of(dout)
-        # Multiplying by a 0/1 array is several times cheaper than where() on NumPy,
-        # whose scalar-broadcasting path is a plain element loop.
-        dx = dout * xp.astype(~self.mask, dout.dtype)
+        dx = dout * self.passed
         record_backward(self, dout, (dx,))
         return dx
 
@@ -262,7 +267,7 @@ class SoftmaxWithLoss:
         self.t = self._one_hot_labels(xp, t, n, c, x.dtype, check)
         logp = log_softmax(x, xp=xp)
         self.y = xp.exp(logp)
-        self.loss = -xp.sum(self.t * logp) / n
+        self.loss = -xp.mean(xp.vecdot(self.t, logp))  # each row's cross-entropy is -t . log y
         record_forward(self, (x, t), self.loss)
         return self.loss
 
@@ -280,8 +285,8 @@ class SoftmaxWithLoss:
                 raise ValueError(
                     f"SoftmaxWithLoss: one-hot labels of shape {tuple(t.shape)} do not match scores ({n}, {c})"
                 )
-            if check and not bool(xp.all(xp.sum(xp.astype(t == 1, dtype), axis=1) == 1)
-                                  & xp.all((t == 0) | (t == 1))):
+            # every number 0 or 1 (t * t == t; NaN fails) and each row summing to 1: one reduction, one read
+            if check and not bool(xp.all((t * t == t) & (xp.sum(t, axis=1, keepdims=True) == 1))):
                 raise ValueError("SoftmaxWithLoss: (N, C) labels must be one-hot rows, a single 1 among 0s")
             return t if t.dtype == dtype else xp.astype(t, dtype)
         if t.ndim != 1 or not is_integral(xp, t.dtype):
@@ -292,7 +297,8 @@ class SoftmaxWithLoss:
         if t.shape[0] != n:
             raise ValueError(f"SoftmaxWithLoss: {t.shape[0]} labels for a batch of {n} scores")
         if check:
-            low, high = int(xp.min(t)), int(xp.max(t))
+            low = 0 if xp.iinfo(t.dtype).min == 0 else int(xp.min(t))  # unsigned (MNIST's uint8): no minimum to read
+            high = int(xp.max(t))
             if low < 0 or high >= c:
                 raise ValueError(f"SoftmaxWithLoss: labels must lie in [0, {c}), got values from {low} to {high}")
         return one_hot(t, c, dtype=dtype, xp=xp)

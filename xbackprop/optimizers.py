@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import device
+from array_api_compat import device, is_lazy_array
 
 from ._namespace import namespace_of
 
@@ -39,6 +39,25 @@ class Optimizer:
 
     def __init__(self) -> None:
         self.state: State | None = None
+
+    def constant(self, value: float, like: Any) -> Any:
+        """``value`` as a 0-D array of ``like``'s dtype on its device, made once and kept (``value`` is a
+        hyperparameter such as ``self.lr``), or ``value`` itself where ``like`` is traced (``jax.jit``).
+
+        Multiplying by a kept 0-D array creates one array per parameter and step where a
+        Python number creates two on some backends (the number is promoted first), and on a
+        GPU it is never copied to the device again. A changed ``self.lr`` makes a new one.
+        """
+        kept = self.__dict__.setdefault("_constants", {})  # also for subclasses that skip __init__
+        kind = ("lazy", type(like))  # a tracer's type differs from a concrete array's; asked once per type
+        if kind not in kept:
+            kept[kind] = is_lazy_array(like)
+        if kept[kind]:
+            return value
+        key = (value, like.dtype, device(like))
+        if key not in kept:
+            kept[key] = namespace_of(like).asarray(value, dtype=like.dtype, device=device(like))
+        return kept[key]
 
     def init(self, params: dict[str, Any]) -> State:
         """The state before the first step."""
@@ -70,7 +89,7 @@ class SGD(Optimizer):
         self.lr = lr
 
     def step(self, grads: dict[str, Any], state: State) -> tuple[dict[str, Any], State]:
-        return {key: self.lr * g for key, g in grads.items()}, state
+        return {key: self.constant(self.lr, g) * g for key, g in grads.items()}, state
 
 
 class Momentum(Optimizer):

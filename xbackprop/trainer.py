@@ -21,11 +21,13 @@ from array_api_compat import device
 from ._namespace import namespace_of
 from .backend import compile_function, compile_steps, host_rng, to_numpy
 from .datasets import DataError, Dataset
+from .functions import one_hot
 
 __all__ = [
     "DeviceData",
     "TrainResult",
     "to_device",
+    "training_targets",
     "train",
     "make_gradient_step",
     "make_steps",
@@ -149,6 +151,7 @@ def train(
     rng = host_rng(seed)
     _check_labels(data, net.sizes[-1])  # once here, so the steps skip it
     steps = make_steps(net, optimizer, xp, batch_size=batch_size, sync=sync, compile=compile, gradient=gradient)
+    targets = training_targets(data, net.sizes[-1])
     result = TrainResult(batch_size=batch_size, train_acc_source=train_acc_source)
     unread = _UnreadLosses(xp, divergence_factor, stop=divergence == "stop")
     i = 0  # steps taken
@@ -162,7 +165,7 @@ def train(
             row = i % iter_per_epoch
             n = _steps_until_event(i, iters, iter_per_epoch, eval_interval, log_interval - unread.count) \
                 if steps.runs_blocks else 1
-            unread.add(steps(data.x_train, data.t_train, epoch[row : row + n, :]), n)
+            unread.add(steps(data.x_train, targets, epoch[row : row + n, :] if steps.runs_blocks else epoch[row, :]), n)
             i += n
             evaluate = (i - 1) % eval_interval == 0 or i == iters
             if (unread.count >= log_interval or evaluate) and not unread.read_into(result, progress):
@@ -179,6 +182,15 @@ def train(
     return result
 
 
+def training_targets(data: DeviceData, num_outputs: int) -> Any:
+    """What each step gathers its labels from: one-hot rows ``(N, num_outputs)`` in the images' dtype, made once (as the
+    book's ``load_mnist(one_hot_label=True)``), so no step builds them; the ``(N,)`` labels themselves where
+    one-hot rows would take more memory than the images (C > D)."""
+    if num_outputs > data.x_train.shape[1]:
+        return data.t_train
+    return one_hot(data.t_train, num_outputs, dtype=data.x_train.dtype)
+
+
 def _check_choices(**chosen: str) -> None:
     choices = {"train_acc_source": TRAIN_ACCURACY_SOURCES, "divergence": DIVERGENCE_POLICIES,
                "gradient": GRADIENT_METHODS}
@@ -190,7 +202,7 @@ def _check_choices(**chosen: str) -> None:
 class EagerSteps:
     """One training step per call: gradients (:func:`make_gradient_step`), then the optimizer's in-place ``update``.
 
-    Call with the device data and ``indices`` ``(1, batch)``; returns the step's loss.
+    Call with the device data and the minibatch's row ``index`` ``(batch,)``; returns the step's loss.
     With ``sync`` this is one rank of synchronous data-parallel training: every rank
     draws the same global batch, computes gradients on its shard of it, and applies the
     summed update; batch normalization uses each shard's own statistics, and the running
@@ -206,8 +218,9 @@ class EagerSteps:
         self.shard = None if sync is None else _shard(batch_size, sync.context.rank, sync.context.size)
         self.weight = 1.0 if sync is None else (self.shard.stop - self.shard.start) / batch_size
 
-    def __call__(self, x_all: Any, t_all: Any, indices: Any) -> Any:
-        index = indices[0, :] if self.shard is None else indices[0, :][self.shard]
+    def __call__(self, x_all: Any, t_all: Any, index: Any) -> Any:
+        if self.shard is not None:
+            index = index[self.shard]
         grads, loss, buffers = self.gradient_step(self.net.params, self.net.buffers, x_all, t_all, index)
         if self.sync is not None:  # the floating buffers (running statistics) are averaged with the gradients
             reduced, loss = self.sync.allreduce({**grads, **buffers}, loss, weight=self.weight)
