@@ -39,6 +39,7 @@ __all__ = [
     "is_cuda_namespace",
     "compile_function",
     "compile_steps",
+    "capturer_for",
 ]
 
 #: Backend names accepted by :func:`get_namespace` and the ``XP`` variable.
@@ -337,3 +338,165 @@ def compile_steps(step: Any, xp: ModuleType) -> Any:
 
     on_cpu = all(d.platform == "cpu" for d in jax.devices())
     return jax.jit(run_block, donate_argnums=() if on_cpu else (0, 1))  # the CPU backend cannot donate
+
+
+#: ``0`` (or ``off``) turns captured steps off; ``replay`` replays blocks through the stand-in capturer on any
+#: backend (the machinery without a GPU).
+CAPTURE_ENV = "XBACKPROP_CAPTURE"
+
+
+def capturer_for(xp: ModuleType, like: Any) -> Any:
+    """The capturer of training steps for arrays like ``like`` (a parameter): CUDA graphs for CuPy and for torch
+    on a CUDA device, ``None`` elsewhere or when ``XBACKPROP_CAPTURE=0``. See :mod:`xbackprop.capture`."""
+    mode = os.environ.get(CAPTURE_ENV, "").strip().lower()
+    if mode in {"0", "off", "no", "false"}:
+        return None
+    if mode == "replay":
+        from .capture import ReplayCapturer
+
+        return ReplayCapturer()
+    name = backend_name(xp)
+    if name == "cupy":
+        return _CupyCapturer()
+    if name == "torch" and getattr(like, "is_cuda", False):
+        return _TorchCapturer(like.device)
+    return None
+
+
+class _TorchCapturer:
+    """``torch.cuda.graph`` as PyTorch's CUDA-graph notes ask: warm-up runs on the side stream the graph is
+    captured on (cuBLAS keeps a handle and workspace per stream), a private memory pool per graph (the
+    default of ``torch.cuda.graph``), replays on the current stream."""
+
+    def __init__(self, device: Any) -> None:
+        self.device = device
+
+    def capture(self, fn: Any) -> Any:
+        import torch
+
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            fn()
+
+        def launch() -> None:
+            graph.replay()
+
+        launch.graph = graph  # type: ignore[attr-defined]  # alive as long as its launcher
+        return launch
+
+
+class _CupyCapturer:
+    """CuPy's stream capture (``Stream.begin_capture``/``end_capture`` -> ``Graph``), with the two things CuPy
+    does not do for a training step: matrix products through a cuBLAS handle of our own bound to the capture
+    stream (CuPy refuses its cuBLAS while capturing, cupy/cupy#6290), and a private memory pool per graph,
+    kept with it, so no other array is ever given the graph's scratch memory."""
+
+    def __init__(self) -> None:
+        import cupy
+
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.gemm = _CublasGemm(self.stream)
+
+    def capture(self, fn: Any) -> Any:
+        import cupy
+
+        from ._matmul import MATMUL
+
+        pool = cupy.cuda.MemoryPool()
+        token = MATMUL.set(self.gemm)
+        try:
+            with cupy.cuda.using_allocator(pool.malloc), self.stream:
+                fn()  # warm-up: kernels compiled, the pool holds every block the step asks for
+                self.stream.synchronize()
+                self.stream.begin_capture()
+                try:
+                    fn()
+                finally:
+                    graph = self.stream.end_capture()
+                graph.upload(self.stream)
+                self.stream.synchronize()
+        finally:
+            MATMUL.reset(token)
+
+        def launch() -> None:
+            graph.launch(cupy.cuda.get_current_stream())
+
+        launch.kept = (graph, pool)  # type: ignore[attr-defined]  # the graph's memory lives as long as it
+        return launch
+
+
+class _CublasGemm:
+    """``a @ b`` in float32 or float64 through cuBLAS's C API on a handle bound to ``stream``, with a workspace
+    of our own (so the graph records no allocation of cuBLAS's). Operands may be C-contiguous or the ``.T`` of a
+    C-contiguous array, as Affine's ``x @ W``, ``x.T @ dout`` and ``dout @ W.T`` are: a transpose flips cuBLAS's
+    operation flag instead of being copied. Row-major ``C = A @ B`` is column-major ``C^T = B^T A^T``."""
+
+    WORKSPACE_BYTES = 32 << 20
+
+    def __init__(self, stream: Any) -> None:
+        import ctypes
+
+        import cupy
+        from cupy_backends.cuda.libs import cublas  # noqa: F401  # loads libcublas into the process
+
+        self.lib = ctypes.CDLL(_loaded_library("libcublas.so"))
+        self.handle = ctypes.c_void_p()
+        self._check(self.lib.cublasCreate_v2(ctypes.byref(self.handle)), "cublasCreate_v2")
+        self._check(self.lib.cublasSetStream_v2(self.handle, ctypes.c_void_p(stream.ptr)), "cublasSetStream_v2")
+        self.workspace = cupy.empty(self.WORKSPACE_BYTES, dtype=cupy.uint8)
+        self._check(self.lib.cublasSetWorkspace_v2(self.handle, ctypes.c_void_p(self.workspace.data.ptr),
+                                                   ctypes.c_size_t(self.WORKSPACE_BYTES)), "cublasSetWorkspace_v2")
+
+    @staticmethod
+    def _check(status: int, call: str) -> None:
+        if status != 0:
+            raise RuntimeError(f"{call} returned cuBLAS status {status}")
+
+    def __call__(self, a: Any, b: Any) -> Any:
+        import ctypes
+
+        import cupy
+
+        if a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype or a.dtype.char not in "fd":
+            raise TypeError(f"captured matmul takes 2-D float32 or float64 operands, got {a.dtype} {a.shape} "
+                            f"and {b.dtype} {b.shape}")
+        m, k = a.shape
+        n = b.shape[1]
+        a_op, lda = self._operand(a)
+        b_op, ldb = self._operand(b)
+        c = cupy.empty((m, n), dtype=a.dtype)
+        scalar = ctypes.c_float if a.dtype.char == "f" else ctypes.c_double
+        gemm = self.lib.cublasSgemm_v2 if a.dtype.char == "f" else self.lib.cublasDgemm_v2
+        alpha, beta = scalar(1.0), scalar(0.0)
+        self._check(gemm(self.handle, b_op[0], a_op[0], n, m, k, ctypes.byref(alpha),
+                         ctypes.c_void_p(b_op[1].data.ptr), ldb, ctypes.c_void_p(a_op[1].data.ptr), lda,
+                         ctypes.byref(beta), ctypes.c_void_p(c.data.ptr), n), "cublas gemm")
+        return c
+
+    @staticmethod
+    def _operand(x: Any) -> tuple[tuple[int, Any], int]:
+        """``((op, array), leading dimension)`` of a row-major operand seen column-major (transposed)."""
+        import cupy
+
+        if x.flags.c_contiguous:
+            return (0, x), x.shape[1]  # CUBLAS_OP_N on the column-major transpose
+        if x.flags.f_contiguous:
+            return (1, x), x.shape[0]  # the .T of a C-contiguous array: CUBLAS_OP_T
+        x = cupy.ascontiguousarray(x)
+        return (0, x), x.shape[1]
+
+
+def _loaded_library(stem: str) -> str:
+    """The path of the shared library ``stem`` (e.g. ``libcublas.so``) this process has loaded."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.rsplit(" ", 1)[-1].strip()
+            if f"/{stem}" in path:
+                return path
+    raise RuntimeError(f"{stem} is not loaded in this process")

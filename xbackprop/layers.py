@@ -27,6 +27,7 @@ from typing import Any
 
 from array_api_compat import device
 
+from ._matmul import dot
 from ._namespace import is_integral, namespace_of
 from ._tape import record_backward, record_forward
 from .functions import log_softmax, one_hot, random_bits, sigmoid
@@ -212,7 +213,7 @@ class Affine:
                 f"W of shape {tuple(self.W.shape)} (inner dimensions {x.shape[1]} != {self.W.shape[0]})"
             )
         self.x = x
-        out = x @ self.W + self.b
+        out = dot(x, self.W) + self.b
         record_forward(self, (given, self.W, self.b), out)
         return out
 
@@ -220,12 +221,12 @@ class Affine:
         if self.x is None:
             raise RuntimeError("Affine.backward: call forward first (each backward uses up its forward's input)")
         xp = namespace_of(dout)
-        self.dW = self.x.T @ dout
+        self.dW = dot(self.x.T, dout)
         self.db = xp.sum(dout, axis=0)
         self.x = None
         dx = None
         if self.input_grad:
-            dx = dout @ self.W.T
+            dx = dot(dout, self.W.T)
             if tuple(dx.shape) != tuple(self.original_x_shape):
                 dx = xp.reshape(dx, self.original_x_shape)
         record_backward(self, dout, (dx, self.dW, self.db))

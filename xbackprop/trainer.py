@@ -19,7 +19,8 @@ import numpy as np
 from array_api_compat import device
 
 from ._namespace import namespace_of
-from .backend import compile_function, compile_steps, host_rng, to_numpy
+from .backend import capturer_for, compile_function, compile_steps, host_rng, to_numpy
+from .capture import CapturedSteps
 from .datasets import DataError, Dataset
 from .functions import one_hot
 
@@ -116,7 +117,7 @@ def train(
     seed: int | None = None, log_interval: int = 100, eval_batch_size: int = 10_000, eval_interval: int | None = None,
     train_acc_source: str = "full", on_epoch: Callable[[dict[str, float]], None] | None = None, progress: Any = None,
     divergence_factor: float = 10.0, divergence: str = "stop", sync: Any = None, compile: bool = True,
-    gradient: str = "backprop",
+    gradient: str = "backprop", capturer: Any = None,
 ) -> TrainResult:
     """Train ``net`` with ``optimizer`` for ``iters`` minibatch steps of ``batch_size`` rows.
 
@@ -135,8 +136,10 @@ def train(
 
     ``sync`` (a :class:`xbackprop.distributed.DistributedSync`) makes this one rank of
     synchronous data-parallel training (see :class:`EagerSteps`). ``compile=True`` runs
-    blocks of whole steps compiled where the backend can (:class:`CompiledSteps`), else
-    step by step; ``compile=False`` runs every backend eagerly, for debugging. Either way
+    blocks of whole steps compiled where the backend can (:class:`CompiledSteps`, JAX) or
+    replayed from captured graphs (:class:`~xbackprop.capture.CapturedSteps`, CuPy and torch
+    on CUDA, or ``capturer``), else step by step; ``compile=False`` runs every backend
+    eagerly, for debugging. Either way
     the optimizer's ``state`` is left where the run ended. ``gradient`` is one of
     :data:`GRADIENT_METHODS`: numerical gradients cost 2P forward passes a step (small nets only).
     """
@@ -150,7 +153,8 @@ def train(
         raise ValueError(f"eval_interval must be a positive number of steps, got {eval_interval}")
     rng = host_rng(seed)
     _check_labels(data, net.sizes[-1])  # once here, so the steps skip it
-    steps = make_steps(net, optimizer, xp, batch_size=batch_size, sync=sync, compile=compile, gradient=gradient)
+    steps = make_steps(net, optimizer, xp, batch_size=batch_size, sync=sync, compile=compile, gradient=gradient,
+                       capturer=capturer)
     targets = training_targets(data, net.sizes[-1])
     result = TrainResult(batch_size=batch_size, train_acc_source=train_acc_source)
     unread = _UnreadLosses(xp, divergence_factor, stop=divergence == "stop")
@@ -260,14 +264,24 @@ class CompiledSteps:
 
 
 def make_steps(net: Any, optimizer: Any, xp: Any, *, batch_size: int, sync: Any = None, compile: bool = True,
-               gradient: str = "backprop") -> EagerSteps | CompiledSteps:
-    """:class:`CompiledSteps` where the backend compiles loops and nothing prevents it (``compile``, no ``sync``,
-    backprop gradients), else :class:`EagerSteps`."""
+               gradient: str = "backprop", capturer: Any = None) -> EagerSteps | CompiledSteps | CapturedSteps:
+    """How the run steps, when nothing prevents compiling (``compile``, no ``sync``, backprop gradients):
+    :class:`CompiledSteps` where the backend compiles loops (JAX), :class:`~xbackprop.capture.CapturedSteps`
+    where it captures graphs (CuPy, torch on CUDA; ``capturer`` overrides, see ``backend.capturer_for``);
+    otherwise, and always with ``compile=False``, :class:`EagerSteps`."""
+
+    def eager() -> EagerSteps:
+        return EagerSteps(net, optimizer, xp, batch_size=batch_size, sync=sync, compile=compile, gradient=gradient)
+
     if compile and sync is None and gradient == "backprop":
         run = compile_steps(make_train_step(net, optimizer, xp), xp)
         if run is not None:
             return CompiledSteps(net, optimizer, run)
-    return EagerSteps(net, optimizer, xp, batch_size=batch_size, sync=sync, compile=compile, gradient=gradient)
+        if capturer is None:
+            capturer = capturer_for(xp, next(iter(net.params.values())))
+        if capturer is not None:
+            return CapturedSteps(net, optimizer, xp, capturer, make_train_step(net, optimizer, xp), eager)
+    return eager()
 
 
 def _steps_until_event(i: int, iters: int, iter_per_epoch: int, eval_interval: int, room: int) -> int:

@@ -1,0 +1,194 @@
+"""Captured blocks of training steps, tested through the stand-in capturer that replays the step over the same
+static arrays: equal to eager steps, split into a few graphs, refilled, re-captured, and never silently wrong."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import asarray
+
+from xbackprop import MultiLayerNet, TwoLayerNet, to_numpy
+from xbackprop.capture import CapturedSteps, ReplayCapturer
+from xbackprop.optimizers import SGD, Adam
+from xbackprop.trainer import EagerSteps, make_steps, make_train_step
+
+
+def setting(xp, *, batchnorm=False, optimizer=SGD, seed=0):
+    from xbackprop.backend import backend_name
+
+    if backend_name(xp) == "jax":
+        pytest.skip("jax: its arrays are immutable, so nothing is captured; JAX compiles blocks with lax.scan")
+    rng = np.random.default_rng(seed)
+    x_all = asarray(xp, rng.random((60, 6)))
+    t_all = xp.asarray(rng.integers(0, 3, 60).astype(np.uint8))
+    net = MultiLayerNet(6, [5, 4], 3, use_batchnorm=batchnorm, use_dropout=batchnorm, xp=xp, dtype="float64",
+                        seed=seed)
+    indices = xp.asarray(rng.integers(0, 60, (100, 8)))
+    return net, optimizer(lr=0.1), x_all, t_all, indices
+
+
+class CountingCapturer(ReplayCapturer):
+    def __init__(self):
+        self.captured = []
+
+    def capture(self, fn):
+        self.captured.append(fn)
+        return fn
+
+
+def captured(net, optimizer, xp, capturer):
+    def eager():
+        return EagerSteps(net, optimizer, xp, batch_size=8)
+    return CapturedSteps(net, optimizer, xp, capturer, make_train_step(net, optimizer, xp), eager)
+
+
+def run_eager(net, optimizer, xp, x_all, t_all, indices):
+    steps = EagerSteps(net, optimizer, xp, batch_size=8)
+    return np.array([float(steps(x_all, t_all, indices[i, :])) for i in range(indices.shape[0])])
+
+
+@pytest.mark.parametrize("options", [{}, {"batchnorm": True, "optimizer": Adam}])
+def test_captured_blocks_equal_eager_steps(xp, options):
+    net, optimizer, x_all, t_all, indices = setting(xp, **options)
+    steps = captured(net, optimizer, xp, CountingCapturer())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback
+        losses = np.concatenate([to_numpy(steps(x_all, t_all, indices[:70, :])),
+                                 to_numpy(steps(x_all, t_all, indices[70:, :]))])
+    steps.finish()
+    twin, twin_optimizer, *_ = setting(xp, **options)
+    expected = run_eager(twin, twin_optimizer, xp, x_all, t_all, indices)
+    np.testing.assert_allclose(losses, expected, rtol=1e-12)
+    for key, value in {**twin.params, **twin.buffers}.items():
+        mine = net.params.get(key, net.buffers.get(key))
+        np.testing.assert_allclose(to_numpy(mine), to_numpy(value), rtol=1e-10, atol=1e-14, err_msg=key)
+
+
+def test_a_block_is_a_few_launches_of_graphs_captured_once(xp):
+    net, optimizer, x_all, t_all, indices = setting(xp)
+    capturer = CountingCapturer()
+    steps = captured(net, optimizer, xp, capturer)
+    assert to_numpy(steps(x_all, t_all, indices[:77, :])).shape == (77,)  # 64 + 8 + 5 x 1
+    assert sorted(steps.graphs) == [1, 8, 64] and len(capturer.captured) == 3
+    steps(x_all, t_all, indices[:23, :])  # 8 + 8 + 7 x 1: no new graph
+    assert len(capturer.captured) == 3
+
+
+def test_a_changed_learning_rate_captures_again(xp):
+    net, optimizer, x_all, t_all, indices = setting(xp)
+    capturer = CountingCapturer()
+    steps = captured(net, optimizer, xp, capturer)
+    steps(x_all, t_all, indices[:8, :])
+    optimizer.lr = 0.05
+    steps(x_all, t_all, indices[8:16, :])
+    assert len(capturer.captured) == 2
+    steps.finish()
+    twin, twin_optimizer, *_ = setting(xp)
+    run_eager(twin, twin_optimizer, xp, x_all, t_all, indices[:8, :])
+    twin_optimizer.lr = 0.05
+    run_eager(twin, twin_optimizer, xp, x_all, t_all, indices[8:16, :])
+    np.testing.assert_allclose(to_numpy(net.params["W1"]), to_numpy(twin.params["W1"]), rtol=1e-12)
+
+
+class StaleIndexCapturer(ReplayCapturer):
+    """Wrong on purpose: the graph keeps the minibatch rows it was captured with (a rebound, not refilled,
+    index buffer), so every launch trains on the same rows."""
+
+    def capture(self, fn):
+        return lambda: None  # records nothing: a launch leaves everything as it was
+
+
+class FailingCapturer(ReplayCapturer):
+    def capture(self, fn):
+        raise RuntimeError("calling cuBLAS API during stream capture is currently unsupported")
+
+
+@pytest.mark.parametrize(("capturer", "reason"), [
+    (StaleIndexCapturer(), "differs from eager steps in loss"),
+    (FailingCapturer(), "RuntimeError: calling cuBLAS API during stream capture"),
+])
+def test_a_wrong_or_failing_capture_falls_back_with_one_warning_and_trains_right(xp, capturer, reason):
+    net, optimizer, x_all, t_all, indices = setting(xp)
+    steps = captured(net, optimizer, xp, capturer)
+    with pytest.warns(RuntimeWarning, match="captured training steps fell back to eager ones") as caught:
+        losses = np.concatenate([to_numpy(steps(x_all, t_all, indices[:50, :])),
+                                 to_numpy(steps(x_all, t_all, indices[50:, :]))])
+    assert len(caught) == 1 and reason in str(caught[0].message)
+    steps.finish()
+    twin, twin_optimizer, *_ = setting(xp)
+    np.testing.assert_allclose(losses, run_eager(twin, twin_optimizer, xp, x_all, t_all, indices), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(net.params["W2"]), to_numpy(twin.params["W2"]), rtol=1e-12)
+
+
+def test_a_launch_that_corrupts_a_parameter_is_caught(xp):
+    net, optimizer, x_all, t_all, indices = setting(xp)
+
+    class Corrupting(ReplayCapturer):
+        def capture(self, fn):
+            def launch():
+                fn()
+                net.params["b1"][...] = net.params["b1"] + 1e-6  # a launch on the wrong stream, say
+            return launch
+
+    steps = captured(net, optimizer, xp, Corrupting())
+    with pytest.warns(RuntimeWarning, match=r"differs from eager steps in b1 \(beyond 1e-12 relative\)"):
+        steps(x_all, t_all, indices[:8, :])
+    twin, twin_optimizer, *_ = setting(xp)
+    run_eager(twin, twin_optimizer, xp, x_all, t_all, indices[:8, :])
+    np.testing.assert_allclose(to_numpy(net.params["b1"]), to_numpy(twin.params["b1"]), rtol=1e-12)
+
+
+def test_the_trainer_captures_where_a_capturer_is_given_and_not_with_compile_off(monkeypatch):
+    from xbackprop.trainer import CapturedSteps as Chosen
+
+    net = TwoLayerNet(4, 3, 2, xp="numpy", dtype="float64")
+    assert isinstance(make_steps(net, SGD(), net.xp, batch_size=2, capturer=ReplayCapturer()), Chosen)
+    assert isinstance(make_steps(net, SGD(), net.xp, batch_size=2), EagerSteps)  # NumPy: nothing to capture
+    assert isinstance(make_steps(net, SGD(), net.xp, batch_size=2, compile=False, capturer=ReplayCapturer()),
+                      EagerSteps)
+    monkeypatch.setenv("XBACKPROP_CAPTURE", "replay")
+    assert isinstance(make_steps(net, SGD(), net.xp, batch_size=2), Chosen)
+    monkeypatch.setenv("XBACKPROP_CAPTURE", "0")
+    assert isinstance(make_steps(net, SGD(), net.xp, batch_size=2), EagerSteps)
+
+
+def test_a_whole_training_run_replayed_equals_the_eager_run():
+    from xbackprop.datasets import Dataset
+    from xbackprop.trainer import to_device, train
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (300, 4, 4), dtype=np.uint8)
+    labels = (images.reshape(300, -1).mean(axis=1) > 127).astype(np.uint8)
+    dataset = Dataset("toy", images[:200], labels[:200], images[200:], labels[200:], 255, "test", 2)
+    results = []
+    for capturer, compile in ((ReplayCapturer(), True), (None, False)):
+        net = TwoLayerNet(16, 8, 2, xp="numpy", dtype="float32", seed=1)
+        data = to_device(dataset, net.xp)
+        result = train(net, SGD(lr=0.5), data, iters=130, batch_size=10, seed=2, compile=compile, capturer=capturer)
+        results.append((result, net.params["W1"].copy()))
+    assert results[0][0].losses == results[1][0].losses
+    assert results[0][0].history == results[1][0].history
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_the_capturing_matmul_hook_is_what_affine_calls():
+    from xbackprop import Affine
+    from xbackprop._matmul import MATMUL
+
+    calls = []
+
+    def product(a, b):
+        calls.append((a.shape, b.shape))
+        return a @ b
+
+    layer = Affine(np.ones((3, 2)), np.zeros(2))
+    token = MATMUL.set(product)
+    try:
+        layer.forward(np.ones((4, 3)))
+        layer.backward(np.ones((4, 2)))
+    finally:
+        MATMUL.reset(token)
+    assert calls == [((4, 3), (3, 2)), ((3, 4), (4, 2)), ((4, 2), (2, 3))]
+    assert layer.forward(np.ones((1, 3))).shape == (1, 2) and len(calls) == 3  # outside the block: plain @
