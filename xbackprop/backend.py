@@ -2,7 +2,7 @@
 
 Everything else in xbackprop takes its namespace from its inputs with
 ``array_api_compat.array_namespace``. This module picks a namespace by name
-(``numpy``, ``cupy``, ``torch``, ``jax``, ``dask``, ``array_api_strict``),
+(``numpy``, ``cupy``, ``torch``, ``jax``, ``array_api_strict``),
 falls back from CuPy to NumPy where no GPU is usable, resolves dtypes and
 devices, and moves arrays back to host NumPy for printing, plotting and saving.
 Host arrays go to a namespace with the standard's ``xp.asarray(a, device=...)``;
@@ -43,7 +43,8 @@ __all__ = [
 ]
 
 #: Backend names accepted by :func:`get_namespace` and the ``XP`` variable.
-BACKENDS = ("numpy", "cupy", "torch", "jax", "dask", "array_api_strict")
+#: Dask is not among them: its arrays are lazy, so a training loop would grow one graph for the whole run.
+BACKENDS = ("numpy", "cupy", "torch", "jax", "array_api_strict")
 
 #: Floating dtypes parameters and data may take, by name.
 FLOAT_DTYPES = ("float32", "float64")
@@ -89,9 +90,6 @@ def _import_namespace(name: str) -> ModuleType:
             # it is process-wide, and a library must not flip it. See require_dtype.
             importlib.import_module("jax")
             return importlib.import_module("jax.numpy")
-        if name == "dask":
-            importlib.import_module("dask.array")
-            return importlib.import_module("array_api_compat.dask.array")
         if name == "array_api_strict":
             return importlib.import_module("array_api_strict")
     except ImportError as exc:
@@ -150,7 +148,6 @@ def backend_name(xp: ModuleType) -> str:
         ("cupy", array_api_compat.is_cupy_namespace),
         ("torch", array_api_compat.is_torch_namespace),
         ("jax", array_api_compat.is_jax_namespace),
-        ("dask", array_api_compat.is_dask_namespace),
         ("array_api_strict", array_api_compat.is_array_api_strict_namespace),
     )
     for label, check in checks:
@@ -264,8 +261,6 @@ def to_numpy(x: Any) -> np.ndarray:
         return x.get()
     if array_api_compat.is_torch_array(x):
         return x.detach().cpu().numpy()
-    if array_api_compat.is_dask_array(x):
-        return np.asarray(x.compute())
     if array_api_compat.is_array_api_strict_namespace(array_api_compat.array_namespace(x)):
         return np.from_dlpack(x)
     return np.asarray(x)
