@@ -54,10 +54,14 @@ class Optimizer:
             kept[kind] = is_lazy_array(like)
         if kept[kind]:
             return value
-        key = (value, like.dtype, device(like))
-        if key not in kept:
-            kept[key] = namespace_of(like).asarray(value, dtype=like.dtype, device=device(like))
-        return kept[key]
+        where = getattr(like, "device", None)  # the standard's attribute: cheaper than asking array-api-compat
+        if where is None or callable(where):
+            where = device(like)
+        key = (value, like.dtype, where)
+        made = kept.get(key)
+        if made is None:
+            made = kept[key] = namespace_of(like).asarray(value, dtype=like.dtype, device=where)
+        return made
 
     def init(self, params: dict[str, Any]) -> State:
         """The state before the first step."""
