@@ -87,7 +87,8 @@ def log_softmax(x: Any, *, xp: Any = None) -> Any:
     """
     xp = namespace_of(x) if xp is None else xp
     shifted = x - xp.max(x, axis=-1, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+    shifted -= xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))  # in the new array: no third one
+    return shifted
 
 
 def softmax(x: Any, *, xp: Any = None) -> Any:
