@@ -137,9 +137,9 @@ class Relu:
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
         out = xp.maximum(x, 0.0)
-        # 1 where x passed, 0 where it was cut (NaN where x is NaN, so a NaN input cannot pass a finite gradient);
-        # kept as numbers, the backward is one multiplication.
-        self.passed = xp.sign(out)
+        # 1 where x passed (out is not 0; NaN passes, as x <= 0 is false for NaN), 0 where it was cut; kept as
+        # numbers, the backward is one multiplication.
+        self.passed = xp.astype(xp.astype(out, xp.bool), x.dtype)
         record_forward(self, (x,), out)
         return out
 
