@@ -139,6 +139,15 @@ class ComputationalGraph:
                          f"backward d{out}={format_value(node.output_grad)} -> {grads}")
         return "\n".join(lines)
 
+    def _repr_svg_(self) -> str | None:
+        """The drawing, for Jupyter (needs matplotlib; ``None`` without it or for an empty graph)."""
+        if not self.nodes:
+            return None
+        try:
+            return _svg_text(figure(self))
+        except ImportError:
+            return None
+
     def save(self, path: str | Path) -> None:
         """Draw the graph into ``path``; the suffix picks the format (``.svg``, ``.png``, ``.pdf``)."""
         draw(self, path)
@@ -262,7 +271,13 @@ def _layout(graph: ComputationalGraph) -> _Layout:
 
 
 def draw(graph: ComputationalGraph, path: str | Path, *, title: str | None = None) -> None:
-    """Render ``graph`` with matplotlib: black forward values above the arrows, red backward values below."""
+    """Render ``graph`` with matplotlib: black forward values above the arrows, red backward values below, and a
+    key saying so; the format follows ``path``'s suffix (SVG by default)."""
+    _save(figure(graph, title=title), path)
+
+
+def figure(graph: ComputationalGraph, *, title: str | None = None) -> Any:
+    """``graph`` drawn on a :class:`matplotlib.figure.Figure` of its own (see :func:`draw`)."""
     if not graph.nodes:
         raise ValueError("the graph is empty: no layer ran inside the trace")
     layout = _layout(graph)
@@ -275,7 +290,11 @@ def draw(graph: ComputationalGraph, path: str | Path, *, title: str | None = Non
         _draw_arrow(ax, (x0, y), (x0 + _ARROW, y), format_value(node.output),
                     None if node.output_grad is None else format_value(node.output_grad))
         ax.text(x0 + _ARROW + 0.1, y, node.name or "", ha="left", va="center", fontsize=11)
-    _save(fig, path)
+    fig.text(0.01, 0.01, "forward values (black, above the arrows)", color="black", fontsize=9, ha="left",
+             va="bottom")
+    fig.text(0.99, 0.01, "backward values ∂L/∂(value) (red, below)", color="tab:red", fontsize=9,
+             ha="right", va="bottom")
+    return fig
 
 
 def _canvas(graph: ComputationalGraph, layout: _Layout, title: str | None) -> tuple[Any, Any]:
@@ -344,6 +363,17 @@ def _draw_node(ax: Any, node: Node, layout: _Layout) -> None:
         # Arrows from below or above end a little off the centre, so they do not meet in one point.
         y1 = y + max(min((y0 - y) * 0.25, 0.25), -0.25)
         _draw_arrow(ax, (x0, y0), (x - half, y1), forward, backward)
+
+
+def _svg_text(fig: Any) -> str:
+    import io
+
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "xbackprop"}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    return buffer.getvalue()
 
 
 def _save(fig: Any, path: str | Path) -> None:

@@ -99,6 +99,24 @@ class LayerNet:
         affines = [layer for layer in self.layers.values() if isinstance(layer, Affine)]
         self.sizes = [int(affines[0].W.shape[0]), *(int(a.W.shape[1]) for a in affines)] if affines else None
 
+    def __repr__(self) -> str:
+        """The layers in order with their parameters' shapes, the parameter count, backend, dtype and device."""
+        from .backend import backend_name
+
+        count = sum(math.prod(value.shape) for value in self.params.values())
+        lines = [f"{type(self).__name__}: {count:,} parameters, {backend_name(self.xp)}, "
+                 f"{str(getattr(self.dtype, 'name', self.dtype)).rsplit('.', 1)[-1]}, device {self.device}"]
+        keys = {(layer_name, name): key for layer_name, _, name, key in (*self._param_slots, *self._buffer_slots)}
+        named = [*self.layers.items(), ("last_layer", self.last_layer)]
+        width = max(len(name) for name, _ in named)
+        kind = max(len(type(layer).__name__) for _, layer in named)
+        for layer_name, layer in named:
+            arrays = [f"{keys[(layer_name, name)]} {tuple(value.shape)}"
+                      for table in ("params", "buffers") for name, value in getattr(layer, table, {}).items()
+                      if (layer_name, name) in keys]
+            lines.append(f"  {layer_name:<{width}}  {type(layer).__name__:<{kind}}  {'  '.join(arrays)}".rstrip())
+        return "\n".join(lines)
+
     @property
     def lastLayer(self) -> Any:  # the book's spelling, for its readers
         return self.last_layer

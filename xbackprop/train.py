@@ -578,7 +578,9 @@ def write_reports(config: TrainConfig, plan: RunPlan, runs: list[tuple[float, Tr
     if config.plot:
         from .plotting import plot_results
 
-        title = f"{plan.dataset.name}, {'-'.join(map(str, plan.sizes))}, {config.optimizer}, {backend_name(plan.xp)}"
+        title = (f"Accuracy and loss while training: {plan.dataset.name}, {'-'.join(map(str, plan.sizes))} "
+                 f"{plan.activation}, {config.optimizer}, batch {config.batch_size}, {runs[0][1].steps_done} "
+                 f"iterations, {config.dtype}, {backend_name(plan.xp)}")
         with _writing("--plot", config.plot):
             plot_results(config.plot, [(f"lr {lr:g}", result) for lr, result in runs], title=title)
 

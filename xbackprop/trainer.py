@@ -111,6 +111,15 @@ class TrainResult:
     def samples_per_s(self) -> float:
         return self.steps_done * self.batch_size / self.seconds if self.seconds > 0 else float("nan")
 
+    def _repr_png_(self) -> bytes | None:
+        """The run's accuracy and loss curves, for Jupyter (needs matplotlib; ``None`` without it)."""
+        try:
+            from .plotting import png_bytes, results_figure
+
+            return png_bytes(results_figure([(f"{self.steps_done} iterations, batch {self.batch_size}", self)]))
+        except ImportError:
+            return None
+
 
 def train(
     net: Any, optimizer: Any, data: DeviceData, *, iters: int = 10_000, batch_size: int = 100,
