@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import idx_bytes, write_split
 
-from xbackprop.datasets import DataError, find_dataset_dir, load_split, read_idx
+from xbackprop.datasets import DataError, DataUnavailableError, find_dataset_dir, load_split, read_idx
 
 
 @pytest.mark.parametrize("compress", [True, False])
@@ -172,3 +172,32 @@ def test_labels_far_beyond_any_class_count_are_refused(tmp_path):
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(huge))
     with pytest.raises(DataError, match=r"labels go up to 2147483647; .* declare them \(--classes\)"):
         load_dataset("mine", data_dir=tmp_path).num_classes
+
+
+def test_the_dataset_variable_makes_load_mnist_serve_another_dataset(synthetic_dir, tmp_path, monkeypatch):
+    """The book's scripts call load_mnist() unedited; XBACKPROP_DATASET=fashion-mnist gives them Fashion-MNIST."""
+    from xbackprop import load_mnist
+
+    (tmp_path / "fashion-mnist").symlink_to(synthetic_dir)
+    monkeypatch.setenv("XBACKPROP_DATA", str(tmp_path))
+    monkeypatch.setenv("XBACKPROP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XBACKPROP_MIRRORS", "http://127.0.0.1:9/")  # nothing is downloaded
+    monkeypatch.setenv("XBACKPROP_DATASET", "fashion-mnist")
+    (x_train, t_train), (x_test, _) = load_mnist(normalize=True, one_hot_label=True)
+    assert x_train.shape == (600, 784) and t_train.shape == (600, 10) and x_test.shape == (200, 784)
+    monkeypatch.setenv("XBACKPROP_DATASET", "imagenet")
+    with pytest.raises(DataError, match="XBACKPROP_DATASET='imagenet' is not a dataset; use one of mnist"):
+        load_mnist()
+    monkeypatch.setenv("XBACKPROP_DATASET", "mnist")
+    with pytest.raises(DataUnavailableError, match=r"set XBACKPROP_DATA to a folder with mnist/ in it, pass "
+                       r"data_dir=\.\.\., go online once .* or use other data \(XBACKPROP_DATASET=fashion-mnist"):
+        load_mnist(timeout=1, progressbar=False)
+
+
+def test_fashion_mnist_filed_as_mnist_is_recognised_by_its_checksums(data_dir, tmp_path, monkeypatch):
+    from xbackprop.datasets import load_dataset
+
+    (tmp_path / "mnist").symlink_to(data_dir / "fashion-mnist")
+    monkeypatch.setenv("XBACKPROP_DATA", str(tmp_path))
+    with pytest.raises(DataError, match=r"holds fashion-mnist, not mnist: move it to a folder named fashion-mnist/"):
+        load_dataset("mnist", download=False)

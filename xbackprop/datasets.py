@@ -124,6 +124,9 @@ DECLARED_CLASSES = {"mnist": 10, "fashion-mnist": 10, "digits": 10}
 
 #: Environment variable that overrides the download cache folder.
 CACHE_ENV = "XBACKPROP_CACHE"
+#: The dataset :func:`load_mnist` serves when none is named: ``fashion-mnist`` runs the book's scripts unedited
+#: where only Fashion-MNIST is at hand.
+DATASET_ENV = "XBACKPROP_DATASET"
 #: Environment variable naming base URLs (separated by spaces) to download from instead of the published
 #: mirrors, e.g. a mirror inside an institution; files are still checked against the published SHA-256.
 MIRRORS_ENV = "XBACKPROP_MIRRORS"
@@ -772,6 +775,9 @@ def load_dataset(
     _drop_corrupt_cache_files(cache, expected)
     found = _first_holding(looked, _stems())
     if found is not None:
+        held = identify_dataset(found)  # by checksum: Fashion-MNIST filed under mnist/ is not MNIST
+        if held is not None and held != name:
+            raise DataError(f"{found} holds {held}, not {name}: move it to a folder named {held}/, or ask for {held}")
         return _load_idx_dataset(name, found, str(found), classes)
     if not download:
         raise DataUnavailableError(f"{name} not found in {', '.join(map(str, looked))}")
@@ -813,16 +819,29 @@ def load_mnist(
     flatten: bool = True,
     one_hot_label: bool = False,
     *,
-    dataset: str = "mnist",
+    dataset: str | None = None,
     **kwargs,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The book's ``load_mnist``: ``(x_train, t_train), (x_test, t_test)`` as host arrays.
 
     ``normalize`` scales pixels to float32 in ``[0, 1]``; ``flatten`` gives rows
-    of 784; ``one_hot_label`` gives ``(N, 10)`` float32 labels. Other keyword
-    arguments go to :func:`load_dataset`.
+    of 784; ``one_hot_label`` gives ``(N, 10)`` float32 labels. ``dataset`` defaults to
+    ``$XBACKPROP_DATASET``, else ``"mnist"``: ``XBACKPROP_DATASET=fashion-mnist python
+    train_neuralnet.py`` runs the book's script unedited on Fashion-MNIST. Other keyword
+    arguments go to :func:`load_dataset`; data that cannot be had raises
+    :class:`DataUnavailableError` saying how to get it.
     """
-    data = load_dataset(dataset, **kwargs)
+    if dataset is None:
+        dataset = os.environ.get(DATASET_ENV, "").strip() or "mnist"
+        if dataset not in DATASETS:
+            raise DataError(f"{DATASET_ENV}={dataset!r} is not a dataset; use one of {', '.join(DATASETS)}")
+    try:
+        data = load_dataset(dataset, **kwargs)
+    except DataUnavailableError as exc:
+        others = ", ".join(f"{DATASET_ENV}={other}" for other in DATASETS if other != dataset)
+        raise DataUnavailableError(
+            f"{exc}; set {DATA_ENV} to a folder with {dataset}/ in it, pass data_dir=..., go online once to "
+            f"download it into {default_cache_dir() / dataset}, or use other data ({others})") from None
 
     def images(x: np.ndarray) -> np.ndarray:
         x = x.astype(np.float32) / data.max_value if normalize else x
