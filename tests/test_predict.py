@@ -122,3 +122,29 @@ def test_show_draws_what_the_net_sees(model, tmp_path, capsys):
     assert abs((rows.mean() - 13.5)) < 1.5 and abs(columns.mean() - 13.5) < 1.5  # centred by its mass
     assert predict(["--load", str(model), str(tmp_path / "bar.png"), "--show", str(tmp_path / "bar.png")]) == 2
     assert "would overwrite FILE's file" in capsys.readouterr().err
+
+
+def test_images_with_their_labels_are_scored(model, tmp_path, capsys):
+    """An IDX labels file right after its images file: accuracy, accuracy per class and the confusion matrix."""
+    images, labels = learnable(30, np.random.default_rng(6))
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(images))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    args = ["--load", str(model), str(tmp_path / "t10k-images-idx3-ubyte"), str(tmp_path / "t10k-labels-idx1-ubyte")]
+    assert predict([*args, "--limit", "0", "--top", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    predicted = np.array([int(line.split(": ")[1].split(" ")[0]) for line in lines[:30]])
+    correct = int((predicted == labels).sum())
+    assert lines[30] == f"accuracy {correct / 30:.4f} ({correct} of 30 images of t10k-images-idx3-ubyte)"
+    assert lines[31].startswith("accuracy per class: 0 ") and lines[32].startswith("confusion matrix (rows: true")
+    matrix = np.array([[int(n) for n in line.split()[2:]] for line in lines[34:]])
+    assert matrix.sum() == 30 and np.trace(matrix) == correct
+    assert (matrix.sum(axis=1) == np.bincount(labels, minlength=matrix.shape[0])).all()
+
+    assert predict([*args, "--limit", "10"]) == 0  # scored over the images read
+    assert " of 10 images of t10k-images-idx3-ubyte)" in capsys.readouterr().out
+    assert predict(["--load", str(model), str(tmp_path / "t10k-labels-idx1-ubyte")]) == 2
+    assert "a labels file must follow the IDX images file it labels" in capsys.readouterr().err
+    (tmp_path / "short-labels-idx1-ubyte").write_bytes(idx_bytes(labels[:5]))
+    assert predict(["--load", str(model), str(tmp_path / "t10k-images-idx3-ubyte"),
+                    str(tmp_path / "short-labels-idx1-ubyte"), "--limit", "0"]) == 2
+    assert "short-labels-idx1-ubyte: 5 labels for 30 images" in capsys.readouterr().err

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from .backend import BACKENDS, get_namespace, to_numpy
 from .cli import Parser, UsageError, non_negative_int, positive_int, run_command
-from .datasets import INVERT_CHOICES, PREPARE_CHOICES, idx_shape, read_images, save_grey_png
+from .datasets import INVERT_CHOICES, PREPARE_CHOICES, idx_shape, read_idx, read_images, save_grey_png
 from .functions import softmax
 from .io import load_net, plan_outputs
+from .report import scores_text
 
 PROG = "python -m xbackprop.predict"
 
@@ -80,8 +81,11 @@ def _predict(argv: list[str] | None) -> int:
         raise UsageError(f"{args.load}: the network takes {net.sizes[0]} inputs, not a square image")
     limit = args.limit or None  # --limit 0: every image
     prepare = args.prepare if args.prepare != "auto" else PREPARATIONS.get(saved.dataset or "", "none")
+    image_files, label_files = _pair_labels(args.files)
     read = [read_images(Path(name), side, invert=args.invert, limit=limit, dtype="float32", prepare=prepare)
-            for name in args.files]
+            for name in image_files]
+    truth = {name: _read_labels(label_files[name], len(pixels), net.sizes[-1])
+             for name, (_, pixels) in zip(image_files, read) if name in label_files}
 
     if args.show is not None:
         save_grey_png(read[0][1][0].reshape(side, side), args.show)
@@ -89,21 +93,47 @@ def _predict(argv: list[str] | None) -> int:
     names = CLASS_NAMES.get(saved.dataset or "")
     if names is not None and len(names) != net.sizes[-1]:
         names = None
-    total = sum(idx_shape(name, ndim=3)[0] if "idx" in Path(name).name else 1 for name in args.files)
+    total = sum(idx_shape(name, ndim=3)[0] if "idx" in Path(name).name else 1 for name in image_files)
     left = total if args.limit == 0 else args.limit
-    for labels, pixels in read:
+    for name, (labels, pixels) in zip(image_files, read):
         if left <= 0:
             break
         shown = min(left, len(labels))
-        x = xp.asarray(pixels[:shown], dtype=xp.float32)
-        for label, row in zip(labels, to_numpy(softmax(net.predict(x))).tolist()):
+        probabilities = to_numpy(softmax(net.predict(xp.asarray(pixels[:shown], dtype=xp.float32))))
+        for label, row in zip(labels, probabilities.tolist()):
             print(f"{label}: {describe(row, min(args.top, len(row)), names)}")
+        if name in truth:
+            print(scores_text(truth[name][:shown], probabilities.argmax(axis=1).tolist(), net.sizes[-1], names,
+                              Path(name).name))
         left -= shown
     printed = total if args.limit == 0 else min(args.limit, total)
     if printed < total:
         print(f"... {total - printed} more (--limit 0 prints all)")
     return 0
 
+
+def _pair_labels(files: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The image files, and for each IDX image file the IDX labels file given right after it (one dimension)."""
+    images: list[str] = []
+    labels: dict[str, str] = {}
+    for name in files:
+        if "idx" in Path(name).name and Path(name).is_file() and len(idx_shape(name)) == 1:
+            if not images or "idx" not in Path(images[-1]).name or images[-1] in labels:
+                raise UsageError(f"{name}: a labels file must follow the IDX images file it labels")
+            labels[images[-1]] = name
+        else:
+            images.append(name)
+    return images, labels
+
+
+def _read_labels(path: str, count: int, classes: int) -> list[int]:
+    """The first ``count`` labels of an IDX labels file, checked against the net's ``classes``."""
+    labels = read_idx(path, ndim=1, first=count)
+    if len(labels) < count:
+        raise UsageError(f"{path}: {len(labels)} labels for {count} images")
+    if labels.dtype.kind not in "iu" or (len(labels) and (labels.min() < 0 or labels.max() >= classes)):
+        raise UsageError(f"{path}: labels must be integers in [0, {classes}) for this network")
+    return [int(label) for label in labels.tolist()]
 
 if __name__ == "__main__":
     sys.exit(main())

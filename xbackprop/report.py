@@ -12,7 +12,8 @@ from typing import Any
 from .io import replace_atomically
 from .trainer import TrainResult
 
-__all__ = ["EvaluationPrinter", "summary_line", "sweep_table", "run_record", "write_json", "PRINTED_EVALUATIONS"]
+__all__ = ["EvaluationPrinter", "summary_line", "sweep_table", "run_record", "write_json", "PRINTED_EVALUATIONS",
+           "confusion_matrix", "scores_text"]
 
 #: Lines of accuracies a run prints by default, at most (about); the history keeps every evaluation.
 PRINTED_EVALUATIONS = 20
@@ -109,3 +110,28 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
+
+
+def confusion_matrix(truth: Sequence[int], predicted: Sequence[int], classes: int) -> list[list[int]]:
+    """``classes`` x ``classes`` counts: row = true class, column = predicted class."""
+    matrix = [[0] * classes for _ in range(classes)]
+    for true, guess in zip(truth, predicted):
+        matrix[true][guess] += 1
+    return matrix
+
+
+def scores_text(truth: Sequence[int], predicted: Sequence[int], classes: int, names: Sequence[str] | None,
+                source: str) -> str:
+    """Accuracy, accuracy per class and the confusion matrix (rows: true class, columns: predicted), as text."""
+    matrix = confusion_matrix(truth, predicted, classes)
+    names = list(names) if names else [str(k) for k in range(classes)]
+    correct = sum(matrix[k][k] for k in range(classes))
+    per_class = [matrix[k][k] / sum(matrix[k]) if sum(matrix[k]) else math.nan for k in range(classes)]
+    width = max(5, len(str(max(max(row) for row in matrix))) + 1)
+    lines = [f"accuracy {correct / max(len(truth), 1):.4f} ({correct} of {len(truth)} images of {source})",
+             "accuracy per class: " + ", ".join(f"{name} {acc:.3f}" for name, acc in zip(names, per_class)),
+             "confusion matrix (rows: true class, columns: predicted class):",
+             " " * 14 + "".join(f"{k:>{width}}" for k in range(classes))]
+    for k in range(classes):
+        lines.append(f"{k:>2} {names[k][:11]:<11}" + "".join(f"{n:>{width}}" for n in matrix[k]))
+    return "\n".join(lines)
