@@ -15,10 +15,11 @@ from typing import Any
 from .io import replace_atomically
 from .trainer import TrainResult
 
-__all__ = ["plot_results", "results_figure", "png_bytes"]
+__all__ = ["plot_results", "results_figure", "confusion_figure", "mistakes_figure", "png_bytes", "save_figure"]
 
-#: Losses spanning more than this factor (largest / smallest) get a log axis; narrower ranges stay linear.
-LOG_AXIS_SPAN = 100.0
+#: Losses spanning more than this factor (largest / smallest, over 1.3 decades) get a log axis; narrower ranges
+#: stay linear from zero.
+LOG_AXIS_SPAN = 20.0
 
 
 def results_figure(runs: Sequence[tuple[str, TrainResult]], title: str = "") -> Any:
@@ -72,9 +73,51 @@ def results_figure(runs: Sequence[tuple[str, TrainResult]], title: str = "") -> 
 
 def plot_results(path: str | os.PathLike[str], runs: Sequence[tuple[str, TrainResult]], title: str = "") -> None:
     """Write :func:`results_figure` to ``path``, in the format its suffix names (PNG, SVG, PDF, ...)."""
-    fig = results_figure(runs, title)
+    save_figure(results_figure(runs, title), path, dpi=120)
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], names: Sequence[str], title: str) -> Any:
+    """The confusion matrix as a picture: rows the true class, columns the predicted one, each cell's count
+    written in it, shaded by the share of its row (so a weak class shows at any class size)."""
+    from matplotlib.figure import Figure
+
+    classes = len(matrix)
+    shares = [[count / max(sum(row), 1) for count in row] for row in matrix]
+    fig = Figure(figsize=(1.0 + 0.62 * classes, 1.6 + 0.55 * classes), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if shares[i][j] > 0.5 else "black")
+    ax.set_xticks(range(classes), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(classes), names, fontsize=8)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
+    fig.suptitle(title, wrap=True, fontsize=10)
+    return fig
+
+
+def mistakes_figure(images: Sequence[Any], captions: Sequence[str], title: str, columns: int = 6) -> Any:
+    """A grid of grey images ``(H, W)`` in ``[0, 1]`` with a caption under each (true, predicted, probability)."""
+    from matplotlib.figure import Figure
+
+    rows = max(math.ceil(len(images) / columns), 1)
+    fig = Figure(figsize=(1.9 * columns, 2.2 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for k, ax in enumerate(ax for row in axes for ax in row):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(images[k], cmap="gray", vmin=0, vmax=1)
+            ax.set_title(captions[k], fontsize=7.5)
+    fig.suptitle(title, wrap=True, fontsize=10)
+    return fig
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> None:
+    """Write ``fig`` to ``path`` (format from its suffix) through a temporary file beside it."""
     with replace_atomically(path) as temporary:
-        fig.savefig(temporary, dpi=120, format=_format_of(path))
+        fig.savefig(temporary, dpi=dpi, format=_format_of(path))
 
 
 def png_bytes(fig: Any, dpi: int = 90) -> bytes:

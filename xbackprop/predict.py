@@ -17,19 +17,13 @@ from pathlib import Path
 
 from .backend import BACKENDS, get_namespace, to_numpy
 from .cli import Parser, UsageError, non_negative_int, positive_int, run_command
-from .datasets import INVERT_CHOICES, PREPARE_CHOICES, idx_shape, read_idx, read_images, save_grey_png
+from .datasets import CLASS_NAMES, INVERT_CHOICES, PREPARE_CHOICES, idx_shape, read_idx, read_images, save_grey_png
 from .functions import softmax
 from .io import load_net, plan_outputs
+from .learned import report_paths, write_report
 from .report import scores_text
 
 PROG = "python -m xbackprop.predict"
-
-#: Names of the classes of the datasets whose labels are not their own names.
-CLASS_NAMES = {
-    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                      "Ankle boot"),
-}
-
 
 def describe(probabilities: list[float], top: int, names: tuple[str, ...] | None) -> str:
     """``"7 (98.2%), 9 (1.1%), ..."``: the ``top`` most probable classes."""
@@ -68,12 +62,24 @@ def _predict(argv: list[str] | None) -> int:
                         "the frame as Fashion-MNIST's pictures, or only scale (default: the model's dataset's way; none for others)")
     parser.add_argument("--show", metavar="FILE.png",
                         help="draw the first image as the net sees it (its input, enlarged) into FILE.png")
+    parser.add_argument("--report", metavar="DIR",
+                        help="with labels: write the confusion matrix, the most confident mistakes and summary.md "
+                        "into DIR (needs matplotlib)")
     parser.add_argument("--backend", choices=BACKENDS, help="array backend (default: $XP or numpy)")
     args = parser.parse_args(argv)
     if args.show is not None:
         if Path(args.show).suffix.lower() != ".png":
             raise UsageError(f"--show {args.show}: give a .png file name")
         plan_outputs({"--show": args.show}, [("FILE", name) for name in args.files] + [("--load", args.load)])
+    image_files, label_files = _pair_labels(args.files)
+    if args.report is not None:
+        if not label_files:
+            raise UsageError("--report needs labels: give an IDX labels file right after its images file")
+        try:
+            report = report_paths(args.report, curves=False,
+                                  inputs=[("FILE", name) for name in args.files] + [("--load", args.load)])
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     xp = get_namespace(args.backend)
     net, saved = load_net(args.load, xp=xp, dtype="float32")
     side = math.isqrt(net.sizes[0])
@@ -81,7 +87,6 @@ def _predict(argv: list[str] | None) -> int:
         raise UsageError(f"{args.load}: the network takes {net.sizes[0]} inputs, not a square image")
     limit = args.limit or None  # --limit 0: every image
     prepare = args.prepare if args.prepare != "auto" else PREPARATIONS.get(saved.dataset or "", "none")
-    image_files, label_files = _pair_labels(args.files)
     read = [read_images(Path(name), side, invert=args.invert, limit=limit, dtype="float32", prepare=prepare)
             for name in image_files]
     truth = {name: _read_labels(label_files[name], len(pixels), net.sizes[-1])
@@ -109,6 +114,14 @@ def _predict(argv: list[str] | None) -> int:
     printed = total if args.limit == 0 else min(args.limit, total)
     if printed < total:
         print(f"... {total - printed} more (--limit 0 prints all)")
+    if args.report is not None:
+        scored = [(pixels, truth[name]) for name, (_, pixels) in zip(image_files, read) if name in truth]
+        x = xp.concat([xp.asarray(pixels[: len(labels)], dtype=xp.float32) for pixels, labels in scored])
+        t = xp.asarray([label for _, labels in scored for label in labels])
+        evaluation = write_report(args.report, net, x, t, names=names, paths=report,
+                                  title=f"{args.load} ({saved.dataset or 'unknown data'})",
+                                  source=", ".join(Path(name).name for name in truth))
+        print(f"wrote {Path(args.report) / 'summary.md'}: accuracy {evaluation.accuracy:.4f}", file=sys.stderr)
     return 0
 
 

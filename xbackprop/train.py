@@ -44,6 +44,7 @@ from .cli import (
     run_command,
 )
 from .datasets import (
+    CLASS_NAMES,
     DATASETS,
     DataError,
     Dataset,
@@ -54,6 +55,7 @@ from .datasets import (
 )
 from .distributed import DistributedSync, MPIContext, launched_by_mpi, launcher_rank, mpi_context, staging_of
 from .io import load_params, plan_outputs, read_saved, save_params
+from .learned import report_paths, write_report
 from .memory import check_fits
 from .nets import ACTIVATIONS, NAMED_INITS, MultiLayerNet, parameter_count
 from .optimizers import OPTIMIZERS
@@ -160,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--plot", metavar="PATH",
         help="write accuracy and loss curves, one column per run, as PNG, SVG or PDF (needs matplotlib)")
     add("--save", metavar="PATH", help="save the trained parameters (.npz)")
+    add("--report", metavar="DIR",
+        help="write what was learned into DIR: curves, confusion matrix, the most confident mistakes, accuracy per "
+        "class and summary.md (needs matplotlib)")
     add("--load", metavar="PATH",
         help="start from saved parameters (.npz); with --iters 0, evaluate a saved model")
     add("--lr-sweep", type=_learning_rates, metavar="LRS", help="train once per learning rate, e.g. 0.01,0.1,1,10")
@@ -206,6 +211,7 @@ class TrainConfig:
     seed: int = 0
     json: str | None = None
     plot: str | None = None
+    report: str | None = None
     save: str | None = None
     load: str | None = None
     lr_sweep: list[float] | None = None
@@ -304,6 +310,16 @@ def _check_outputs(config: TrainConfig) -> None:
                      updates=[("--save", "--load")])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if config.report:
+        if config.lr_sweep:
+            raise UsageError("--report describes one run: drop --lr-sweep, or train the rate you want to see")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--report needs matplotlib: pip install 'xbackprop[plot]'")
+        try:
+            planned = [("--" + flag, path) for flag, path in config.outputs.items()]
+            report_paths(config.report, curves=True, inputs=inputs + planned)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if config.plot:
         if importlib.util.find_spec("matplotlib") is None:
             raise UsageError("--plot needs matplotlib: pip install 'xbackprop[plot]'")
@@ -490,9 +506,11 @@ def _extensions(config: TrainConfig, plan: RunPlan) -> str:
 
 
 def train_runs(
-    config: TrainConfig, plan: RunPlan, context: MPIContext | None, print_root: Callable[..., None]
+    config: TrainConfig, plan: RunPlan, context: MPIContext | None, print_root: Callable[..., None],
+    nets: list[Any] | None = None,
 ) -> list[tuple[float, TrainResult]]:
-    """Train one fresh (or ``--load``-ed) net per learning rate; print each run's summary; ``--save`` the net."""
+    """Train one fresh (or ``--load``-ed) net per learning rate; print each run's summary; ``--save`` the net.
+    The trained nets are appended to ``nets`` when given."""
     runs = []
     for lr in plan.rates:
         net = MultiLayerNet(
@@ -519,6 +537,8 @@ def train_runs(
                 raise
             context.abort(f"{PROG}: error on rank {context.rank}: {type(exc).__name__}: {exc}")
         runs.append((lr, result))
+        if nets is not None:
+            nets.append(net)
         print_root(("" if not config.lr_sweep else f"lr {lr:g}: ") + summary_line(result), flush=True)
         if config.save and (context is None or context.is_root):
             with _writing("--save", config.save):
@@ -601,11 +621,26 @@ def run(config: TrainConfig) -> int:
                    f"step (2P, P = {plan.parameters:,}); numerical gradients are for small nets, e.g. --dataset "
                    "digits", file=sys.stderr)
     print_root(header(config, plan, context), flush=True)
-    runs = train_runs(config, plan, context, print_root)
+    nets: list[Any] = []
+    runs = train_runs(config, plan, context, print_root, nets)
     if not is_root:
         return 0
     write_reports(config, plan, runs)
+    if config.report:
+        _write_learned(config, plan, runs[-1][1], nets[-1])
     return 1 if (not config.lr_sweep and runs[0][1].diverged_at) else 0
+
+
+def _write_learned(config: TrainConfig, plan: RunPlan, result: TrainResult, net: Any) -> None:
+    """``--report DIR``: what the trained net learned, on the test set."""
+    title = (f"{plan.dataset.name}, {'-'.join(map(str, plan.sizes))} {plan.activation}, {config.optimizer} lr "
+             f"{plan.rates[-1]:g}, batch {config.batch_size}, {result.steps_done} iterations, {config.dtype}")
+    with _writing("--report", config.report):
+        evaluation = write_report(config.report, net, plan.data.x_test, plan.data.t_test,
+                                  names=CLASS_NAMES.get(plan.dataset.name), runs=[("", result)], title=title,
+                                  source=f"{plan.dataset.name}'s test set")
+    print(f"wrote {Path(config.report) / 'summary.md'}: test accuracy {evaluation.accuracy:.4f}, "
+          f"{len(evaluation.truth) - round(evaluation.accuracy * len(evaluation.truth))} mistakes", file=sys.stderr)
 
 
 @contextlib.contextmanager

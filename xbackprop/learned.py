@@ -1,0 +1,142 @@
+"""What a trained net learned, in a folder a learner can open: its curves, its confusion matrix, its most
+confident mistakes, its accuracy per class, and a Markdown summary linking them (needs matplotlib).
+
+    from xbackprop.learned import write_report
+    write_report("report", net, x_test, t_test, names=CLASS_NAMES["fashion-mnist"], runs=[("lr 0.1", result)])
+
+``python -m xbackprop.train ... --report DIR`` and ``python -m xbackprop.predict IMAGES LABELS --report DIR``
+write the same folder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._namespace import namespace_of
+from .backend import to_numpy
+from .functions import softmax
+from .io import plan_outputs, replace_atomically
+from .report import confusion_matrix
+
+__all__ = ["Evaluation", "evaluate", "report_paths", "write_report", "MISTAKES_SHOWN"]
+
+#: Mistakes in the grid, the most confident first.
+MISTAKES_SHOWN = 24
+
+
+@dataclass
+class Evaluation:
+    """A net's answers on labelled images: ``truth``, ``predicted`` and their ``confidence`` (the predicted
+    class's probability), per image, and the confusion ``matrix`` (rows: true class)."""
+
+    truth: list[int]
+    predicted: list[int]
+    confidence: list[float]
+    matrix: list[list[int]]
+
+    @property
+    def accuracy(self) -> float:
+        return sum(self.matrix[k][k] for k in range(len(self.matrix))) / max(len(self.truth), 1)
+
+    @property
+    def per_class(self) -> list[float]:
+        """Accuracy on each true class (NaN for a class with no image)."""
+        return [row[k] / sum(row) if sum(row) else math.nan for k, row in enumerate(self.matrix)]
+
+    def mistakes(self, most: int = MISTAKES_SHOWN) -> list[int]:
+        """Indices of the wrongly classified images, the most confident first."""
+        wrong = [i for i, (t, p) in enumerate(zip(self.truth, self.predicted)) if t != p]
+        return sorted(wrong, key=lambda i: -self.confidence[i])[:most]
+
+
+def evaluate(net: Any, x: Any, t: Any, *, batch_size: int = 10_000) -> Evaluation:
+    """``net``'s predictions on ``x`` ``(N, D)`` with integer labels ``t`` ``(N,)`` (in batches; one read-back each)."""
+    xp = namespace_of(x)
+    predicted: list[int] = []
+    confidence: list[float] = []
+    for start in range(0, x.shape[0], batch_size):
+        probabilities = softmax(net.predict(x[start : start + batch_size, ...]))
+        best = to_numpy(xp.stack([xp.astype(xp.argmax(probabilities, axis=1), probabilities.dtype),
+                                  xp.max(probabilities, axis=1)]))
+        predicted += [int(k) for k in best[0].tolist()]
+        confidence += best[1].tolist()
+    truth = [int(k) for k in to_numpy(t).tolist()]
+    return Evaluation(truth, predicted, confidence, confusion_matrix(truth, predicted, net.sizes[-1]))
+
+
+def report_paths(folder: str | os.PathLike[str], *, curves: bool,
+                 inputs: Sequence[tuple[str, Any]] = ()) -> dict[str, Path]:
+    """The report's files in ``folder`` (made if missing; its parent must exist), planned together and against
+    ``inputs`` before any work (see :func:`xbackprop.io.plan_outputs`)."""
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        raise ValueError(f"--report {folder}: folder {folder.parent} does not exist")
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--report {folder}: exists and is not a folder")
+    folder.mkdir(exist_ok=True)
+    names = ["summary.md", "confusion.png", "mistakes.png", *(["curves.png"] if curves else [])]
+    planned = plan_outputs({f"--report {name}": folder / name for name in names}, inputs)
+    return {flag.split(" ", 1)[1]: path for flag, path in planned.items()}
+
+
+def write_report(folder: str | os.PathLike[str], net: Any, x: Any, t: Any, *, names: Sequence[str] | None = None,
+                 runs: Sequence[tuple[str, Any]] = (), title: str = "", source: str = "the test set",
+                 paths: dict[str, Path] | None = None) -> Evaluation:
+    """Write the report of ``net`` on labelled images ``x``, ``t`` into ``folder`` and return the evaluation.
+
+    ``names`` are the class names (digits by default), ``runs`` ``(label, TrainResult)``
+    pairs whose curves are drawn, ``title`` the run's settings (every figure carries it).
+    """
+    from .plotting import confusion_figure, mistakes_figure, results_figure, save_figure
+
+    paths = paths or report_paths(folder, curves=bool(runs))
+    evaluation = evaluate(net, x, t)
+    classes = len(evaluation.matrix)
+    names = list(names) if names else [str(k) for k in range(classes)]
+    setting = f" — {title}" if title else ""
+    save_figure(confusion_figure(evaluation.matrix, names, f"Confusion matrix on {source}{setting}"),
+                paths["confusion.png"])
+    wrong = evaluation.mistakes()
+    side = math.isqrt(x.shape[1]) if x.ndim == 2 else 0
+    if wrong and side * side == x.shape[1]:
+        rows = to_numpy(namespace_of(x).take(x, namespace_of(x).asarray(wrong, device=_device(x)), axis=0))
+        images = [row.reshape(side, side) for row in rows]
+    else:
+        images = []
+    captions = [f"#{i}: {names[evaluation.truth[i]]}\nseen as {names[evaluation.predicted[i]]} "
+                f"{evaluation.confidence[i]:.0%}" for i in wrong[: len(images)]]
+    save_figure(mistakes_figure(images, captions, f"The {len(images)} most confident mistakes on {source}{setting}"),
+                paths["mistakes.png"])
+    if runs:
+        save_figure(results_figure(runs, f"Accuracy and loss while training{setting}"), paths["curves.png"], dpi=100)
+    with replace_atomically(paths["summary.md"]) as temporary:
+        temporary.write_text(_summary(evaluation, names, source, title, bool(runs)))
+    return evaluation
+
+
+def _summary(evaluation: Evaluation, names: Sequence[str], source: str, title: str, curves: bool) -> str:
+    lines = [f"# What the net learned{': ' + title if title else ''}", "",
+             f"Accuracy on {source}: **{evaluation.accuracy:.4f}** ({len(evaluation.truth)} images).", ""]
+    if curves:
+        lines += ["![accuracy and loss while training](curves.png)", ""]
+    lines += ["## Accuracy per class", "", "| class | images | accuracy | most often mistaken for |",
+              "| --- | ---: | ---: | --- |"]
+    for k, (row, accuracy) in enumerate(zip(evaluation.matrix, evaluation.per_class)):
+        others = sorted(((count, j) for j, count in enumerate(row) if j != k and count), reverse=True)
+        confused = f"{names[others[0][1]]} ({others[0][0]})" if others else "—"
+        lines.append(f"| {names[k]} | {sum(row)} | {accuracy:.3f} | {confused} |")
+    lines += ["", "## Confusion matrix", "", "Rows: the true class; columns: the class the net chose.", "",
+              "![confusion matrix](confusion.png)", "", "## The most confident mistakes", "",
+              "![the most confident mistakes](mistakes.png)", ""]
+    return "\n".join(lines)
+
+
+def _device(x: Any) -> Any:
+    from array_api_compat import device
+
+    return device(x)
