@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -65,7 +66,7 @@ def data_dir() -> Path:
     """``$XBACKPROP_DATA`` (one sub-folder per dataset); skips when unset or missing."""
     root = os.environ.get("XBACKPROP_DATA")
     if not root or not Path(root).is_dir():
-        pytest.skip("real data not available: set XBACKPROP_DATA (CI uses ../shared/data)")
+        pytest.skip("real data not available: set XBACKPROP_DATA to a folder with mnist/ and fashion-mnist/")
     return Path(root)
 
 
@@ -138,3 +139,34 @@ def corrupt_copy(source, destination):
     body[len(body) // 2 : len(body) // 2 + 64] = bytes(64)
     path.write_bytes(bytes(body))
     return destination
+
+
+#: Why tests were skipped, in a user's words, by what the skip's own reason mentions (first match wins).
+SKIP_GROUPS = (
+    (re.compile(r"cupy|CUDA|a GPU is present", re.IGNORECASE),
+     "need CuPy and a CUDA GPU: pip install -e '.[gpu]' on a machine with one"),
+    (re.compile(r"XBACKPROP_DATA|MNIST|real data", re.IGNORECASE),
+     "need real data: set XBACKPROP_DATA to a folder with mnist/ and fashion-mnist/ holding their IDX files"),
+    (re.compile(r"pip install torch|PyTorch (is )?not installed|needs PyTorch|uses PyTorch|autograd reference"),
+     "need PyTorch: install its CPU build, pip install torch --index-url https://download.pytorch.org/whl/cpu"),
+    (re.compile(r"pip install 'jax|JAX (is )?not installed"), "need JAX: pip install 'jax[cpu]'"),
+    (re.compile(r"mpiexec|mpi4py"), "need MPI: pip install -e '.[distributed]'"),
+    (re.compile(r"matplotlib|Pillow|scikit-learn|pooch|array-api-strict"),
+     "need an optional package: pip install -e '.[test]'"),
+)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Skips grouped by what would run them, one line a group, instead of one line per skipped place."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    groups: dict[str, int] = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        advice = next((text for pattern, text in SKIP_GROUPS if pattern.search(reason)), f"by design: {reason}")
+        groups[advice] = groups.get(advice, 0) + 1
+    terminalreporter.write_sep("-", f"{len(skipped)} skipped")
+    for advice, count in sorted(groups.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{count:5d}  {advice}")

@@ -76,6 +76,14 @@ def _cupy_namespace() -> ModuleType:
     return importlib.import_module("array_api_compat.cupy")
 
 
+#: How to install each optional backend (a plain ``pip install torch`` brings a CUDA build of several GB).
+INSTALL_HINTS = {
+    "torch": "for the CPU build: pip install torch --index-url https://download.pytorch.org/whl/cpu",
+    "jax": "pip install 'jax[cpu]' (or 'xbackprop[jax-gpu]' on an NVIDIA GPU)",
+    "array_api_strict": "pip install array-api-strict",
+}
+
+
 def _import_namespace(name: str) -> ModuleType:
     if name == "numpy":
         return importlib.import_module("array_api_compat.numpy")
@@ -93,9 +101,7 @@ def _import_namespace(name: str) -> ModuleType:
         if name == "array_api_strict":
             return importlib.import_module("array_api_strict")
     except ImportError as exc:
-        raise BackendUnavailableError(
-            f"backend {name!r} is not installed ({exc}); pip install {name.replace('_', '-')}"
-        ) from None
+        raise BackendUnavailableError(f"backend {name!r} is not installed ({exc}); {INSTALL_HINTS[name]}") from None
     raise AssertionError(name)
 
 
