@@ -23,3 +23,15 @@ def backend(request) -> str:
             yield request.param
     else:
         yield request.param
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true",
+                     help="also the largest gradient cases (the wide net, the book's net by the element loop): "
+                          "many minutes more")
+
+
+@pytest.fixture
+def full(request) -> bool:
+    """Whether ``--full`` asked for the largest cases too."""
+    return request.config.getoption("--full")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from xbackprop.bench import FULL_ONLY
 from xbackprop.benchcases import BATCHES, LARGE_P, LARGE_P_BACKENDS, LOOP_MAX_P, SIZES, loop_is_timed, make_case
 from xbackprop.gradient import max_relative_error
 from xbackprop.nets import parameter_count
@@ -17,8 +18,10 @@ from xbackprop.nets import parameter_count
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("size", list(SIZES))
 @pytest.mark.parametrize("method", ["backprop", "numerical", "numerical-batched"])
-def test_gradient(benchmark, backend, size, batch, method):
+def test_gradient(benchmark, backend, size, batch, method, full):
     p = parameter_count(SIZES[size])
+    if not full and (size in FULL_ONLY or (method == "numerical" and p > LARGE_P)):
+        pytest.skip("a large case, minutes long: pytest benchmarks/ --benchmark-only --full runs it")
     if method == "numerical" and not loop_is_timed(p, backend):
         pytest.skip(f"the loop over P={p:,} on {backend} takes minutes: it is timed up to P={LARGE_P:,} everywhere "
                     f"and up to P={LOOP_MAX_P:,} on {', '.join(LARGE_P_BACKENDS)}")

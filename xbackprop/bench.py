@@ -122,12 +122,26 @@ def _slug(text: str) -> str:
 PROG = "python -m xbackprop.bench"
 #: What ``--help`` ends with.
 HELP_EXAMPLES = (
-    "python -m xbackprop.bench                                   # every size, batches 3 and 100",
+    "python -m xbackprop.bench                                   # sizes up to the book's, batches 3 and 100",
+    "python -m xbackprop.bench --full                            # and the wide net too (minutes more)",
     "python -m xbackprop.bench --size tiny --batch 3 --backend torch",
     "python -m xbackprop.bench --out benchmarks/results          # also JSON and a log-log PNG",
 )
 #: The largest batch a case draws.
 MAX_BATCH = 100_000
+
+
+#: Sizes measured only with ``--full`` (or ``--size``): the default run stays within about three minutes.
+FULL_ONLY = ("wide",)
+
+
+def _bar(total: int) -> Any:
+    """A tqdm bar over the cases with an estimate, on a terminal only (else ``None``)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="bench", unit="case", leave=False, dynamic_ncols=True)
 
 
 def _device_label(backend: str) -> str:
@@ -152,6 +166,8 @@ def _bench(argv: list[str] | None) -> int:
     parser.add_argument("--out", metavar="DIR",
                         help="also write the rows as JSON and a log-log PNG into DIR (e.g. benchmarks/results)")
     parser.add_argument("--name", help="file name stem (default: derived from the device)")
+    parser.add_argument("--full", action="store_true",
+                        help=f"also the largest sizes ({', '.join(FULL_ONLY)}): minutes more")
     args = parser.parse_args(argv)
     if args.out is not None and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out}: no such folder")
@@ -166,16 +182,26 @@ def _bench(argv: list[str] | None) -> int:
     if any(batch > MAX_BATCH for batch in args.batch or ()):
         raise UsageError(f"--batch: at most {MAX_BATCH:,}")
 
+    sizes = args.size or [size for size in SIZES if args.full or size not in FULL_ONLY]
+    cases = [(backend, size, batch) for backend in backends for size in sizes for batch in args.batch or BATCHES]
     rows = []
-    for backend in backends:
+    bar = _bar(len(cases))
+    for backend, size, batch in cases:
         xp = get_namespace(backend, strict=True)
         enable_float64(xp)  # the cases compute in float64
-        for size in args.size or list(SIZES):
-            for batch in args.batch or list(BATCHES):
-                row = measure(backend, size, batch)
-                rows.append(row)
-                print(f"  {backend} {size} batch {batch}: backprop {_milliseconds(row['backprop_s'])} ms, "
-                      f"numerical {_milliseconds(row['numerical_s'])} ms", file=sys.stderr, flush=True)
+        row = measure(backend, size, batch)
+        rows.append(row)
+        line = (f"  {backend} {size} batch {batch}: backprop {_milliseconds(row['backprop_s'])} ms, "
+                f"numerical {_milliseconds(row['numerical_s'])} ms")
+        if bar is None:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            bar.write(line, file=sys.stderr)
+            bar.update()
+    if bar is not None:
+        bar.close()
+    if not args.full and not args.size:
+        print(f"(the {', '.join(FULL_ONLY)} size{'s' if len(FULL_ONLY) > 1 else ''} too: --full)", file=sys.stderr)
 
     device = describe_device(xp)
     machine = machine_description()

@@ -10,9 +10,14 @@ otherwise 3 synthetic images, and says which.
 
 from __future__ import annotations
 
+import math
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from ._progress import reporting
 from .backend import BACKENDS, backend_name, enable_float64, get_namespace, host_rng
 from .cli import Parser, UsageError, non_negative_int, positive_int, run_command
 from .datasets import find_dataset_dir, load_split
@@ -70,8 +75,10 @@ def _gradcheck(argv: list[str] | None) -> int:
     x = xp.asarray(images.reshape(len(images), -1) / 255.0, dtype=xp.float64)
     t = xp.asarray(labels)
     net = TwoLayerNet(784, 50, 10, xp=xp, dtype="float64", seed=args.seed)
-    print(f"gradient check of TwoLayerNet(784, 50, 10) on {backend_name(xp)}, float64, with {source}")
-    result = gradient_check(net, x, t)
+    print(f"gradient check of TwoLayerNet(784, 50, 10) on {backend_name(xp)}, float64, with {source}",
+          flush=True)
+    with _progress_bar(sum(math.prod(value.shape) for value in net.params.values())) as bar, reporting(bar):
+        result = gradient_check(net, x, t)
     if result.kinks:
         print(f"{len(result.kinks)} element(s) straddled ReLU's kink at h = {CENTRAL_DIFFERENCE_STEP:g} (a hidden "
               "pre-activation changed sign between x - h and x + h, where the central difference is not a "
@@ -82,6 +89,18 @@ def _gradcheck(argv: list[str] | None) -> int:
     first = result.disagreements[0]
     print(f"FAIL: {len(result.disagreements)} element(s) disagree, first {first}")
     return 1
+
+
+@contextmanager
+def _progress_bar(elements: int) -> Iterator[Any]:
+    """A bar with an estimate over the numerical gradient's elements, on a terminal only (else ``None``)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=elements, desc="numerical gradient", unit="element", leave=False, dynamic_ncols=True) as bar:
+        yield bar
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import array_api_extra as xpx
 from array_api_compat import device, is_writeable_array
 
 from ._namespace import namespace_of
+from ._progress import advance
 from .backend import host_rng, require_dtype
 from .gradient_stacked import stacked_differences
 
@@ -103,6 +104,7 @@ def central_differences(f: Callable[[Any], Any], x: Any, h: float = CENTRAL_DIFF
         finally:
             work = xpx.at(work, index).set(original, copy=None, xp=xp)
         differences.append(f_plus - f_minus)
+        advance()
     if differences and not hasattr(differences[0], "shape"):  # f returned Python numbers
         stacked = xp.asarray(differences, dtype=x.dtype, device=device(x))
     else:

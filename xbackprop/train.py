@@ -561,8 +561,10 @@ def _train_net(
         book_style=config.eval_interval is None and config.train_acc == "full", progress=progress,
     )
     try:
+        # numerical gradients take seconds a step: the bar (and its estimate) moves at every step
+        log_interval = 1 if config.gradient != "backprop" else 100
         return train(net, optimizer, plan.data, iters=plan.iters, batch_size=config.batch_size, seed=config.seed,
-                     eval_interval=plan.eval_interval, train_acc_source=config.train_acc,
+                     log_interval=log_interval, eval_interval=plan.eval_interval, train_acc_source=config.train_acc,
                      divergence=config.divergence, on_epoch=None if quiet else printer, progress=progress,
                      sync=sync, compile=config.compile, gradient=config.gradient)
     finally:
