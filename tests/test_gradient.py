@@ -198,3 +198,20 @@ def test_max_relative_error_is_the_worst_parameter(xp):
     approx = {"W": asarray(xp, [[1.0, -3.0]]), "b": asarray(xp, [0.0, 0.5])}
     assert max_relative_error(approx, reference) == 0.5  # b is all zeros: its absolute difference counts
     assert max_relative_error(reference, reference) == 0.0
+
+
+def test_a_numerical_gradient_reports_its_progress_to_the_bar_a_command_shows():
+    from xbackprop._progress import reporting
+
+    class Counter:
+        done = 0
+
+        def update(self, steps):
+            self.done += steps
+
+    x = np.arange(6.0).reshape(2, 3)
+    with reporting(Counter()) as bar:
+        numerical_gradient(lambda v: float((v**2).sum()), x)
+    assert bar.done == 6
+    numerical_gradient(lambda v: float((v**2).sum()), x)  # outside the block nothing is reported
+    assert bar.done == 6
