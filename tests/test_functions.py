@@ -111,3 +111,11 @@ def test_one_sample_is_a_batch_of_one(xp):
     assert_close(cross_entropy_error(y, asarray(xp, np.array(2))), -np.log(0.6 + 1e-7), xp=xp, rtol=1e-14)
     assert_close(d_softmax_with_loss(asarray(xp, np.array(BOOK_T, dtype=float)), y),
                  (y_host - np.array(BOOK_T))[None, :], xp=xp, rtol=1e-15)
+
+
+def test_softmax_of_integer_scores_is_floating():
+    """The book's examples pass floats; a learner's np.array([1, 2, 3]) must work too."""
+    from xbackprop import log_softmax, softmax
+
+    np.testing.assert_allclose(softmax(np.array([1, 2, 3])), np.exp([1, 2, 3]) / np.exp([1, 2, 3]).sum(), rtol=1e-12)
+    assert log_softmax(np.array([[0, 0]])).dtype == np.float64

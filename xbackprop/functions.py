@@ -87,7 +87,10 @@ def log_softmax(x: Any, *, xp: Any = None) -> Any:
     """
     xp = namespace_of(x) if xp is None else xp
     shifted = x - xp.max(x, axis=-1, keepdims=True)
-    shifted -= xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))  # in the new array: no third one
+    log_sum = xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
+    if shifted.dtype != log_sum.dtype:  # integer scores: the result is floating
+        return shifted - log_sum
+    shifted -= log_sum  # into the new array: no third one
     return shifted
 
 
