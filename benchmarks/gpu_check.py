@@ -58,7 +58,8 @@ def modes(smoke: bool) -> list[tuple[str, str | None, str]]:
     rows = [("numpy", None, "eager")]
     if smoke:
         return rows + [("numpy", None, "replayed")]
-    for backend, device, extra in (("cupy", None, "captured"), ("torch", "cuda", "captured"), ("jax", "gpu", "compiled")):
+    on_gpu = (("cupy", None, "captured"), ("torch", "cuda", "captured"), ("jax", "gpu", "compiled"))
+    for backend, device, extra in on_gpu:
         try:
             xp = get_namespace(backend, strict=True)
             resolve_device(xp, device)
@@ -201,7 +202,8 @@ def markdown(record: dict) -> str:
              f"Devices: {', '.join(f'{k}: {v}' for k, v in record['devices'].items())}", "",
              f"Versions: {', '.join(f'{k} {v}' for k, v in record['versions'].items())}", "",
              "## Agreement with eager steps (784-50-10, batch 100, float32)", "",
-             "| backend | mode | steps | max rel. loss diff | max rel. param diff | fallback |", "| --- | --- | ---: | ---: | ---: | --- |"]
+             "| backend | mode | steps | max rel. loss diff | max rel. param diff | fallback |",
+             "| --- | --- | ---: | ---: | ---: | --- |"]
     for row in record["agreement"]:
         lines.append(f"| {row['backend']} | {row['mode']} | {row['steps']} | {row['loss_max_rel']:.2e} | "
                      f"{row['param_max_rel']:.2e} | {'; '.join(row['fallback']) or 'none'} |")
@@ -210,7 +212,8 @@ def markdown(record: dict) -> str:
     for row in record["whole_run"]:
         acc = "—" if row["test_acc"] is None else f"{row['test_acc']:.4f}"
         lines.append(f"| {row['backend']} | {row['mode']} | {row['iters']} | {row['seconds']:.2f} | {acc} |")
-    lines += ["", f"## ms per step (median of {record['repeats']} blocks of {record['block']} steps) and host NumPy / it", "",
+    lines += ["", f"## ms per step (median of {record['repeats']} blocks of {record['block']} steps) and host NumPy "
+              "/ it", "",
               "| net | batch | " + " | ".join(f"{b} {m}" for b, _, m in record["modes"]) + " |",
               "| --- | ---: |" + " ---: |" * len(record["modes"])]
     for row in record["sweep"]:

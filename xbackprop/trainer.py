@@ -178,7 +178,8 @@ def train(
             row = i % iter_per_epoch
             n = _steps_until_event(i, iters, iter_per_epoch, eval_interval, log_interval - unread.count) \
                 if steps.runs_blocks else 1
-            unread.add(steps(data.x_train, targets, epoch[row : row + n, :] if steps.runs_blocks else epoch[row, :]), n)
+            rows = epoch[row : row + n, :] if steps.runs_blocks else epoch[row, :]
+            unread.add(steps(data.x_train, targets, rows), n)
             i += n
             evaluate = (i - 1) % eval_interval == 0 or i == iters
             if (unread.count >= log_interval or evaluate) and not unread.read_into(result, progress):
@@ -196,9 +197,9 @@ def train(
 
 
 def training_targets(data: DeviceData, num_outputs: int) -> Any:
-    """What each step gathers its labels from: one-hot rows ``(N, num_outputs)`` in the images' dtype, made once (as the
-    book's ``load_mnist(one_hot_label=True)``), so no step builds them; the ``(N,)`` labels themselves where
-    one-hot rows would take more memory than the images (C > D)."""
+    """What each step gathers its labels from: one-hot rows ``(N, num_outputs)`` in the images' dtype, made
+    once (as the book's ``load_mnist(one_hot_label=True)``), so no step builds them; the ``(N,)`` labels
+    themselves where one-hot rows would take more memory than the images (C > D)."""
     if num_outputs > data.x_train.shape[1]:
         return data.t_train
     return one_hot(data.t_train, num_outputs, dtype=data.x_train.dtype)
