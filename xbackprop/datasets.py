@@ -844,7 +844,8 @@ def load_mnist(
     try:
         data = load_dataset(dataset, **kwargs)
     except DataUnavailableError as exc:
-        others = ", ".join(f"{DATASET_ENV}={other}" for other in DATASETS if other != dataset)
+        # the 28x28 ones only: the book's scripts build 784-input nets
+        others = ", ".join(f"{DATASET_ENV}={other}" for other in ("mnist", "fashion-mnist") if other != dataset)
         raise DataUnavailableError(
             f"{exc}; set {DATA_ENV} to a folder with {dataset}/ in it, pass data_dir=..., go online once to "
             f"download it into {default_cache_dir() / dataset}, or use other data ({others})") from None
