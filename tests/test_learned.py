@@ -72,6 +72,7 @@ def test_train_and_predict_write_reports(synthetic_dir, tmp_path, capsys):
 @pytest.mark.parametrize(("args", "message"), [
     (["--lr-sweep", "0.1,1"], "--report describes one run"),
     (["--report", "{tmp}/no/such/report"], "does not exist"),
+    (["--report", "/proc/xbackprop-report"], "--report /proc/xbackprop-report: cannot make the folder"),
 ])
 def test_a_report_that_cannot_be_written_is_refused_before_training(synthetic_dir, tmp_path, capsys, args, message):
     args = [a.format(tmp=tmp_path) for a in args]

@@ -78,7 +78,10 @@ def report_paths(folder: str | os.PathLike[str], *, curves: bool,
         raise ValueError(f"--report {folder}: folder {folder.parent} does not exist")
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--report {folder}: exists and is not a folder")
-    folder.mkdir(exist_ok=True)
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--report {folder}: cannot make the folder ({exc.strerror or exc})") from None
     names = ["summary.md", "confusion.png", "mistakes.png", *(["curves.png"] if curves else [])]
     planned = plan_outputs({f"--report {name}": folder / name for name in names}, inputs)
     return {flag.split(" ", 1)[1]: path for flag, path in planned.items()}
