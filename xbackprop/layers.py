@@ -269,7 +269,9 @@ class SoftmaxWithLoss:
         self.t = self._one_hot_labels(xp, t, n, c, x.dtype, check)
         logp = log_softmax(x, xp=xp)
         self.y = xp.exp(logp)
-        self.loss = -xp.mean(xp.vecdot(self.t, logp))  # each row's cross-entropy is -t . log y
+        # the mean cross-entropy -sum(t log y) / N, by elementwise products and one reduction (a vecdot would be a
+        # matrix product, which a captured CuPy graph cannot call)
+        self.loss = xp.sum(self.t * logp) * (-1.0 / n)
         record_forward(self, (x, t), self.loss)
         return self.loss
 
