@@ -192,3 +192,15 @@ def test_the_capturing_matmul_hook_is_what_affine_calls():
         MATMUL.reset(token)
     assert calls == [((4, 3), (3, 2)), ((3, 4), (4, 2)), ((4, 2), (2, 3))]
     assert layer.forward(np.ones((1, 3))).shape == (1, 2) and len(calls) == 3  # outside the block: plain @
+
+
+def test_a_capturer_that_cannot_be_set_up_means_eager_steps_with_one_warning(monkeypatch):
+    import xbackprop.trainer as trainer
+
+    def broken(xp, like):
+        raise RuntimeError("libcublas.so is not loaded in this process")
+
+    monkeypatch.setattr(trainer, "capturer_for", broken)
+    net = TwoLayerNet(4, 3, 2, xp="numpy", dtype="float64")
+    with pytest.warns(RuntimeWarning, match="captured training steps are unavailable .*libcublas"):
+        assert isinstance(make_steps(net, SGD(), net.xp, batch_size=2), EagerSteps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -288,7 +289,11 @@ def make_steps(net: Any, optimizer: Any, xp: Any, *, batch_size: int, sync: Any 
         if run is not None:
             return CompiledSteps(net, optimizer, run)
         if capturer is None:
-            capturer = capturer_for(xp, next(iter(net.params.values())))
+            try:
+                capturer = capturer_for(xp, next(iter(net.params.values())))
+            except Exception as exc:  # a capturer that cannot even be set up (a cuBLAS library not found, say)
+                warnings.warn(f"captured training steps are unavailable ({type(exc).__name__}: {exc}); stepping "
+                              "eagerly", RuntimeWarning, stacklevel=2)
         if capturer is not None:
             return CapturedSteps(net, optimizer, xp, capturer, make_train_step(net, optimizer, xp), eager)
     return eager()
