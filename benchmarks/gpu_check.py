@@ -212,8 +212,8 @@ def markdown(record: dict) -> str:
     for row in record["whole_run"]:
         acc = "—" if row["test_acc"] is None else f"{row['test_acc']:.4f}"
         lines.append(f"| {row['backend']} | {row['mode']} | {row['iters']} | {row['seconds']:.2f} | {acc} |")
-    lines += ["", f"## ms per step (median of {record['repeats']} blocks of {record['block']} steps) and host NumPy "
-              "/ it", "",
+    lines += ["", f"## ms per step (median of {record['repeats']} blocks of {record['block']} steps; host NumPy's "
+              "1000-wide nets: a tenth of that) and host NumPy / it", "",
               "| net | batch | " + " | ".join(f"{b} {m}" for b, _, m in record["modes"]) + " |",
               "| --- | ---: |" + " ---: |" * len(record["modes"])]
     for row in record["sweep"]:
