@@ -2,11 +2,14 @@
 
     python -m xbackprop.predict --load model.npz digit.png shoe.jpg
     python -m xbackprop.predict --load model.npz t10k-images-idx3-ubyte.gz --limit 5
+    python -m xbackprop.predict --load model.npz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz --limit 0
 
 Prints each image's top classes with their probabilities. PNG and JPEG files need
 Pillow (``pip install 'xbackprop[images]'``): they are turned to grey, scaled to the
 network's input size and, when their background is light, inverted, since MNIST
-draws light strokes on black. An IDX file contributes every image it holds.
+draws light strokes on black. An IDX file contributes every image it holds; an IDX
+labels file right after it scores them (accuracy, per class, confusion matrix; ``--report
+DIR`` draws them).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ def describe(probabilities: list[float], top: int, names: tuple[str, ...] | None
 HELP_EXAMPLES = (
     "python -m xbackprop.predict --load model.npz shoe.png digit.jpg",
     "python -m xbackprop.predict --load model.npz t10k-images-idx3-ubyte.gz --limit 5",
+    "python -m xbackprop.predict --load model.npz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz --limit 0 "
+    "--report report",
 )
 
 
@@ -50,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 def _predict(argv: list[str] | None) -> int:
     parser = Parser(PROG, "Classify images with a network saved by python -m xbackprop.train --save: top classes "
                     "and their probabilities.", HELP_EXAMPLES)
-    parser.add_argument("files", nargs="+", metavar="FILE", help="PNG or JPEG images, or IDX image files")
+    parser.add_argument("files", nargs="+", metavar="FILE",
+                        help="PNG or JPEG images, or IDX image files (each may be followed by its IDX labels file)")
     parser.add_argument("--load", required=True, metavar="PATH", help="the saved network (.npz)")
     parser.add_argument("--top", type=positive_int, default=3, help="classes shown per image (default 3)")
     parser.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
@@ -147,6 +153,7 @@ def _read_labels(path: str, count: int, classes: int) -> list[int]:
     if labels.dtype.kind not in "iu" or (len(labels) and (labels.min() < 0 or labels.max() >= classes)):
         raise UsageError(f"{path}: labels must be integers in [0, {classes}) for this network")
     return [int(label) for label in labels.tolist()]
+
 
 if __name__ == "__main__":
     sys.exit(main())
