@@ -30,6 +30,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from array_api_compat import device
+
 __all__ = ["Capturer", "ReplayCapturer", "CapturedSteps", "CaptureMismatch", "GRAPH_LENGTHS", "tolerance"]
 
 #: Block lengths captured, longest first: any block is a handful of launches of these.
@@ -153,8 +155,8 @@ class CapturedSteps:
 
     def _capture(self, length: int, x_all: Any, t_all: Any, batch: int) -> _Graph:
         xp = self.xp
-        index = xp.zeros((length, batch), dtype=xp.int64, device=_device(x_all))
-        losses = xp.zeros((length,), dtype=self.params[next(iter(self.params))].dtype, device=_device(x_all))
+        index = xp.zeros((length, batch), dtype=xp.int64, device=device(x_all))
+        losses = xp.zeros((length,), dtype=self.params[next(iter(self.params))].dtype, device=device(x_all))
 
         def steps() -> None:
             params, carried = self.params, (self.state, self.buffers)
@@ -221,12 +223,6 @@ def hyperparameters(net: Any, optimizer: Any) -> tuple[Any, ...]:
                      if not key.startswith("_") and isinstance(value, (int, float)) and not isinstance(value, bool))
     return (*numbers, ("weight_decay_lambda", getattr(net, "weight_decay_lambda", 0.0)),
             ("dropout_ratio", getattr(net, "dropout_ratio", None)))
-
-
-def _device(x: Any) -> Any:
-    from array_api_compat import device
-
-    return device(x)
 
 
 def _copy(xp: Any, value: Any) -> Any:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from array_api_compat import device
+
 from ._namespace import namespace_of
 from .backend import to_numpy
 from .functions import softmax
@@ -107,7 +109,7 @@ def write_report(folder: str | os.PathLike[str], net: Any, x: Any, t: Any, *, na
     wrong = evaluation.mistakes()
     side = math.isqrt(x.shape[1]) if x.ndim == 2 else 0
     if wrong and side * side == x.shape[1]:
-        rows = to_numpy(namespace_of(x).take(x, namespace_of(x).asarray(wrong, device=_device(x)), axis=0))
+        rows = to_numpy(namespace_of(x).take(x, namespace_of(x).asarray(wrong, device=device(x)), axis=0))
         images = [row.reshape(side, side) for row in rows]
     else:
         images = []
@@ -137,9 +139,3 @@ def _summary(evaluation: Evaluation, names: Sequence[str], source: str, title: s
               "![confusion matrix](confusion.png)", "", "## The most confident mistakes", "",
               "![the most confident mistakes](mistakes.png)", ""]
     return "\n".join(lines)
-
-
-def _device(x: Any) -> Any:
-    from array_api_compat import device
-
-    return device(x)
