@@ -15,11 +15,13 @@ from xbackprop.optimizers import SGD  # noqa: E402
 from xbackprop.trainer import DeviceData, EagerSteps, training_targets  # noqa: E402
 
 #: The trainer's eager step (``EagerSteps``: gather, backprop, SGD) created 50 arrays before the count was cut.
-MOST_PER_TRAINING_STEP = 36
+#: A ReLU is a comparison and a ``where`` (counted as 4 here: array-api-strict promotes both Python numbers),
+#: not ``maximum(x, 0.0)`` (counted 2), whose 0.0 array-api-compat's torch wrapper copies to the device first.
+MOST_PER_TRAINING_STEP = 37
 #: The book's own step (``net.gradient`` + ``SGD.update``, 51 before; 59 with one-hot labels) also checks the
 #: labels and, for integer labels, builds their one-hot rows at every call, which the trainer does once per run.
-MOST_PER_BOOK_STEP = 40
-MOST_PER_BOOK_STEP_ONE_HOT = 42
+MOST_PER_BOOK_STEP = 42
+MOST_PER_BOOK_STEP_ONE_HOT = 44
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ def counted(step):
     return counter
 
 
-def test_the_eager_training_step_creates_at_most_36_arrays(setting):
+def test_the_eager_training_step_creates_at_most_37_arrays(setting):
     net, data, epoch = setting
     steps = EagerSteps(net, SGD(lr=0.1), xp, batch_size=100)
     targets = training_targets(data, 10)
@@ -49,7 +51,7 @@ def test_the_eager_training_step_creates_at_most_36_arrays(setting):
 
 
 @pytest.mark.parametrize("labels", ["uint8", "one-hot"])
-def test_the_books_step_creates_at_most_40_or_42_arrays(setting, labels):
+def test_the_books_step_creates_at_most_42_or_44_arrays(setting, labels):
     net, data, epoch = setting
     optimizer = SGD(lr=0.1)
     t_train = data.t_train if labels == "uint8" else training_targets(data, 10)  # load_mnist(one_hot_label=True)

@@ -15,6 +15,7 @@ import functools
 import importlib
 import os
 import warnings
+import weakref
 from types import ModuleType
 from typing import Any
 
@@ -365,9 +366,10 @@ def capturer_for(xp: ModuleType, like: Any) -> Any:
 
 
 class _TorchCapturer:
-    """``torch.cuda.graph`` as PyTorch's CUDA-graph notes ask: warm-up runs on the side stream the graph is
-    captured on (cuBLAS keeps a handle and workspace per stream), a private memory pool per graph (the
-    default of ``torch.cuda.graph``), replays on the current stream."""
+    """A CUDA graph of torch's as PyTorch's CUDA-graph notes ask: warm-up runs on the side stream the graph is
+    captured on (cuBLAS keeps a handle and workspace per stream), a private memory pool per graph, replays on
+    the current stream. ``torch.cuda.graph`` is not used: when a capture fails its ``__exit__`` raises before
+    restoring the stream, leaving the side stream current and naming the wrong error."""
 
     def __init__(self, device: Any) -> None:
         self.device = device
@@ -375,15 +377,16 @@ class _TorchCapturer:
     def capture(self, fn: Any) -> Any:
         import torch
 
+        current = torch.cuda.current_stream(self.device)
         stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
+        stream.wait_stream(current)  # the warm-up writes arrays the current stream may still be filling
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(stream):  # the current stream is restored however the block ends
             for _ in range(2):
                 fn()
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            fn()
+            graph.capture_begin()
+            _end_capture_after(fn, graph.capture_end)
+        current.wait_stream(stream)
 
         def launch() -> None:
             graph.replay()
@@ -392,11 +395,26 @@ class _TorchCapturer:
         return launch
 
 
+def _end_capture_after(fn: Any, end_capture: Any) -> Any:
+    """``fn()`` while a stream captures, then ``end_capture()``'s result. When ``fn`` fails, the capture is ended
+    too and ``fn``'s error raised, not the error ending a broken capture raises."""
+    try:
+        fn()
+    except BaseException:
+        try:
+            end_capture()
+        except Exception:  # the capture is invalid because fn failed: fn's error is the cause to report
+            pass
+        raise
+    return end_capture()
+
+
 class _CupyCapturer:
     """CuPy's stream capture (``Stream.begin_capture``/``end_capture`` -> ``Graph``), with the two things CuPy
     does not do for a training step: matrix products through a cuBLAS handle of our own bound to the capture
     stream (CuPy refuses its cuBLAS while capturing, cupy/cupy#6290), and a private memory pool per graph,
-    kept with it, so no other array is ever given the graph's scratch memory."""
+    kept with it, so no other array is ever given the graph's scratch memory. :meth:`close` gives back the
+    handle, its workspace and the stream."""
 
     def __init__(self) -> None:
         import cupy
@@ -410,16 +428,16 @@ class _CupyCapturer:
         from ._matmul import MATMUL
 
         pool = cupy.cuda.MemoryPool()
+        # The warm-up writes the static arrays: whatever the current stream still has queued for them (the
+        # snapshot copies, the index buffer) must be done first, and a non-blocking stream does not wait by itself.
+        self.stream.wait_event(cupy.cuda.get_current_stream().record())
         token = MATMUL.set(self.gemm)
         try:
             with cupy.cuda.using_allocator(pool.malloc), self.stream:
                 fn()  # warm-up: kernels compiled, the pool holds every block the step asks for
                 self.stream.synchronize()
                 self.stream.begin_capture()
-                try:
-                    fn()
-                finally:
-                    graph = self.stream.end_capture()
+                graph = _end_capture_after(fn, self.stream.end_capture)
                 graph.upload(self.stream)
                 self.stream.synchronize()
         finally:
@@ -430,6 +448,10 @@ class _CupyCapturer:
 
         launch.kept = (graph, pool)  # type: ignore[attr-defined]  # the graph's memory lives as long as it
         return launch
+
+    def close(self) -> None:
+        self.gemm.close()
+        self.stream = None
 
 
 class _CublasGemm:
@@ -450,9 +472,15 @@ class _CublasGemm:
         self.handle = ctypes.c_void_p()
         self._check(self.lib.cublasCreate_v2(ctypes.byref(self.handle)), "cublasCreate_v2")
         self._check(self.lib.cublasSetStream_v2(self.handle, ctypes.c_void_p(stream.ptr)), "cublasSetStream_v2")
+        self._destroy = weakref.finalize(self, self.lib.cublasDestroy_v2, self.handle)  # once, however it ends
         self.workspace = cupy.empty(self.WORKSPACE_BYTES, dtype=cupy.uint8)
         self._check(self.lib.cublasSetWorkspace_v2(self.handle, ctypes.c_void_p(self.workspace.data.ptr),
                                                    ctypes.c_size_t(self.WORKSPACE_BYTES)), "cublasSetWorkspace_v2")
+
+    def close(self) -> None:
+        """Destroy the handle, then free its workspace."""
+        self._destroy()
+        self.workspace = None
 
     @staticmethod
     def _check(status: int, call: str) -> None:

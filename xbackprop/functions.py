@@ -43,7 +43,7 @@ CROSS_ENTROPY_DELTA = 1e-7
 def relu(x: Any, *, xp: Any = None) -> Any:
     """``max(x, 0)`` elementwise, in ``x``'s dtype."""
     xp = namespace_of(x) if xp is None else xp
-    return xp.maximum(x, 0.0)
+    return xp.where(x < 0, 0.0, x)  # NaN passes; maximum(x, 0.0) would copy 0.0 to the device first (torch)
 
 
 def d_relu(x: Any, *, xp: Any = None) -> Any:

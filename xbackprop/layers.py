@@ -136,7 +136,7 @@ class Relu:
 
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
-        out = xp.maximum(x, 0.0)
+        out = xp.where(x < 0, 0.0, x)  # maximum(x, 0.0) would make 0.0 an array on the device first (torch)
         # 1 where x passed (out is not 0; NaN passes, as x <= 0 is false for NaN), 0 where it was cut; kept as
         # numbers, the backward is one multiplication.
         self.passed = xp.astype(xp.astype(out, xp.bool), x.dtype)

@@ -62,7 +62,8 @@ def evaluate(net: Any, x: Any, t: Any, *, batch_size: int = 10_000) -> Evaluatio
     predicted: list[int] = []
     confidence: list[float] = []
     for start in range(0, x.shape[0], batch_size):
-        probabilities = softmax(net.predict(x[start : start + batch_size, ...]))
+        stop = min(start + batch_size, x.shape[0])  # the standard leaves a slice past the end undefined
+        probabilities = softmax(net.predict(x[start:stop, ...]))
         best = to_numpy(xp.stack([xp.astype(xp.argmax(probabilities, axis=1), probabilities.dtype),
                                   xp.max(probabilities, axis=1)]))
         predicted += [int(k) for k in best[0].tolist()]

@@ -303,7 +303,11 @@ class LayerNet:
         return loss, grads, self._new_buffers(keep=buffers is None)
 
     def gradient(self, x: Any, t: Any, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The book's ``gradient``: gradients of the training loss by backpropagation, shaped like ``params``."""
+        """The book's ``gradient``: gradients of the training loss by backpropagation, shaped like ``params``.
+
+        Like the book's, it checks the labels ``t`` on every call, which reads their range back from the
+        device once (a synchronisation on a GPU); a training loop calls :meth:`loss_and_gradient` with
+        ``check_labels=False`` after checking its dataset once, and then no step reads anything back."""
         return self.loss_and_gradient(x, t, params)[1]
 
 

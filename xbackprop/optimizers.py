@@ -57,10 +57,13 @@ class Optimizer:
         where = getattr(like, "device", None)  # the standard's attribute: cheaper than asking array-api-compat
         if where is None or callable(where):
             where = device(like)
-        key = (value, like.dtype, where)
-        made = kept.get(key)
-        if made is None:
-            made = kept[key] = namespace_of(like).asarray(value, dtype=like.dtype, device=where)
+        # Devices are compared, never hashed: CuPy's cannot be (cupy.cuda.Device has no __hash__).
+        made_on = kept.setdefault((value, like.dtype), [])
+        for place, made in made_on:
+            if place == where:
+                return made
+        made = namespace_of(like).asarray(value, dtype=like.dtype, device=where)
+        made_on.append((where, made))
         return made
 
     def init(self, params: dict[str, Any]) -> State:

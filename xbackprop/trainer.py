@@ -9,10 +9,11 @@ to stop a run whose loss is no longer finite) and at each epoch's evaluation.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,7 +172,7 @@ def train(
     i = 0  # steps taken
     start = time.perf_counter()
     # The losses are checked for overflow here; NumPy's own warnings would only repeat it, once per operation.
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), _closing(steps):
         while i < iters:
             if i % iter_per_epoch == 0:  # one host draw and one copy per epoch
                 epoch = xp.asarray(rng.integers(0, n_train, size=(iter_per_epoch, batch_size)),
@@ -188,13 +189,24 @@ def train(
             if evaluate:
                 train_rows = epoch[(i - 1) % iter_per_epoch, :] if train_acc_source == "batch" else None
                 _evaluate(net, data, result, i, eval_batch_size, on_epoch, sync, train_rows)
-    steps.finish()
+        steps.finish()
     if not result.history or result.history[-1]["iter"] != result.steps_done:  # stopped early, or iters=0
         last_batch = epoch[(result.steps_done - 1) % iter_per_epoch, :] if iters else None
         train_rows = last_batch if train_acc_source == "batch" else None
         _evaluate(net, data, result, result.steps_done, eval_batch_size, on_epoch, sync, train_rows)
     result.seconds = time.perf_counter() - start
     return result
+
+
+@contextlib.contextmanager
+def _closing(steps: Any) -> Iterator[None]:
+    """Whatever the steps hold (a capturer's graphs, handle and memory) is given back however the run ends."""
+    try:
+        yield
+    finally:
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()
 
 
 def training_targets(data: DeviceData, num_outputs: int) -> Any:
@@ -225,6 +237,7 @@ class EagerSteps:
     """
 
     runs_blocks = False
+    kind = "eager"
 
     def __init__(self, net: Any, optimizer: Any, xp: Any, *, batch_size: int, sync: Any = None,
                  compile: bool = True, gradient: str = "backprop") -> None:
@@ -258,6 +271,7 @@ class CompiledSteps:
     """
 
     runs_blocks = True
+    kind = "compiled"
 
     def __init__(self, net: Any, optimizer: Any, run: Callable[..., Any]) -> None:
         self.net, self.optimizer, self.run = net, optimizer, run
