@@ -50,8 +50,7 @@ def test_the_guard_refuses_every_host_transfer_with_its_line(name):
     xp = namespace(name)
     x = xp.asarray(np.arange(6.0).reshape(2, 3), device=other_device(xp))
     attempts = {
-        "a Python number made into a device array by a wrapper": lambda: xp.maximum(x, 0.0) if name == "torch"
-        else xp.asarray(0.0),
+        "a Python number": lambda: xp.asarray(0.0),
         "a list": lambda: xp.asarray([1.0, 2.0]),
         "a NumPy array": lambda: xp.asarray(np.ones(3)),
         "bool": lambda: bool(xp.all(x > 0)),
@@ -212,3 +211,14 @@ def test_the_mpi_all_reduce_on_devices_that_cannot_be_hashed():
         result = train(net, OPTIMIZERS["sgd"](), data, iters=20, batch_size=10, seed=0,
                        sync=DistributedSync(OneRank(), net.params))
     assert len(result.losses) == 20 and np.isfinite(result.losses).all()
+
+
+def test_a_python_number_that_a_wrapper_copies_to_the_device_is_refused():
+    """array-api-compat's torch ``maximum`` (1.16) makes a Python number a tensor on the device first: the
+    copy a CUDA device stalls on, and refuses while capturing. (1.15 and older refuse the number outright.)"""
+    xp = namespace("torch")
+    x = xp.asarray(np.arange(-2.0, 2.0))
+    with gpu_rules(xp), pytest.raises((GpuRuleBroken, TypeError)) as caught:
+        xp.maximum(x, 0.0)
+    if isinstance(caught.value, GpuRuleBroken):
+        assert "host data float" in str(caught.value) and "test_gpu_rules.py" in str(caught.value)
