@@ -7,8 +7,9 @@ no CPU run notices unless something makes it notice:
   :func:`unhashable_devices` gives array-api-strict's devices the same trait;
 - inside a training step an array made from host data (a Python number promoted by a wrapper,
   a list, a NumPy array) is a host-to-device copy, and a read back (``bool``, ``int``, ``float``,
-  ``.item()``, ``to_numpy``, DLPack to the host) is a device-to-host copy and a synchronisation:
-  both stall the GPU in an eager step and are refused while a stream captures a graph;
+  ``.item()``, ``to_numpy``, DLPack to the host, or a shape that depends on the data: a boolean
+  mask index, ``nonzero``) is a device-to-host copy and a synchronisation: both stall the GPU in
+  an eager step and are refused while a stream captures a graph;
 - while capturing, CuPy's ``stack``/``concat`` of more than 8 arrays copies a table of pointers
   from the host (``_concatenate_single_kernel``): refused too.
 
@@ -105,6 +106,26 @@ def _host_made(patches: _Patches, module: Any, name: str, is_array: Callable[[An
     patches.set(module, name, guarded)
 
 
+def _no_data_dependent_shapes(patches: _Patches, array_type: type, xp: Any, is_array: Callable[[Any], bool],
+                              where: str) -> None:
+    """A boolean mask as an index and ``nonzero``: the result's size must be read back from the device first."""
+
+    def is_mask(key: Any) -> bool:
+        keys = key if isinstance(key, tuple) else (key,)
+        return any(is_array(k) and k.dtype == xp.bool for k in keys)
+
+    for name in ("__getitem__", "__setitem__"):
+        original = getattr(array_type, name)
+
+        def guarded(self: Any, key: Any, *value: Any, original: Any = original, name: str = name) -> Any:
+            if is_mask(key):
+                raise _broken(f"a boolean mask index ({where}.{name}: a device-to-host read of the mask's count)")
+            return original(self, key, *value)
+
+        patches.set(array_type, name, guarded)
+    patches.set(xp, "nonzero", _refuse("a device-to-host read (nonzero: the count of its result)"))
+
+
 def _few_arrays(patches: _Patches, xp: Any, name: str) -> None:
     original = getattr(xp, name)
 
@@ -143,6 +164,9 @@ def gpu_rules(xp: Any, *, capturing: bool = False) -> Iterator[None]:
             import torch
 
             _host_reads(patches, torch.Tensor, "Tensor")
+            _no_data_dependent_shapes(patches, torch.Tensor, xp, torch.is_tensor, "Tensor")
+            for sized in ("nonzero", "masked_select", "unique"):
+                patches.set(torch, sized, _refuse(f"a device-to-host read (torch.{sized}: the size of its result)"))
             for creator in ("asarray", "tensor", "as_tensor", "from_numpy"):
                 _host_made(patches, torch, creator, torch.is_tensor, "torch")
             patches.set(torch.cuda, "synchronize", _refuse("a synchronisation (torch.cuda.synchronize)"))
@@ -150,6 +174,7 @@ def gpu_rules(xp: Any, *, capturing: bool = False) -> Iterator[None]:
             from array_api_strict._array_object import Array
 
             _host_reads(patches, Array, "Array")
+            _no_data_dependent_shapes(patches, Array, xp, lambda obj: isinstance(obj, Array), "Array")
             _host_made(patches, xp, "asarray", lambda obj: isinstance(obj, Array),
                        "array_api_strict")
         if capturing and name in ("torch", "array_api_strict"):

@@ -58,6 +58,8 @@ def test_the_guard_refuses_every_host_transfer_with_its_line(name):
         "float": lambda: float(xp.sum(x)),
         "to_numpy": lambda: backend.to_numpy(x),
         "DLPack to the host": lambda: np.from_dlpack(x),
+        "a boolean mask": lambda: x[x > 2.0],
+        "nonzero": lambda: xp.nonzero(x > 2.0),
     }
     for what, attempt in attempts.items():
         with gpu_rules(xp), pytest.raises(GpuRuleBroken, match=r"at tests/test_gpu_rules\.py:\d+") as caught:
