@@ -435,6 +435,20 @@ def _first_holding(folders: Sequence[Path], stems: Sequence[str]) -> Path | None
     return None
 
 
+def dataset_files(name: str, data_dir: str | os.PathLike[str] | None = None,
+                  cache_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Every file :func:`load_dataset` may read for ``name`` (or write, downloading): the four IDX files, plain
+    and ``.gz``, in ``data_dir``, else in every folder it searches and in the cache. An output planned against
+    these can never overwrite a dataset, wherever that was found. None for the digits (scikit-learn's)."""
+    if name == "digits" and data_dir is None:
+        return []
+    if data_dir is not None:
+        folders = [Path(data_dir)]
+    else:
+        folders = [*_search_dirs(name), Path(cache_dir) if cache_dir is not None else default_cache_dir() / name]
+    return [folder / f"{stem}{suffix}" for folder in folders for stem in _stems() for suffix in ("", ".gz")]
+
+
 def find_dataset_dir(name: str, data_dir: str | os.PathLike[str] | None = None, split: str = "test") -> Path | None:
     """The first folder holding ``split``'s two IDX files of dataset ``name``, or ``None``.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import signal
 import stat
 import tempfile
 import zipfile
@@ -25,8 +27,38 @@ __all__ = [
     "load_params",
     "load_net",
     "replace_atomically",
+    "replace_folder_atomically",
     "plan_outputs",
 ]
+
+
+@contextmanager
+def replace_folder_atomically(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a new empty folder beside ``folder``; when the block succeeds it takes ``folder``'s place whole.
+
+    An error or interruption inside the block removes the new folder and leaves
+    ``folder`` as it was (its old files all there, none of the new). The swap itself is
+    two renames with SIGINT, SIGTERM and SIGHUP held back between them, so ``folder``
+    is never found missing or half written.
+    """
+    folder = Path(os.path.realpath(folder))
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".partial"))
+    try:
+        yield staging
+        os.chmod(staging, 0o755)
+        old = folder.with_name(f"{staging.name}.old")
+        held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            if folder.exists():
+                os.rename(folder, old)
+            os.rename(staging, folder)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 @contextmanager

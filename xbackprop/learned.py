@@ -22,13 +22,15 @@ from array_api_compat import device
 from ._namespace import namespace_of
 from .backend import to_numpy
 from .functions import softmax
-from .io import plan_outputs, replace_atomically
+from .io import plan_outputs, replace_folder_atomically
 from .report import confusion_matrix
 
 __all__ = ["Evaluation", "evaluate", "report_paths", "write_report", "MISTAKES_SHOWN"]
 
 #: Mistakes in the grid, the most confident first.
 MISTAKES_SHOWN = 24
+#: The files of a report folder (``curves.png`` only when there were runs to draw).
+REPORT_FILES = ("summary.md", "confusion.png", "mistakes.png", "curves.png")
 
 
 @dataclass
@@ -77,15 +79,28 @@ def report_paths(folder: str | os.PathLike[str], *, curves: bool,
     """The report's files in ``folder`` (made if missing; its parent must exist), planned together and against
     ``inputs`` before any work (see :func:`xbackprop.io.plan_outputs`)."""
     folder = Path(folder)
+    if not str(folder):
+        raise ValueError("--report: give a folder name")
     if not folder.parent.is_dir():
         raise ValueError(f"--report {folder}: folder {folder.parent} does not exist")
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"--report {folder}: exists and is not a folder")
+    target = Path(os.path.realpath(folder))
+    for flag, path in inputs:
+        place = Path(os.path.realpath(path))
+        if place == target or target in place.parents:
+            raise ValueError(f"--report {folder}: {flag} {path} is in it, and the report replaces the folder "
+                             "whole: give a folder of its own")
+    names = [name for name in REPORT_FILES if curves or name != "curves.png"]
+    others = sorted(entry.name for entry in folder.iterdir() if entry.name not in REPORT_FILES) \
+        if folder.is_dir() else []
+    if others:
+        raise ValueError(f"--report {folder}: holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}, "
+                         "which is no report's, and the report replaces the folder whole: give a new folder")
     try:
         folder.mkdir(exist_ok=True)
     except OSError as exc:
         raise ValueError(f"--report {folder}: cannot make the folder ({exc.strerror or exc})") from None
-    names = ["summary.md", "confusion.png", "mistakes.png", *(["curves.png"] if curves else [])]
     planned = plan_outputs({f"--report {name}": folder / name for name in names}, inputs)
     return {flag.split(" ", 1)[1]: path for flag, path in planned.items()}
 
@@ -105,8 +120,6 @@ def write_report(folder: str | os.PathLike[str], net: Any, x: Any, t: Any, *, na
     classes = len(evaluation.matrix)
     names = list(names) if names else [str(k) for k in range(classes)]
     setting = f" — {title}" if title else ""
-    save_figure(confusion_figure(evaluation.matrix, names, f"Confusion matrix on {source}{setting}"),
-                paths["confusion.png"])
     wrong = evaluation.mistakes()
     side = math.isqrt(x.shape[1]) if x.ndim == 2 else 0
     if wrong and side * side == x.shape[1]:
@@ -116,12 +129,16 @@ def write_report(folder: str | os.PathLike[str], net: Any, x: Any, t: Any, *, na
         images = []
     captions = [f"#{i}: {names[evaluation.truth[i]]}\nseen as {names[evaluation.predicted[i]]} "
                 f"{evaluation.confidence[i]:.0%}" for i in wrong[: len(images)]]
-    save_figure(mistakes_figure(images, captions, f"The {len(images)} most confident mistakes on {source}{setting}"),
-                paths["mistakes.png"])
-    if runs:
-        save_figure(results_figure(runs, f"Accuracy and loss while training{setting}"), paths["curves.png"], dpi=100)
-    with replace_atomically(paths["summary.md"]) as temporary:
-        temporary.write_text(_summary(evaluation, names, source, title, bool(runs)))
+    # written as a unit: an interrupted report leaves the previous one whole
+    with replace_folder_atomically(paths["summary.md"].parent) as staging:
+        save_figure(confusion_figure(evaluation.matrix, names, f"Confusion matrix on {source}{setting}"),
+                    staging / "confusion.png")
+        save_figure(mistakes_figure(images, captions, f"The {len(images)} most confident mistakes on "
+                                    f"{source}{setting}"), staging / "mistakes.png")
+        if runs:
+            save_figure(results_figure(runs, f"Accuracy and loss while training{setting}"), staging / "curves.png",
+                        dpi=100)
+        (staging / "summary.md").write_text(_summary(evaluation, names, source, title, bool(runs)))
     return evaluation
 
 

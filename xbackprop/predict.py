@@ -82,8 +82,9 @@ def _predict(argv: list[str] | None) -> int:
         if not label_files:
             raise UsageError("--report needs labels: give an IDX labels file right after its images file")
         try:
+            shown = [("--show", args.show)] if args.show is not None else []
             report = report_paths(args.report, curves=False,
-                                  inputs=[("FILE", name) for name in args.files] + [("--load", args.load)])
+                                  inputs=[("FILE", name) for name in args.files] + [("--load", args.load)] + shown)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     xp = get_namespace(args.backend)

@@ -49,6 +49,7 @@ from .datasets import (
     DataError,
     Dataset,
     DataUnavailableError,
+    dataset_files,
     default_cache_dir,
     identify_dataset,
     load_dataset,
@@ -305,6 +306,8 @@ def _check_outputs(config: TrainConfig) -> None:
     inputs = [("--load", config.load)] if config.load else []
     if config.data_dir and Path(config.data_dir).is_dir():
         inputs += [("--data-dir", path) for path in Path(config.data_dir).iterdir()]
+    data_flag = "--data-dir" if config.data_dir else "--dataset"
+    inputs += [(data_flag, path) for path in dataset_files(_dataset_name(config), config.data_dir)]
     try:
         plan_outputs({f"--{flag}": path for flag, path in config.outputs.items()}, inputs,
                      updates=[("--save", "--load")])
