@@ -215,3 +215,11 @@ def test_a_numerical_gradient_reports_its_progress_to_the_bar_a_command_shows():
     assert bar.done == 6
     numerical_gradient(lambda v: float((v**2).sum()), x)  # outside the block nothing is reported
     assert bar.done == 6
+
+
+def test_a_gradient_check_over_gradients_that_are_not_numbers_fails():
+    net = TwoLayerNet(4, 3, 2, xp="numpy", dtype="float64", seed=0)
+    net.params["W2"][0, 0] = np.nan  # the loss and every gradient after it are NaN
+    x = np.random.default_rng(0).random((3, 4))
+    result = gradient_check(net, x, np.array([0, 1, 1]), verbose=False)
+    assert not result.passed and result.disagreements

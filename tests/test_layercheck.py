@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from array_api_compat import array_namespace
 from conftest import asarray
 
 from xbackprop import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
@@ -115,3 +116,28 @@ def test_a_kink_is_told_apart_from_a_wrong_backward(rng):
     (kink,) = report.arrays[0].kinks
     assert kink.index == (1, 2) and kink.kink and kink.resolved
     assert "1 element(s) across a kink checked from one side" in str(report)
+
+
+class NaNBackward:
+    """A layer whose backward is NaN everywhere, or infinite where its input is negative."""
+
+    def __init__(self, where):
+        self.where = where
+
+    def forward(self, x):
+        self.x = x
+        return x * 2.0
+
+    def backward(self, dout):
+        if self.where == "everywhere":
+            return dout * float("nan")
+        xp = array_namespace(self.x)
+        return xp.where(self.x > 0, dout * 2.0, dout * float("inf"))
+
+
+@pytest.mark.parametrize("where", ["everywhere", "in places"])
+def test_a_gradient_that_is_not_a_number_fails(xp, where):
+    x = asarray(xp, np.array([[0.5, -0.25], [1.5, 2.0]]))
+    report = check_layer(NaNBackward(where), x)
+    assert not report.passed and "FAIL" in str(report), str(report)
+

@@ -181,16 +181,21 @@ class GradientCheckResult:
         return "\n".join(lines)
 
 
-def _scale(numerical: Any) -> float:
+def finite_scale(numerical: Any) -> float:
+    """The largest finite ``|numerical|`` (0 for none): what the absolute tolerance is a fraction of."""
     xp = namespace_of(numerical)
-    return float(xp.max(xp.abs(numerical))) if math.prod(numerical.shape) else 0.0
+    if not math.prod(numerical.shape):
+        return 0.0
+    return float(xp.max(xp.where(xp.isfinite(numerical), xp.abs(numerical), 0.0)))
 
 
 def _suspects(backprop: Any, numerical: Any, scale: float) -> list[tuple[tuple[int, ...], float, float]]:
-    """``(index, backprop, numerical)`` of the elements outside the check's tolerance."""
+    """``(index, backprop, numerical)`` of the elements outside the check's tolerance, NaN and infinities
+    included (a gradient that is not a number never agrees)."""
     xp = namespace_of(backprop, numerical)
     tolerance = CHECK_RTOL * xp.maximum(xp.abs(backprop), xp.abs(numerical)) + CHECK_ATOL * scale
-    positions = xp.nonzero(xp.abs(backprop - numerical) > tolerance)
+    agrees = (xp.abs(backprop - numerical) <= tolerance) & xp.isfinite(backprop) & xp.isfinite(numerical)
+    positions = xp.nonzero(~agrees)
     suspects = []
     for k in range(positions[0].shape[0]):
         index = tuple(int(axis[k]) for axis in positions)
@@ -252,6 +257,9 @@ def classify(key: str, backprop: Any, numerical: Any,
     numerical derivative of the whole check, which the absolute tolerance is a fraction of."""
     kinks, disagreements = [], []
     for index, bp, num in _suspects(backprop, numerical, scale):
+        if not (math.isfinite(bp) and math.isfinite(num)):  # no step size makes a NaN agree
+            disagreements.append(Disagreement(key, index, bp, num))
+            continue
         kink, rechecked = one_sided_derivative(evaluate_at(index), value_of(index), h)
         resolved = kink and _agrees(bp, rechecked, scale)
         found = Disagreement(key, index, bp, num, kink, rechecked, resolved)
@@ -308,7 +316,7 @@ def gradient_check(net: Any, x: Any, t: Any, *, verbose: bool = True) -> Gradien
         return at
 
     kinks, disagreements = [], []
-    scale = max(_scale(value) for value in numerical.values())
+    scale = max(finite_scale(value) for value in numerical.values())
     for key in params:
         found = classify(key, backprop[key], numerical[key], evaluate_at(key),
                          lambda index, key=key: float(params[key][index]), scale)

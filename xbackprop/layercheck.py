@@ -19,7 +19,7 @@ from array_api_compat import device
 
 from ._namespace import namespace_of
 from .backend import host_rng, require_dtype, to_numpy
-from .gradient import CENTRAL_DIFFERENCE_STEP, Disagreement, central_differences, classify, layer_masks
+from .gradient import CENTRAL_DIFFERENCE_STEP, Disagreement, central_differences, classify, finite_scale, layer_masks
 
 __all__ = ["check_layer", "LayerCheckReport", "CheckedArray"]
 
@@ -159,7 +159,7 @@ def _check(layer: Any, xp: Any, inputs: tuple[Any, ...], float_inputs: list[bool
     targets += [(f"params[{name!r}]", value, backprop_grads.get(name), loss_with(None, name))
                 for name, value in params.items()]
     numericals = {label: central_differences(loss, value, h) for label, value, _, loss in targets}
-    scale = max((float(xp.max(xp.abs(n))) for n in numericals.values() if n.ndim == 0 or n.shape[0]), default=0.0)
+    scale = max((finite_scale(n) for n in numericals.values()), default=0.0)
     checked = []
     for label, value, grad, loss in targets:
         numerical = numericals[label]
