@@ -148,3 +148,9 @@ def test_images_with_their_labels_are_scored(model, tmp_path, capsys):
     assert predict(["--load", str(model), str(tmp_path / "t10k-images-idx3-ubyte"),
                     str(tmp_path / "short-labels-idx1-ubyte"), "--limit", "0"]) == 2
     assert "short-labels-idx1-ubyte: 5 labels for 30 images" in capsys.readouterr().err
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.concatenate([labels, labels])))
+    assert predict(["--load", str(model), str(tmp_path / "t10k-images-idx3-ubyte"),  # another split's labels
+                    str(tmp_path / "train-labels-idx1-ubyte"), "--limit", "5"]) == 2
+    assert "train-labels-idx1-ubyte: 60 labels for 30 images" in capsys.readouterr().err
+    assert predict([*args, str(tmp_path / "t10k-images-idx3-ubyte")]) == 2
+    assert "t10k-images-idx3-ubyte: given twice" in capsys.readouterr().err

@@ -136,10 +136,18 @@ def _pair_labels(files: list[str]) -> tuple[list[str], dict[str, str]]:
     """The image files, and for each IDX image file the IDX labels file given right after it (one dimension)."""
     images: list[str] = []
     labels: dict[str, str] = {}
+    seen: set[Path] = set()
     for name in files:
+        if Path(name).resolve() in seen:
+            raise UsageError(f"{name}: given twice; each file is read once")
+        seen.add(Path(name).resolve())
         if "idx" in Path(name).name and Path(name).is_file() and len(idx_shape(name)) == 1:
             if not images or "idx" not in Path(images[-1]).name or images[-1] in labels:
                 raise UsageError(f"{name}: a labels file must follow the IDX images file it labels")
+            count, images_count = idx_shape(name)[0], idx_shape(images[-1], ndim=3)[0]
+            if count != images_count:  # the training labels after the test images would score every image wrong
+                raise UsageError(f"{name}: {count:,} labels for {images_count:,} images in {images[-1]}: a labels "
+                                 "file must be its images' own")
             labels[images[-1]] = name
         else:
             images.append(name)
