@@ -89,3 +89,31 @@ def test_predict_needs_labels_for_a_report(synthetic_dir, tmp_path, capsys):
     assert predict(["--load", "/nonexistent.npz", str(tmp_path / "t10k-images-idx3-ubyte"),
                     "--report", str(tmp_path / "r")]) == 2
     assert "--report needs labels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda x, t: (x[:0], t[:0]), "x: no images"),
+    (lambda x, t: (x, t[:-1]), "t: labels of shape"),
+    (lambda x, t: (x, t + 10), r"t: labels must be integer classes in \[0, 10\)"),
+    (lambda x, t: (x, t.astype(np.float32)), "t: labels must be integer classes"),
+    (lambda x, t: (x * np.nan, t), "outputs are not finite"),
+])
+def test_an_evaluation_of_what_does_not_fit_names_the_argument(trained, change, message):
+    net, x, t = trained
+    x, t = change(np.asarray(x), np.asarray(t))
+    with pytest.raises(ValueError, match=message):
+        evaluate(net, x, t)
+
+
+def test_one_hot_labels_are_evaluated_as_their_classes_and_names_must_fit(trained, tmp_path):
+    net, x, t = trained
+    t = np.asarray(t)
+    assert evaluate(net, x, np.eye(10)[t]).accuracy == evaluate(net, x, t).accuracy
+    with pytest.raises(ValueError, match="names: 3 class names for a net of 10 classes"):
+        write_report(tmp_path / "r", net, x, t, names=["a", "b", "c"])
+
+
+def test_a_net_whose_outputs_are_not_finite_counts_no_row_correct():
+    net = TwoLayerNet(4, 3, 2, xp="numpy", dtype="float64", seed=0)
+    net.params["W2"][...] = np.nan  # argmax of NaN rows is 0: class 0's rows would count as correct
+    assert net.accuracy(np.ones((5, 4)), np.zeros(5, dtype=np.int64)) == 0.0

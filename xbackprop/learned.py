@@ -59,19 +59,39 @@ class Evaluation:
 
 
 def evaluate(net: Any, x: Any, t: Any, *, batch_size: int = 10_000) -> Evaluation:
-    """``net``'s predictions on ``x`` ``(N, D)`` with integer labels ``t`` ``(N,)`` (in batches; one read-back each)."""
+    """``net``'s predictions on ``x`` ``(N, D)`` with labels ``t``: integer classes ``(N,)`` or one-hot rows
+    ``(N, C)`` (in batches; one read-back each). ``ValueError`` names the argument that does not fit, and says so
+    when the net's outputs are not finite (a diverged net has no accuracy)."""
     xp = namespace_of(x)
+    truth = _labels(to_numpy(t), x.shape[0] if x.ndim else 0, net.sizes[-1])
     predicted: list[int] = []
     confidence: list[float] = []
     for start in range(0, x.shape[0], batch_size):
         stop = min(start + batch_size, x.shape[0])  # the standard leaves a slice past the end undefined
         probabilities = softmax(net.predict(x[start:stop, ...]))
+        finite = xp.astype(xp.all(xp.isfinite(probabilities), axis=1), probabilities.dtype)
         best = to_numpy(xp.stack([xp.astype(xp.argmax(probabilities, axis=1), probabilities.dtype),
-                                  xp.max(probabilities, axis=1)]))
+                                  xp.max(probabilities, axis=1), finite]))
+        if not best[2].all():
+            raise ValueError(f"the net's outputs are not finite (NaN or infinite) for some of images {start} to "
+                             f"{stop - 1}: it has no accuracy to report (did its training diverge?)")
         predicted += [int(k) for k in best[0].tolist()]
         confidence += best[1].tolist()
-    truth = [int(k) for k in to_numpy(t).tolist()]
     return Evaluation(truth, predicted, confidence, confusion_matrix(truth, predicted, net.sizes[-1]))
+
+
+def _labels(t: Any, n: int, classes: int) -> list[int]:
+    """``t`` (host NumPy) as a list of class indices, or ``ValueError`` naming ``x`` or ``t``."""
+    if n == 0:
+        raise ValueError("x: no images to evaluate")
+    if t.ndim == 2 and t.shape[1] == classes:
+        t = t.argmax(axis=1)
+    if t.ndim != 1 or t.shape[0] != n:
+        raise ValueError(f"t: labels of shape {t.shape} for {n} images; give ({n},) classes or ({n}, {classes}) "
+                         "one-hot rows")
+    if t.dtype.kind not in "iu" or t.min() < 0 or t.max() >= classes:
+        raise ValueError(f"t: labels must be integer classes in [0, {classes}) for this net")
+    return [int(k) for k in t.tolist()]
 
 
 def report_paths(folder: str | os.PathLike[str], *, curves: bool,
@@ -119,6 +139,8 @@ def write_report(folder: str | os.PathLike[str], net: Any, x: Any, t: Any, *, na
     evaluation = evaluate(net, x, t)
     classes = len(evaluation.matrix)
     names = list(names) if names else [str(k) for k in range(classes)]
+    if len(names) != classes:
+        raise ValueError(f"names: {len(names)} class names for a net of {classes} classes")
     setting = f" — {title}" if title else ""
     wrong = evaluation.mistakes()
     side = math.isqrt(x.shape[1]) if x.ndim == 2 else 0

@@ -214,7 +214,8 @@ class LayerNet:
     ) -> Any:
         """How many rows' highest score is the true class, as a 0-D integer array left on the device.
 
-        Scores at most ``batch_size`` rows at a time, with ``train_flg=False``; nothing
+        A row whose scores are not all finite (a diverged net's NaN) is never counted correct,
+        whatever ``argmax`` makes of it. Scores at most ``batch_size`` rows at a time, with ``train_flg=False``; nothing
         is read back but the label check (``check_labels=False`` skips it, for labels
         validated once), so a caller can gather several counts and read them in one go.
         """
@@ -225,8 +226,9 @@ class LayerNet:
         correct = xp.zeros((), dtype=xp.int64, device=device_of(x))
         for start in range(0, n, step):
             stop = min(start + step, n)
-            predicted = xp.argmax(self.predict(x[start:stop, ...], params), axis=1)
-            hits = predicted == xp.astype(t[start:stop], predicted.dtype)
+            scores = self.predict(x[start:stop, ...], params)
+            predicted = xp.argmax(scores, axis=1)
+            hits = (predicted == xp.astype(t[start:stop], predicted.dtype)) & xp.all(xp.isfinite(scores), axis=1)
             correct = correct + xp.sum(xp.astype(hits, xp.int64))
         return correct
 
