@@ -223,3 +223,34 @@ def test_a_gradient_check_over_gradients_that_are_not_numbers_fails():
     x = np.random.default_rng(0).random((3, 4))
     result = gradient_check(net, x, np.array([0, 1, 1]), verbose=False)
     assert not result.passed and result.disagreements
+
+
+def test_numerical_gradient_takes_another_librarys_values_exactly_and_says_when_they_are_coarse():
+    torch = pytest.importorskip("torch", reason="needs PyTorch: its values are another library's here")
+    x = np.array([1.0, 2.0, 3.0])
+    exact = numerical_gradient(lambda v: torch.sum(torch.asarray(v) ** 2), x)
+    np.testing.assert_allclose(exact, [2.0, 4.0, 6.0], rtol=1e-9)
+    with pytest.warns(RuntimeWarning, match="f returns torch.float32 values for a float64 x"):
+        numerical_gradient(lambda v: torch.sum(torch.asarray(v, dtype=torch.float32) ** 2), x)
+
+
+@pytest.mark.parametrize(("f", "h", "message"), [
+    (lambda v: v**2, 1e-4, r"f must return a scalar .* not an array of shape \(3,\)"),
+    (lambda v: float((v**2).sum()), float("inf"), "positive finite number, got inf"),
+    (lambda v: float((v**2).sum()), float("nan"), "positive finite number, got nan"),
+])
+def test_numerical_gradient_refuses_what_it_cannot_differentiate(f, h, message):
+    with pytest.raises(ValueError, match=message):
+        numerical_gradient(f, np.array([1.0, 2.0, 3.0]), h)
+
+
+def test_an_f_that_writes_into_its_argument_is_caught_and_the_argument_restored():
+    x = np.array([1.0, 2.0, 3.0])
+
+    def writes(v):
+        v[2] = 9.0  # a careless f: every later difference is taken elsewhere
+        return float((v**2).sum())
+
+    with pytest.raises(ValueError, match="f wrote into its argument"):
+        numerical_gradient(writes, x)
+    np.testing.assert_array_equal(x, [1.0, 2.0, 3.0])

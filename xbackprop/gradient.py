@@ -68,8 +68,8 @@ def numerical_gradient(
     xp = namespace_of(x)
     if not xp.isdtype(x.dtype, "real floating"):
         raise TypeError(f"numerical_gradient needs a real floating array, got {x.dtype}: h = {h} would be rounded away")
-    if not h > 0:
-        raise ValueError(f"the step h must be positive, got {h}")
+    if not (h > 0 and math.isfinite(h)):
+        raise ValueError(f"the step h must be a positive finite number, got {h}")
     resolution = float(xp.finfo(x.dtype).eps)
     if resolution >= h:
         raise TypeError(f"numerical_gradient: h = {h} is below {x.dtype}'s resolution ({resolution:.1e}), so x + h "
@@ -93,23 +93,53 @@ def central_differences(f: Callable[[Any], Any], x: Any, h: float = CENTRAL_DIFF
     is a true answer."""
     xp = namespace_of(x)
     work = x if is_writeable_array(x) else xp.asarray(x, copy=True)
+    untouched = xp.asarray(x, copy=True)
     differences = []
+    coarse: set[str] = set()  # the dtypes of f's values coarser than x's
     for index in itertools.product(*(range(n) for n in x.shape)):
         original = xp.asarray(work[index], copy=True)  # a copy: a torch element is a view
         try:
             work = xpx.at(work, index).set(original + h, copy=None, xp=xp)
-            f_plus = f(work)
+            f_plus = _value(f(work), xp, x.dtype, coarse)
             work = xpx.at(work, index).set(original - h, copy=None, xp=xp)
-            f_minus = f(work)
+            f_minus = _value(f(work), xp, x.dtype, coarse)
         finally:
             work = xpx.at(work, index).set(original, copy=None, xp=xp)
         differences.append(f_plus - f_minus)
         advance()
-    if differences and not hasattr(differences[0], "shape"):  # f returned Python numbers
+    if not bool(xp.all((work == untouched) | (xp.isnan(work) & xp.isnan(untouched)))):
+        if work is x:
+            x[...] = untouched
+        raise ValueError("numerical_gradient: f wrote into its argument, so every difference after that was taken "
+                         "at another point; x is as it was. Let f compute from its argument without changing it")
+    if coarse:
+        warnings.warn(f"numerical_gradient: f returns {', '.join(sorted(coarse))} values for a float64 x: each "
+                      "difference carries their rounding, far coarser than h; compute f in float64", RuntimeWarning,
+                      stacklevel=3)
+    if differences and not hasattr(differences[0], "shape"):  # f returned numbers (or another library's arrays)
         stacked = xp.asarray(differences, dtype=x.dtype, device=device(x))
     else:
         stacked = xp.stack(differences) if differences else xp.zeros((0,), dtype=x.dtype, device=device(x))
     return xp.astype(xp.reshape(stacked, x.shape), x.dtype) / (2 * h)
+
+
+def _value(value: Any, xp: Any, dtype: Any, coarse: set[str]) -> Any:
+    """``f``'s value: a 0-D array of ``xp`` as it is (no read back), a number or another library's 0-D array as
+    a Python float (exact); anything else is a ``ValueError``. The dtype of a value computed in a coarser float
+    than a float64 ``x`` is added to ``coarse``."""
+    shape = getattr(value, "shape", ())
+    if tuple(shape) != ():
+        raise ValueError(f"numerical_gradient: f must return a scalar (a 0-D array or a number), not an array of "
+                         f"shape {tuple(shape)}: sum it, or differentiate one element at a time")
+    if not hasattr(value, "shape") or isinstance(value, (int, float)):
+        return float(value)
+    if dtype == xp.float64 and str(value.dtype).rsplit(".", 1)[-1] in ("float16", "bfloat16", "float32"):
+        coarse.add(str(value.dtype))
+    try:
+        same = namespace_of(value) is xp
+    except TypeError:
+        same = False
+    return value if same else float(value)
 
 
 #: An element of a gradient check agrees when ``|backprop - numerical|`` is at most ``CHECK_RTOL`` times the
@@ -353,8 +383,8 @@ def directional_check(
     buffers, which are left as they are. ``d`` is drawn on the host with NumPy's
     ``Generator(seed)`` and spans every parameter.
     """
-    if not h > 0:
-        raise ValueError(f"the step h must be positive, got {h}")
+    if not (h > 0 and math.isfinite(h)):
+        raise ValueError(f"the step h must be a positive finite number, got {h}")
     xp = namespace_of(x, *net.params.values())
     params = {key: _float64_copy(xp, value) for key, value in net.params.items()}
     x, t = _float64_copy(xp, x), _float64_copy(xp, t)
