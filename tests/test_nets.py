@@ -257,3 +257,29 @@ def test_parameter_count_matches_the_nets():
     assert parameter_count([784, 50, 10]) == 39_760
     net = MultiLayerNet(6, [5, 4], 3, xp="numpy", seed=0)
     assert parameter_count(net.sizes) == sum(int(np.prod(value.shape)) for value in net.params.values())
+
+
+class BookStylePReLU:
+    """A learner's PReLU in the book's style: its slope and gradient as attributes, no params dict."""
+
+    def __init__(self, alpha):
+        self.alpha, self.dalpha = alpha, None
+
+    def forward(self, x):
+        self.x = x
+        return np.where(x > 0, x, self.alpha * x)
+
+    def backward(self, dout):
+        self.dalpha = np.sum(np.where(self.x > 0, 0.0, self.x) * dout, axis=0)
+        return np.where(self.x > 0, dout, self.alpha * dout)
+
+
+def test_a_layer_holding_a_weight_and_its_gradient_without_declaring_it_is_refused():
+    from xbackprop import Affine, LayerNet
+
+    rng = np.random.default_rng(0)
+    layers = [Affine(rng.standard_normal((4, 3)), np.zeros(3)), BookStylePReLU(np.full(3, 0.25)),
+              Affine(rng.standard_normal((3, 2)), np.zeros(2))]
+    with pytest.raises(ValueError, match="holds alpha and its gradient dalpha but does not declare") as caught:
+        LayerNet(layers)
+    assert "self.params = {'alpha': ...}" in str(caught.value)

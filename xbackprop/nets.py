@@ -21,6 +21,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 from array_api_compat import device as device_of
+from array_api_compat import is_array_api_obj
 
 from ._namespace import is_integral, namespace_of
 from .backend import backend_name, get_namespace, host_rng, resolve_device, resolve_dtype
@@ -73,6 +74,7 @@ class LayerNet:
         )
         self.last_layer = SoftmaxWithLoss() if last_layer is None else last_layer
         _refuse_shared_layers([*self.layers.items(), ("last_layer", self.last_layer)])
+        _refuse_undeclared_parameters(self.layers)
         self.weight_decay_lambda = weight_decay_lambda
         # (layer name, layer, name in the layer, key in the net) of every parameter and buffer
         self._param_slots = _slots(self.layers, "params")
@@ -473,6 +475,20 @@ def _refuse_shared_layers(named: list[tuple[str, Any]]) -> None:
             raise ValueError(f"LayerNet: {seen[id(layer)]} and {name} are the same {type(layer).__name__} object; "
                              "each place in a net needs a layer of its own (a new instance)")
         seen[id(layer)] = name
+
+
+def _refuse_undeclared_parameters(layers: Mapping[str, Any]) -> None:
+    """A layer holding an array beside its gradient twin (``W``/``dW``, ``w``/``dw``) that is not in its ``params``
+    would never be trained, silently: refused, saying how to declare it."""
+    for layer_name, layer in layers.items():
+        declared = {id(value) for value in (getattr(layer, "params", None) or {}).values()}
+        attributes = vars(layer) if hasattr(layer, "__dict__") else {}
+        for name, value in attributes.items():
+            if f"d{name}" in attributes and is_array_api_obj(value) and id(value) not in declared:
+                raise ValueError(
+                    f"LayerNet: {layer_name} holds {name} and its gradient d{name} but does not declare {name} as a "
+                    f"parameter, so no optimizer would ever train it: give the layer self.params = {{'{name}': "
+                    f"...}} and self.grads = {{}}, and set self.grads['{name}'] in backward")
 
 
 def _slots(layers: Mapping[str, Any], table: str) -> list[tuple[str, Any, str, str]]:
