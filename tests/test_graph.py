@@ -114,3 +114,34 @@ def test_trace_records_a_net_on_every_backend(xp):
     assert last.inputs[0].source is affine2 and last.output_grad == 1
     lines = str(graph).splitlines()
     assert lines[0].startswith("Affine1: x=(5, 6), W1=(6, 4), b1=(4,) -> out=(5, 4)")
+
+
+class SilentScale:
+    """A learner's layer that reports nothing to a trace: y = x * s."""
+
+    def __init__(self, s):
+        self.params, self.grads = {"s": s}, {}
+
+    def forward(self, x):
+        self.x = x
+        return x * self.params["s"]
+
+    def backward(self, dout):
+        self.grads["s"] = (dout * self.x).sum(axis=0)
+        return dout * self.params["s"]
+
+
+def test_a_layer_that_reports_nothing_is_drawn_as_a_box_in_its_place():
+    from xbackprop import Affine, LayerNet, Relu
+
+    rng = np.random.default_rng(0)
+    net = LayerNet([Affine(rng.standard_normal((4, 5)), np.zeros(5)), SilentScale(np.ones(5)), Relu(),
+                    Affine(rng.standard_normal((5, 3)), np.zeros(3))])
+    with trace() as graph:
+        net.gradient(rng.standard_normal((2, 4)), np.array([0, 2]))
+    labels = [node.label for node in graph.nodes]
+    assert labels == ["Affine", "SilentScale", "Relu", "Affine", "SoftmaxWithLoss"]
+    scale = graph.nodes[1]
+    assert scale.inputs[0].source is graph.nodes[0] and graph.nodes[2].inputs[0].source is scale  # one chain
+    assert scale.output_grad is not None and scale.inputs[0].grad is not None
+    assert len(graph.outputs) == 1

@@ -91,6 +91,17 @@ class ComputationalGraph:
                     edge.grad = grad
                 return
 
+    def position(self) -> int:
+        return len(self.nodes)
+
+    def recorded(self, layer: Any, since: int) -> bool:
+        """Whether ``layer`` recorded a forward pass after position ``since``."""
+        return any(node.layer is layer for node in self.nodes[since:])
+
+    def backward_recorded(self, layer: Any) -> bool:
+        """Whether ``layer``'s last forward pass has its backward recorded."""
+        return next((node.output_grad is not None for node in reversed(self.nodes) if node.layer is layer), True)
+
     # -- naming --
     def name(self, **values: Any) -> ComputationalGraph:
         """Label values (leaves or results) and layers by keyword, matched by identity; returns the graph."""

@@ -23,6 +23,7 @@ from typing import Any
 from array_api_compat import device as device_of
 from array_api_compat import is_array_api_obj
 
+from . import _tape
 from ._namespace import is_integral, namespace_of
 from .backend import backend_name, get_namespace, host_rng, resolve_device, resolve_dtype
 from .gradient import central_differences
@@ -141,9 +142,22 @@ class LayerNet:
             raise ValueError(f"params or buffers lack {missing}: this net needs {', '.join(needed)}") from None
 
     def _forward(self, x: Any, train_flg: bool) -> Any:
+        traced = _tape.tracing()
         for name, layer in self.layers.items():
-            x = layer.forward(x, train_flg) if name in self._takes_train_flg else layer.forward(x)
+            since = _tape.position() if traced else 0
+            out = layer.forward(x, train_flg) if name in self._takes_train_flg else layer.forward(x)
+            if traced:  # a layer that does not report its pass is drawn all the same
+                _tape.report_forward_for(layer, since, (x,), out)
+            x = out
         return x
+
+    def _backward(self, dout: Any) -> None:
+        traced = _tape.tracing()
+        for layer in reversed(self.layers.values()):
+            grad = layer.backward(dout)
+            if traced:
+                _tape.report_backward_for(layer, dout, grad)
+            dout = grad
 
     def _new_buffers(self, keep: bool) -> dict[str, Any]:
         """The layers' buffers after a pass; with ``keep`` (no ``buffers=`` given) they become the net's own."""
@@ -287,9 +301,7 @@ class LayerNet:
         for _, layer, _, _ in self._param_slots:
             layer.grads.clear()  # a gradient backward forgets to set must not be last pass's
 
-        dout = self.last_layer.backward(1)
-        for layer in reversed(self.layers.values()):
-            dout = layer.backward(dout)
+        self._backward(self.last_layer.backward(1))
 
         params = self.params if params is None else params
         grads = {}
