@@ -188,3 +188,28 @@ def test_an_idx_file_is_read_no_further_than_the_images_asked_for(tmp_path):
     assert labels == [f"{path.name}[{i}]" for i in range(3)] and pixels.dtype == np.float32
     with pytest.raises(Exception, match="header says shape"):
         read_idx(path, ndim=3)  # the whole file is still checked when all of it is asked for
+
+
+def poisoned_copy(path, target, **changes):
+    with np.load(path) as saved:
+        members = {key: saved[key] for key in saved.files}
+    members.update(changes)
+    np.savez(target, **members)
+    return target
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"W1": np.full((784, 20), 1e39)}, r"W1 holds values up to 1e\+39, beyond float32's largest"),
+    ({"buffer.running_var1": -np.ones(20)}, "running_var1 holds negative variances"),
+    ({"buffer.running_var1": np.full(20, np.nan)}, "running_var1 holds NaN or infinite numbers"),
+    ({"dropout_ratio": np.array(1.5)}, r"dropout ratio 1.5 is not in \[0, 1\)"),
+])
+def test_a_saved_net_whose_numbers_are_legal_but_poisonous_is_refused(tmp_path, changes, message):
+    from xbackprop import MultiLayerNet
+
+    net = MultiLayerNet(784, [20], 10, use_batchnorm=True, use_dropout=True, xp="numpy", dtype="float64", seed=0)
+    save_params(tmp_path / "good.npz", net)
+    path = poisoned_copy(tmp_path / "good.npz", tmp_path / "bad.npz", **changes)
+    with pytest.raises(ValueError, match=message) as caught:
+        load_net(path, xp="numpy", dtype="float32")
+    assert str(path) in str(caught.value)

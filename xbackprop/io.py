@@ -290,6 +290,11 @@ def read_saved(path: str | os.PathLike[str], expected: dict[str, tuple[int, ...]
     batchnorm = described["batchnorm"] is not None and bool(described["batchnorm"].ravel()[:1].any())
     ratio = described["dropout_ratio"]
     dropout_ratio = float(ratio.ravel()[0]) if ratio is not None and ratio.size == 1 else None
+    if dropout_ratio is not None and not 0.0 <= dropout_ratio < 1.0:
+        raise ValueError(f"{path}: dropout ratio {dropout_ratio} is not in [0, 1)")
+    for key, value in buffers.items():
+        if key.startswith("running_var") and value.dtype.kind == "f" and (value < 0).any():
+            raise ValueError(f"{path}: {key} holds negative variances; a net cannot be loaded from them")
     return SavedNet(stored, sizes, text["activation"], text["dataset"], buffers, batchnorm, dropout_ratio)
 
 
@@ -318,6 +323,18 @@ def load_net(path: str | os.PathLike[str], *, xp: Any = None, device: Any = None
                         use_batchnorm=saved.batchnorm, xp=xp, device=device, dtype=dtype)
     load_params(path, net, saved=saved)
     return net, saved
+
+
+def _check_representable(path: str | os.PathLike[str], key: str, stored: np.ndarray, dtype: Any) -> None:
+    """``ValueError`` where a stored float would overflow to infinity in the net's ``dtype`` (a float64 weight of
+    1e39 is inf in float32)."""
+    name = str(dtype).rsplit(".", 1)[-1]
+    if stored.dtype.kind != "f" or name not in ("float16", "float32", "float64"):
+        return
+    largest = float(np.finfo(np.dtype(name)).max)
+    if stored.size and float(np.abs(stored).max()) > largest:
+        raise ValueError(f"{path}: {key} holds values up to {float(np.abs(stored).max()):.3g}, beyond {name}'s "
+                         f"largest ({largest:.3g}): loaded in {name} they would be infinite")
 
 
 def _shapes_of(sizes: list[int], batchnorm: bool) -> dict[str, tuple[int, ...]]:
@@ -353,6 +370,9 @@ def load_params(path: str | os.PathLike[str], net: Any, *, saved: SavedNet | Non
         for key, value in mine.items():
             if tuple(table[key].shape) != tuple(value.shape):
                 raise ValueError(f"{path}: {key} has shape {table[key].shape}, the network needs {tuple(value.shape)}")
+    for table, mine in ((stored, net.params), (saved.buffers, buffers)):
+        for key, value in mine.items():
+            _check_representable(path, key, table[key], value.dtype)
     converted = {key: net.xp.asarray(stored[key], dtype=net.dtype, device=net.device) for key in net.params}
     converted_buffers = {key: net.xp.asarray(saved.buffers[key], dtype=value.dtype, device=net.device)
                          for key, value in buffers.items()}
