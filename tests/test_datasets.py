@@ -201,3 +201,55 @@ def test_fashion_mnist_filed_as_mnist_is_recognised_by_its_checksums(data_dir, t
     monkeypatch.setenv("XBACKPROP_DATA", str(tmp_path))
     with pytest.raises(DataError, match=r"holds fashion-mnist, not mnist: move it to a folder named fashion-mnist/"):
         load_dataset("mnist", download=False)
+
+
+def mixed_folder(folder, sources):
+    """``folder``, made, with IDX files that are links to ``sources`` ``{file name: source path}``."""
+    folder.mkdir()
+    for name, source in sources.items():
+        (folder / name).symlink_to(source)
+    return folder
+
+
+def test_a_folder_is_identified_by_all_four_files(data_dir, synthetic_dir, tmp_path):
+    from xbackprop.datasets import identify_dataset
+
+    fashion, mnist = data_dir / "fashion-mnist", data_dir / "mnist"
+    assert identify_dataset(fashion) == "fashion-mnist" and identify_dataset(synthetic_dir) is None
+    cases = {
+        "fashion's training images among MNIST's files": (
+            {"train-images-idx3-ubyte.gz": fashion / "train-images-idx3-ubyte.gz",
+             **{f"{stem}.gz": mnist / f"{stem}.gz" for stem in ("train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                                                              "t10k-labels-idx1-ubyte")}},
+            "train-images-idx3-ubyte is fashion-mnist's"),
+        "train and test swapped": (
+            {"train-images-idx3-ubyte.gz": fashion / "t10k-images-idx3-ubyte.gz",
+             "train-labels-idx1-ubyte.gz": fashion / "t10k-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz": fashion / "train-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz": fashion / "train-labels-idx1-ubyte.gz"},
+            "train-images-idx3-ubyte is fashion-mnist's t10k-images-idx3-ubyte"),
+        "one known file beside unknown ones": (
+            {"t10k-labels-idx1-ubyte.gz": fashion / "t10k-labels-idx1-ubyte.gz",
+             **{f"{stem}.gz": synthetic_dir / f"{stem}.gz" for stem in ("train-images-idx3-ubyte",
+                                                                      "train-labels-idx1-ubyte",
+                                                                      "t10k-images-idx3-ubyte")}},
+            "train-images-idx3-ubyte is none of fashion-mnist's"),
+    }
+    for number, (sources, message) in enumerate(cases.values()):
+        with pytest.raises(DataError, match=message):
+            identify_dataset(mixed_folder(tmp_path / f"case{number}", sources))
+
+
+def test_a_plain_file_beside_a_different_gz_of_its_name_is_refused(synthetic_dir, tmp_path):
+    import gzip
+    import shutil
+
+    from xbackprop.datasets import identify_dataset
+
+    folder = shutil.copytree(synthetic_dir, tmp_path / "d")
+    plain = gzip.decompress((folder / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(plain)
+    assert identify_dataset(folder) is None  # the same data twice is fine
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(plain[:-1] + bytes([(plain[-1] + 1) % 10]))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte and t10k-labels-idx1-ubyte.gz hold different data"):
+        identify_dataset(folder)

@@ -254,3 +254,8 @@ def test_an_f_that_writes_into_its_argument_is_caught_and_the_argument_restored(
     with pytest.raises(ValueError, match="f wrote into its argument"):
         numerical_gradient(writes, x)
     np.testing.assert_array_equal(x, [1.0, 2.0, 3.0])
+
+
+def test_gradcheck_refuses_a_data_dir_that_is_not_mnist(data_dir, capsys):
+    assert gradcheck_main(["--data-dir", str(data_dir / "fashion-mnist")]) == 2
+    assert "holds fashion-mnist, not MNIST" in capsys.readouterr().err

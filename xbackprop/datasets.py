@@ -460,26 +460,59 @@ def find_dataset_dir(name: str, data_dir: str | os.PathLike[str] | None = None, 
 
 
 def identify_dataset(folder: str | os.PathLike[str]) -> str | None:
-    """Which known dataset an IDX folder holds (``"mnist"``, ``"fashion-mnist"``), or ``None``.
+    """Which known dataset an IDX folder holds (``"mnist"``, ``"fashion-mnist"``), or ``None`` for data xbackprop
+    does not know.
 
-    Decided by the SHA-256 of its test labels (10 kB, compressed or not), so a folder
-    named anything is recognised, and an unknown one is not mistaken for MNIST.
+    Decided by the SHA-256 of all four files (compressed or not), so a folder named anything is
+    recognised and an unknown one is not mistaken for MNIST. A folder whose files are not one known
+    dataset's, each in its place (Fashion-MNIST's training images among MNIST's files, train and test
+    swapped, one known file beside unknown ones), or that holds a plain file and a different ``.gz`` of
+    the same name, is a :class:`DataError` saying which files.
     """
-    stem = IDX_FILES["test"][1]
-    path = _find_file(Path(folder), stem)
-    if path is None:
+    folder = Path(folder)
+    known: dict[str, tuple[str, str] | None] = {}
+    for stem in _stems():
+        paths = [path for path in (folder / stem, folder / f"{stem}.gz") if path.is_file()]
+        if len(paths) == 2 and not _same_data(*paths):
+            raise DataError(f"{folder}: {stem} and {stem}.gz hold different data; keep the one you mean")
+        if paths:
+            known[stem] = _known_as(paths[0])
+    recognised = {stem: kind for stem, kind in known.items() if kind is not None}
+    if not recognised:
         return None
+    names = {name for name, _ in recognised.values()}
+    wrong = [f"{stem} is {name}'s {held}" for stem, (name, held) in recognised.items() if held != stem]
+    wrong += [f"{stem} is none of {'/'.join(sorted(names))}'s" for stem, kind in known.items() if kind is None]
+    if len(names) > 1:
+        wrong = [f"{stem} is {name}'s" for stem, (name, _) in recognised.items()] + wrong
+    if wrong:
+        raise DataError(f"{folder}: its IDX files are not one dataset's, each in its place: {'; '.join(wrong)}")
+    return names.pop()
+
+
+_RECOGNISED: dict[tuple[str, int, int], tuple[str, str] | None] = {}
+
+
+def _known_as(path: Path) -> tuple[str, str] | None:
+    """``(dataset, stem)`` whose published SHA-256 the file matches, or ``None`` (remembered per file state)."""
+    state = path.stat()
+    key = (str(path.resolve()), state.st_size, state.st_mtime_ns)
+    if key not in _RECOGNISED:
+        try:
+            digests = _digests(path)
+        except OSError:
+            digests = set()
+        _RECOGNISED[key] = next(((name, stem) for name, files in CHECKSUMS.items() for stem, sums in files.items()
+                                 if digests & set(sums.values())), None)
+    return _RECOGNISED[key]
+
+
+def _same_data(plain: Path, compressed: Path) -> bool:
+    """Whether ``compressed`` decompresses to ``plain``'s bytes (by SHA-256)."""
     try:
-        data = path.read_bytes()
-        digests = {_sha256(data)}
-        if path.suffix == ".gz":
-            digests.add(_sha256(gzip.decompress(data)))
-    except (OSError, EOFError):
-        return None
-    for name, files in CHECKSUMS.items():
-        if digests & set(files[stem].values()):
-            return name
-    return None
+        return bool(_digests(plain) & _digests(compressed))
+    except OSError:
+        return False
 
 
 def load_split(folder: str | os.PathLike[str], split: str) -> tuple[np.ndarray, np.ndarray]:

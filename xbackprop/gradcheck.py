@@ -20,7 +20,7 @@ from typing import Any
 from ._progress import reporting
 from .backend import BACKENDS, backend_name, enable_float64, get_namespace, host_rng
 from .cli import Parser, UsageError, non_negative_int, positive_int, run_command
-from .datasets import find_dataset_dir, load_split
+from .datasets import find_dataset_dir, identify_dataset, load_split
 from .gradient import CENTRAL_DIFFERENCE_STEP, gradient_check
 from .nets import TwoLayerNet
 
@@ -57,6 +57,8 @@ def _gradcheck(argv: list[str] | None) -> int:
     if args.data_dir is not None and find_dataset_dir("mnist", args.data_dir, split="test") != Path(args.data_dir):
         raise UsageError(f"--data-dir {args.data_dir}: no MNIST test files (t10k-images-idx3-ubyte, "
                          "t10k-labels-idx1-ubyte, .gz or not) in that folder")
+    if args.data_dir is not None and (held := identify_dataset(args.data_dir)) not in (None, "mnist"):
+        raise UsageError(f"--data-dir {args.data_dir}: holds {held}, not MNIST: the book's check runs on MNIST")
     folder = find_dataset_dir("mnist", args.data_dir, split="test")
     if folder is not None:
         images, labels = load_split(folder, "test")
