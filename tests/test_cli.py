@@ -140,3 +140,28 @@ def test_a_device_that_holds_no_data_is_a_user_error():
     completed = command("train", "--dataset", "digits", "--backend", "torch", "--device", "meta", "--iters", "1")
     assert completed.returncode == 2 and completed.stderr.count("\n") == 1
     assert "--device meta: device 'meta' cannot be used with torch" in completed.stderr
+
+
+@pytest.mark.parametrize(("args", "env", "named"), [
+    (("train", "--data-dir", "{data}", "--iters", "1", "--report", ""), {}, "--report: give a folder name"),
+    (("predict", "--load", "m.npz", "{data}/t10k-images-idx3-ubyte.gz", "{data}/t10k-labels-idx1-ubyte.gz",
+      "--report", ""), {}, "--report: give a folder name"),
+    (("train", "--data-dir", "{data}", "--iters", "1"), {"XBACKPROP_CAPTURE": "bogus"}, "XBACKPROP_CAPTURE='bogus'"),
+    (("train", "--data-dir", "{data}", "--iters", "1", "--weight-init-std", "1e308"), {}, "--weight-init-std 1e+308"),
+])
+def test_small_mistakes_end_in_one_line_naming_their_flag(synthetic_dir, tmp_path, args, env, named):
+    args = [arg.format(data=synthetic_dir) for arg in args]
+    completed = command(*args, cwd=tmp_path, env={**os.environ, **env})
+    assert completed.returncode == 2 and completed.stderr.count("\n") == 1, completed.stderr
+    assert named in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_a_loaded_net_reported_without_training(synthetic_dir, tmp_path):
+    assert command("train", "--data-dir", str(synthetic_dir), "--iters", "10", "--quiet", "--save", "m.npz",
+                   cwd=tmp_path).returncode == 0
+    completed = command("train", "--data-dir", str(synthetic_dir), "--iters", "0", "--load", "m.npz", "--report",
+                        "rep", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["confusion.png", "curves.png", "mistakes.png",
+                                                                     "summary.md"]
+    assert "after 0 iterations (nothing trained)" in completed.stdout and "per iteration" not in completed.stdout

@@ -351,6 +351,9 @@ def capturer_for(xp: ModuleType, like: Any) -> Any:
     """The capturer of training steps for arrays like ``like`` (a parameter): CUDA graphs for CuPy and for torch
     on a CUDA device, ``None`` elsewhere or when ``XBACKPROP_CAPTURE=0``. See :mod:`xbackprop.capture`."""
     mode = os.environ.get(CAPTURE_ENV, "").strip().lower()
+    if mode not in {"", "1", "on", "yes", "true", "0", "off", "no", "false", "replay"}:
+        raise ValueError(f"{CAPTURE_ENV}={os.environ[CAPTURE_ENV]!r}: use 0 (no captured steps) or replay (the "
+                         "stand-in capturer), or leave it unset")
     if mode in {"0", "off", "no", "false"}:
         return None
     if mode == "replay":

@@ -98,9 +98,9 @@ def report_paths(folder: str | os.PathLike[str], *, curves: bool,
                  inputs: Sequence[tuple[str, Any]] = ()) -> dict[str, Path]:
     """The report's files in ``folder`` (made if missing; its parent must exist), planned together and against
     ``inputs`` before any work (see :func:`xbackprop.io.plan_outputs`)."""
+    if not os.fspath(folder).strip():
+        raise ValueError("--report: give a folder name, not an empty one")
     folder = Path(folder)
-    if not str(folder):
-        raise ValueError("--report: give a folder name")
     if not folder.parent.is_dir():
         raise ValueError(f"--report {folder}: folder {folder.parent} does not exist")
     if folder.exists() and not folder.is_dir():

@@ -57,8 +57,8 @@ def results_figure(runs: Sequence[tuple[str, TrainResult]], title: str = "") -> 
                 ax.axvline(result.diverged_at, color="tab:red", lw=0.8, ls=":")
         ax_acc.set(ylim=(0, 1), ylabel="accuracy" if column == 0 else None, title=heading)
         ax_loss.set(xlabel="iteration", ylabel="minibatch loss" if column == 0 else None)
-        if not log_axis and finite:
-            ax_loss.set_ylim(0, max(finite) * 1.08)  # from zero: a loss moving from 2.305 to 2.265 looks that small
+        if not log_axis:  # from zero: a loss moving from 2.305 to 2.265 looks that small (no losses: 0 to 1)
+            ax_loss.set_ylim(0, max(finite) * 1.08 if finite else 1.0)
         else:
             ax_loss.set_yscale("log")
             ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 0.01, not 10^-2

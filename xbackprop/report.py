@@ -55,10 +55,12 @@ def summary_line(result: TrainResult) -> str:
     if result.diverged_at:
         ending = f"diverged at iteration {result.diverged_at} (loss {result.losses[result.diverged_at - 1]:.4g})"
         ending += "; stopped. " if result.steps_done == result.diverged_at else "; trained on. "
+    accuracies = f"{ending}test acc {result.final_test_acc:.4f}, train acc {result.final_train_acc:.4f}"
+    if not result.steps_done:  # the time was the evaluation's: no speed to quote
+        return f"{accuracies} after 0 iterations (nothing trained)"
     return (
-        f"{ending}test acc {result.final_test_acc:.4f}, train acc {result.final_train_acc:.4f} after "
-        f"{result.steps_done} iterations in {result.seconds:.1f} s ({result.samples_per_s:,.0f} samples/s, "
-        f"{1e3 * result.seconds / max(result.steps_done, 1):.3g} ms per iteration)"
+        f"{accuracies} after {result.steps_done} iterations in {result.seconds:.1f} s "
+        f"({result.samples_per_s:,.0f} samples/s, {1e3 * result.seconds / result.steps_done:.3g} ms per iteration)"
     )
 
 

@@ -313,7 +313,7 @@ def _check_outputs(config: TrainConfig) -> None:
                      updates=[("--save", "--load")])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if config.report:
+    if config.report is not None:
         if config.lr_sweep:
             raise UsageError("--report describes one run: drop --lr-sweep, or train the rate you want to see")
         if importlib.util.find_spec("matplotlib") is None:
@@ -516,13 +516,16 @@ def train_runs(
     The trained nets are appended to ``nets`` when given."""
     runs = []
     for lr in plan.rates:
-        net = MultiLayerNet(
-            plan.sizes[0], plan.sizes[1:-1], plan.sizes[-1], activation=plan.activation,
-            weight_init_std=config.weight_init_std, weight_decay_lambda=config.weight_decay,
-            use_dropout=plan.dropout is not None, dropout_ratio=0.5 if plan.dropout is None else plan.dropout,
-            use_batchnorm=plan.batchnorm, xp=plan.xp, device=plan.device, dtype=plan.dtype,
-            seed=config.seed,
-        )
+        try:
+            net = MultiLayerNet(
+                plan.sizes[0], plan.sizes[1:-1], plan.sizes[-1], activation=plan.activation,
+                weight_init_std=config.weight_init_std, weight_decay_lambda=config.weight_decay,
+                use_dropout=plan.dropout is not None, dropout_ratio=0.5 if plan.dropout is None else plan.dropout,
+                use_batchnorm=plan.batchnorm, xp=plan.xp, device=plan.device, dtype=plan.dtype,
+                seed=config.seed,
+            )
+        except ValueError as exc:  # the library names its argument; the command names the flag
+            raise UsageError(str(exc).replace("weight_init_std", "--weight-init-std", 1)) from None
         if config.load:
             try:
                 load_params(config.load, net)
@@ -631,7 +634,7 @@ def run(config: TrainConfig) -> int:
     if not is_root:
         return 0
     write_reports(config, plan, runs)
-    if config.report:
+    if config.report is not None:
         _write_learned(config, plan, runs[-1][1], nets[-1])
     return 1 if (not config.lr_sweep and runs[0][1].diverged_at) else 0
 

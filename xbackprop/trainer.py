@@ -305,6 +305,8 @@ def make_steps(net: Any, optimizer: Any, xp: Any, *, batch_size: int, sync: Any 
         if capturer is None:
             try:
                 capturer = capturer_for(xp, next(iter(net.params.values())))
+            except ValueError:  # XBACKPROP_CAPTURE names no mode: the user's mistake, not the machine's
+                raise
             except Exception as exc:  # a capturer that cannot even be set up (a cuBLAS library not found, say)
                 warnings.warn(f"captured training steps are unavailable ({type(exc).__name__}: {exc}); stepping "
                               "eagerly", RuntimeWarning, stacklevel=2)
