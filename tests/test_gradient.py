@@ -236,8 +236,8 @@ def test_numerical_gradient_takes_another_librarys_values_exactly_and_says_when_
 
 @pytest.mark.parametrize(("f", "h", "message"), [
     (lambda v: v**2, 1e-4, r"f must return a scalar .* not an array of shape \(3,\)"),
-    (lambda v: float((v**2).sum()), float("inf"), "positive finite number, got inf"),
-    (lambda v: float((v**2).sum()), float("nan"), "positive finite number, got nan"),
+    (lambda v: float((v**2).sum()), float("inf"), "must be positive and finite, got inf"),
+    (lambda v: float((v**2).sum()), float("nan"), "must be positive and finite, got nan"),
 ])
 def test_numerical_gradient_refuses_what_it_cannot_differentiate(f, h, message):
     with pytest.raises(ValueError, match=message):

@@ -283,3 +283,39 @@ def test_a_layer_holding_a_weight_and_its_gradient_without_declaring_it_is_refus
     with pytest.raises(ValueError, match="holds alpha and its gradient dalpha but does not declare") as caught:
         LayerNet(layers)
     assert "self.params = {'alpha': ...}" in str(caught.value)
+
+
+def test_a_net_copies_and_pickles_with_its_parameters_and_buffers(xp):
+    import copy
+    import pickle
+
+    from xbackprop import MultiLayerNet
+
+    net = MultiLayerNet(4, [3], 2, xp=xp, dtype="float64", seed=0, use_batchnorm=True)
+    x = xp.asarray(np.random.default_rng(0).random((5, 4)))
+    t = xp.asarray(np.array([0, 1, 1, 0, 1]))
+    net.gradient(x, t)  # running statistics move
+    for twin in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert twin.xp is net.xp and twin.params.keys() == net.params.keys()
+        for key in (*net.params, *net.buffers):
+            mine, theirs = net.params.get(key, net.buffers.get(key)), twin.params.get(key, twin.buffers.get(key))
+            assert mine is not theirs
+            np.testing.assert_array_equal(to_numpy(mine), to_numpy(theirs))
+        assert float(twin.loss(x, t)) == float(net.loss(x, t))
+
+
+def test_a_parameter_of_another_library_names_both():
+    torch = pytest.importorskip("torch", reason="needs PyTorch: its tensor is the other library here")
+    net = TwoLayerNet(4, 3, 2, xp="numpy", dtype="float64")
+    params = {**net.params, "W1": torch.ones((4, 3), dtype=torch.float64)}
+    with pytest.raises(TypeError, match="params\\['W1'\\] is a torch array, this net's are numpy's"):
+        net.loss(np.ones((2, 4)), np.array([0, 1]), params)
+
+
+def test_an_optimizer_names_a_gradient_that_is_missing():
+    from xbackprop.optimizers import OPTIMIZERS
+
+    params = {"W1": np.ones(2), "b1": np.ones(2)}
+    for optimizer in OPTIMIZERS.values():
+        with pytest.raises(ValueError, match="grads lack b1"):
+            optimizer().update(params, {"W1": np.ones(2)})

@@ -69,7 +69,7 @@ def numerical_gradient(
     if not xp.isdtype(x.dtype, "real floating"):
         raise TypeError(f"numerical_gradient needs a real floating array, got {x.dtype}: h = {h} would be rounded away")
     if not (h > 0 and math.isfinite(h)):
-        raise ValueError(f"the step h must be a positive finite number, got {h}")
+        raise ValueError(f"the step h must be positive and finite, got {h}")
     resolution = float(xp.finfo(x.dtype).eps)
     if resolution >= h:
         raise TypeError(f"numerical_gradient: h = {h} is below {x.dtype}'s resolution ({resolution:.1e}), so x + h "
@@ -384,7 +384,7 @@ def directional_check(
     ``Generator(seed)`` and spans every parameter.
     """
     if not (h > 0 and math.isfinite(h)):
-        raise ValueError(f"the step h must be a positive finite number, got {h}")
+        raise ValueError(f"the step h must be positive and finite, got {h}")
     xp = namespace_of(x, *net.params.values())
     params = {key: _float64_copy(xp, value) for key, value in net.params.items()}
     x, t = _float64_copy(xp, x), _float64_copy(xp, t)

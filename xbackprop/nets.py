@@ -58,6 +58,10 @@ class LayerNet:
     passed to a method) at every forward pass, so ``net.params["W1"] -= lr * g`` and
     ``net.params["W1"] = new_array`` both take effect at once. ``weight_decay_lambda``
     adds ``0.5 * lambda * sum(W**2)`` for every parameter named ``W`` (chapter 6).
+
+    A net is not thread-safe: its layers cache the last pass for their backward, as the
+    book's do, so two threads using one net would mix their passes. Give each thread its own
+    (``copy.deepcopy(net)``; nets also pickle, their namespace by its name).
     """
 
     activation: str | None = None
@@ -134,12 +138,23 @@ class LayerNet:
                 if not hasattr(value, "shape"):
                     raise TypeError(f"params[{key!r}] is a {type(value).__name__}, not an array: give "
                                     f"{backend_name(self.xp)} arrays (xp.asarray(...))")
+                if namespace_of(value) is not self.xp:
+                    raise TypeError(f"params[{key!r}] is a {backend_name(namespace_of(value))} array, this net's "
+                                    f"are {backend_name(self.xp)}'s: convert it (xbackprop.to_numpy, xp.asarray)")
                 layer.params[name] = value
             for _, layer, name, key in self._buffer_slots:
                 layer.buffers[name] = buffers[key]
         except KeyError as missing:
             needed = [key for *_, key in (*self._param_slots, *self._buffer_slots)]
             raise ValueError(f"params or buffers lack {missing}: this net needs {', '.join(needed)}") from None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For ``copy.deepcopy`` and ``pickle``: parameters, buffers and layers, the namespace by its name."""
+        return {**self.__dict__, "xp": backend_name(self.xp), "device": None}  # a JAX device does not pickle
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({**state, "xp": get_namespace(state["xp"], strict=True)})
+        self.device = device_of(next(iter(self.params.values())))
 
     def _forward(self, x: Any, train_flg: bool) -> Any:
         traced = _tape.tracing()

@@ -32,6 +32,15 @@ def _zeros_like(params: dict[str, Any]) -> dict[str, Any]:
     return {key: namespace_of(value).zeros_like(value) for key, value in params.items()}
 
 
+def _check_keys(params: dict[str, Any], grads: dict[str, Any]) -> None:
+    """``ValueError`` naming the keys where ``params`` and ``grads`` differ (a KeyError deep inside otherwise)."""
+    if params.keys() != grads.keys():
+        missing, extra = sorted(set(params) - set(grads)), sorted(set(grads) - set(params))
+        said = [f"grads lack {', '.join(missing)}"] if missing else []
+        said += [f"grads hold {', '.join(extra)}, which params do not"] if extra else []
+        raise ValueError(f"{'; '.join(said)}: an optimizer moves each parameter by its own gradient")
+
+
 class Optimizer:
     """The two ways to take a step; subclasses define ``init`` and ``step``."""
 
@@ -76,6 +85,7 @@ class Optimizer:
 
     def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
         """The book's ``update``: move ``params`` (in place where possible) and keep the state."""
+        _check_keys(params, grads)
         if self.state is None:
             self.state = self.init(params)
         steps, self.state = self.step(grads, self.state)
@@ -84,6 +94,7 @@ class Optimizer:
 
     def apply(self, params: dict[str, Any], grads: dict[str, Any], state: State) -> tuple[dict[str, Any], State]:
         """New parameters and state after one step; nothing passed in is modified."""
+        _check_keys(params, grads)
         steps, state = self.step(grads, state)
         return {key: params[key] - steps[key] for key in params}, state
 
