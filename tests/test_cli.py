@@ -165,3 +165,72 @@ def test_a_loaded_net_reported_without_training(synthetic_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["confusion.png", "curves.png", "mistakes.png",
                                                                      "summary.md"]
     assert "after 0 iterations (nothing trained)" in completed.stdout and "per iteration" not in completed.stdout
+
+
+@pytest.mark.parametrize(("signum", "status", "said"), [(signal.SIGTERM, 143, "terminated by SIGTERM"),
+                                                        (signal.SIGINT, 130, "interrupted"),
+                                                        (signal.SIGHUP, 129, "terminated by SIGHUP")])
+def test_a_signal_while_a_command_is_still_importing_ends_it_in_one_line(signum, status, said):
+    """As ``python -m xbackprop.train`` would be, before the command's own handling is in place."""
+    code = ("import os, signal, sys, time; sys.orig_argv[:] = [sys.executable, '-m', 'xbackprop.train']; "
+            f"import xbackprop._startup; os.kill(os.getpid(), {int(signum)}); time.sleep(10); print('lived on')")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == status and completed.stdout == ""
+    assert completed.stderr == f"python -m xbackprop.train: {said}\n"
+
+
+def test_outside_a_command_importing_xbackprop_changes_no_signal_handler():
+    code = ("import signal; before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]; "
+            "import xbackprop; "
+            "assert before == [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+@pytest.mark.parametrize("seen", [True, False], ids=["callback-seen", "callback-unseen"])
+def test_a_signal_that_lands_in_a_garbage_collection_callback_still_ends_the_command(monkeypatch, seen):
+    """JAX runs Python in a GC callback, where an exception raised by a signal handler is printed and dropped;
+    the command must end all the same, promptly, in one line: deferred when the callback is seen on the stack,
+    raised again when Python reports it dropped."""
+    import gc
+
+    import xbackprop.cli
+
+    if not seen:
+        monkeypatch.setattr(xbackprop.cli, "_inside_gc_callback", lambda frame: False)
+
+    finished = []
+
+    def callback(phase, info):
+        if phase == "start" and not finished:
+            finished.append("signalled")
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(1000))  # the handler runs here, inside the callback
+
+    def main(argv):
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                sum(range(100))
+            finished.append("trained to the end")
+        finally:
+            gc.callbacks.remove(callback)
+        return 0
+
+    started = time.monotonic()
+    assert run_command(main, "prog") == 143
+    assert finished == ["signalled"] and time.monotonic() - started < 2
+
+
+def test_a_termination_that_breaks_an_import_is_reported_as_the_termination(capsys):
+    def main(argv):
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            sum(range(1000))
+        except BaseException:  # as an extension module's initialisation, cut short, reports it
+            raise ImportError("initialization of _c_internal_utils raised unreported exception") from None
+        return 0
+
+    assert run_command(main, "prog") == 129
+    assert capsys.readouterr().err == "prog: terminated by SIGHUP\n"

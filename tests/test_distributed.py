@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -143,3 +144,29 @@ def test_shards_cover_the_batch_once(n, size):
     rows = [range(n)[_shard(n, rank, size)] for rank in range(size)]
     assert [i for r in rows for i in r] == list(range(n))
     assert max(map(len, rows)) - min(map(len, rows)) <= 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_launcher_ends_every_rank_promptly(synthetic_dir, signum):
+    """A scheduler's time limit (SIGTERM to mpiexec) or Ctrl-C: every rank ends, in a second or two, however the
+    ranks stood (one may be waiting inside an all-reduce, where no signal reaches Python). Three tries: the
+    hang this guards against came every other time."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    for _ in range(3):
+        child = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "xbackprop.train", "--data-dir",
+                                  str(synthetic_dir), "--iters", "10000000", "--batch-size", "10", "--quiet"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                 stdin=subprocess.DEVNULL)
+        assert child.stdout.readline().startswith("xbackprop ")  # the header: both ranks are training
+        time.sleep(0.5)
+        child.send_signal(signum)
+        started = time.perf_counter()
+        try:
+            _, err = child.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            raise AssertionError("the ranks lived on after the launcher's signal") from None
+        assert time.perf_counter() - started < 10
+        assert child.returncode == 128 + signum
+        assert err.count("terminated by SIGTERM" if signum == signal.SIGTERM else "interrupted") <= 1
+        assert "Traceback" not in err and "Abort(" not in err

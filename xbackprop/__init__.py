@@ -2,6 +2,7 @@
 on the Python Array API standard, so one code path runs on NumPy, CuPy, PyTorch,
 JAX and array-api-strict."""
 
+from . import _startup  # noqa: F401  # first: in a command's process, signals during the imports end it cleanly
 from .backend import BACKENDS, BackendUnavailableError, get_namespace, to_numpy
 from .datasets import load_mnist
 from .functions import (

@@ -19,6 +19,7 @@ that holds a newline (a path may) keeps to one line.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import re
@@ -125,21 +126,71 @@ def _number(kind: type, text: str) -> Any:
         raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated(signum)
+#: Signals received while a command runs, in order (SIGINT, SIGTERM, SIGHUP).
+_RECEIVED: list[int] = []
+
+
+def _ending_for(signum: int) -> BaseException:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
+def _inside_gc_callback(frame: Any) -> bool:
+    """Whether ``frame`` runs inside a garbage-collection callback (JAX registers one), where Python prints an
+    exception raised from a signal handler and then drops it."""
+    codes = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """Raise the signal's ending where the program is; inside a GC callback, a moment later, outside it."""
+    _RECEIVED.append(signum)
+    if _inside_gc_callback(frame) and hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0.01)  # _on_alarm raises it once the callback has returned
+        return
+    raise _ending_for(signum)
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    if _inside_gc_callback(frame):
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        return
+    if _RECEIVED:
+        raise _ending_for(_RECEIVED[-1])
+
+
+def _raise_again_if_dropped(unraisable: Any) -> None:
+    """``sys.unraisablehook`` while a command runs: a signal's ending that Python dropped (raised in a callback
+    it cannot propagate from) is raised again a moment later; anything else is reported as Python would."""
+    if isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)) and hasattr(signal, "setitimer"):
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 @contextmanager
 def _terminations_raise() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise :class:`Terminated` for the length of the block (main thread only)."""
-    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    """For the length of the block (main thread only): Ctrl-C raises ``KeyboardInterrupt``, SIGTERM and SIGHUP
+    raise :class:`Terminated`, never inside a garbage-collection callback, which would drop them (and if one is
+    dropped all the same, it is raised again)."""
+    # a signal the process was told to ignore stays ignored (nohup's SIGHUP, SIGINT in a background job)
+    names = [name for name in ("SIGINT", "SIGTERM", "SIGHUP")
+             if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN]
+    handlers = {name: _on_signal for name in names}
+    if hasattr(signal, "SIGALRM"):
+        handlers["SIGALRM"] = _on_alarm
     try:
-        previous = {name: signal.signal(getattr(signal, name), _raise_terminated) for name in names}
+        previous = {name: signal.signal(getattr(signal, name), handler) for name, handler in handlers.items()}
     except ValueError:  # not the main thread: leave the process's handlers alone
         previous = {}
+    hook, sys.unraisablehook = sys.unraisablehook, _raise_again_if_dropped
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         for name, handler in previous.items():
             signal.signal(getattr(signal, name), handler)
 
@@ -159,25 +210,41 @@ def run_command(main: Callable[[list[str] | None], int], prog: str, argv: list[s
                      line: Any = None) -> None:
         say(f"warning: {message}")
 
+    _RECEIVED.clear()
     with warnings.catch_warnings(), _terminations_raise():
         warnings.showwarning = show_warning
         try:
-            return main(argv)
-        except (UsageError, ValueError, BackendUnavailableError) as exc:
-            say(f"error: {exc}")
-        except OSError as exc:  # a file that cannot be read or written
-            if isinstance(exc, BrokenPipeError):
-                return _quiet_after_broken_pipe()
-            where = f"{exc.filename}: " if exc.filename else ""
-            say(f"error: {where}{exc.strerror or exc}")
-        except MemoryError:
-            say("error: out of memory: try a smaller net, batch or --limit")
+            status = main(argv)
+            if _RECEIVED:  # raised where something swallowed it: the signal still ends the command
+                raise _ending_for(_RECEIVED[-1])
+            return status
+        except Exception as exc:
+            if not _RECEIVED or isinstance(exc, BrokenPipeError):
+                return _failure(exc, say)
+            ending = _ending_for(_RECEIVED[-1])  # an import cut short by the signal fails as an ImportError
+            say("interrupted" if isinstance(ending, KeyboardInterrupt) else f"terminated by {ending}")
+            return EXIT_INTERRUPTED if isinstance(ending, KeyboardInterrupt) else 128 + _RECEIVED[-1]
         except KeyboardInterrupt:
             say("interrupted")
             return EXIT_INTERRUPTED
         except Terminated as exc:
             say(f"terminated by {exc}")
             return 128 + exc.signum
+
+
+def _failure(exc: Exception, say: Callable[[str], None]) -> int:
+    """The one line and exit status of a failed command; an unexpected exception (a bug) propagates."""
+    if isinstance(exc, BrokenPipeError):
+        return _quiet_after_broken_pipe()
+    if isinstance(exc, (UsageError, ValueError, BackendUnavailableError)):
+        say(f"error: {exc}")
+    elif isinstance(exc, OSError):  # a file that cannot be read or written
+        where = f"{exc.filename}: " if exc.filename else ""
+        say(f"error: {where}{exc.strerror or exc}")
+    elif isinstance(exc, MemoryError):
+        say("error: out of memory: try a smaller net, batch or --limit")
+    else:
+        raise exc
     return EXIT_USAGE
 
 

@@ -98,12 +98,16 @@ class MPIContext:
         return None
 
     def abort(self, message: str, code: int = 2) -> NoReturn:
-        """Print ``message`` and end every rank (``MPI_Abort``): for failures that strike mid-collective.
+        """Print ``message`` (unless empty) and end every rank (``MPI_Abort``): for failures that strike
+        mid-collective, where the other ranks may wait for ever.
 
         Never returns: some MPI libraries return from ``Abort`` for a moment before
         the launcher ends the process, so this process ends itself too.
         """
-        print(message, file=sys.stderr, flush=True)
+        if message:
+            print(message, file=sys.stderr, flush=True)
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 2)  # the MPI library's own "Abort(code) on node ..." would make the one line several
         try:
             self.comm.Abort(code)
         finally:

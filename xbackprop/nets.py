@@ -254,13 +254,15 @@ class LayerNet:
         n = x.shape[0]
         t = self._class_indices(xp, t, n, check_labels)
         step = max(n, 1) if batch_size is None else max(int(batch_size), 1)
-        correct = xp.zeros((), dtype=xp.int64, device=device_of(x))
+        # the default integer (int32 on JAX without x64, which would truncate an int64 with a warning)
+        counting = xp.__array_namespace_info__().default_dtypes(device=device_of(x))["integral"]
+        correct = xp.zeros((), dtype=counting, device=device_of(x))
         for start in range(0, n, step):
             stop = min(start + step, n)
             scores = self.predict(x[start:stop, ...], params)
             predicted = xp.argmax(scores, axis=1)
             hits = (predicted == xp.astype(t[start:stop], predicted.dtype)) & xp.all(xp.isfinite(scores), axis=1)
-            correct = correct + xp.sum(xp.astype(hits, xp.int64))
+            correct = correct + xp.sum(xp.astype(hits, counting))
         return correct
 
     def _class_indices(self, xp: Any, t: Any, n: int, check: bool) -> Any:

@@ -34,7 +34,9 @@ from .backend import (
     resolve_dtype,
 )
 from .cli import (
+    EXIT_INTERRUPTED,
     Parser,
+    Terminated,
     UsageError,
     non_negative_float,
     non_negative_int,
@@ -614,8 +616,23 @@ def write_reports(config: TrainConfig, plan: RunPlan, runs: list[tuple[float, Tr
 
 
 def run(config: TrainConfig) -> int:
-    """Plan, train, report. Returns the exit status: 1 when a single run diverged, else 0."""
+    """Plan, train, report. Returns the exit status: 1 when a single run diverged, else 0.
+
+    Under MPI a Ctrl-C or termination on any rank ends every rank (``MPI_Abort``), once this rank's
+    temporary files are gone: another rank may be waiting inside a collective, where no signal reaches
+    Python, and would wait for ever."""
     context = _mpi_context(config)
+    try:
+        return _run(config, context)
+    except (KeyboardInterrupt, Terminated) as exc:
+        if context is None or context.size < 2:
+            raise
+        said = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"terminated by {exc}"
+        code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else 128 + exc.signum
+        context.abort(f"{PROG}: {said}" if launcher_rank() == 0 else "", code)
+
+
+def _run(config: TrainConfig, context: MPIContext | None) -> int:
     is_root = context is None or context.is_root
 
     def print_root(*values: Any, **kwargs: Any) -> None:
