@@ -30,8 +30,10 @@ def test_report_writes_files_only_when_asked(tmp_path, capsys, monkeypatch):
     assert main(["--size", "tiny", "--batch", "3"]) == 0
     assert "| numpy | 8-8-4 | 108 | 3 |" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
-    assert main(["--size", "tiny", "--out", str(tmp_path / "missing")]) == 2
-    assert "no such folder" in capsys.readouterr().err
+    assert main(["--size", "tiny", "--out", str(tmp_path / "missing" / "deeper")]) == 2
+    assert "missing does not exist" in capsys.readouterr().err
+    assert main(["--size", "tiny", "--batch", "3", "--out", str(tmp_path / "new")]) == 0  # made, as --report's is
+    assert sorted(p.suffix for p in (tmp_path / "new").iterdir()) == [".json", ".png"]
 
 
 def test_train_step_ratios_script(tmp_path):

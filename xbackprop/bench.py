@@ -169,8 +169,16 @@ def _bench(argv: list[str] | None) -> int:
     parser.add_argument("--full", action="store_true",
                         help=f"also the largest sizes ({', '.join(FULL_ONLY)}): minutes more")
     args = parser.parse_args(argv)
-    if args.out is not None and not Path(args.out).is_dir():
-        raise UsageError(f"--out {args.out}: no such folder")
+    if args.out is not None:  # as every output folder: made if missing, in a folder that exists
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {args.out}: exists and is not a folder")
+        if not out.parent.is_dir():
+            raise UsageError(f"--out {args.out}: folder {out.parent} does not exist")
+        try:
+            out.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--out {args.out}: cannot make the folder ({exc.strerror or exc})") from None
     if args.name is not None and (not args.name or Path(args.name).name != args.name or args.name in (".", "..")
                                   or not args.name.isprintable()):
         raise UsageError(f"--name {args.name!r}: give a plain file name stem, without folders or control characters")

@@ -12,11 +12,18 @@ from typing import Any
 from .io import replace_atomically
 from .trainer import TrainResult
 
-__all__ = ["EvaluationPrinter", "summary_line", "sweep_table", "run_record", "write_json", "PRINTED_EVALUATIONS",
+__all__ = ["EvaluationPrinter", "printed_every", "summary_line", "sweep_table", "run_record", "write_json", "PRINTED_EVALUATIONS",
            "confusion_matrix", "scores_text"]
 
 #: Lines of accuracies a run prints by default, at most (about); the history keeps every evaluation.
 PRINTED_EVALUATIONS = 20
+
+
+def printed_every(iters: int, eval_interval: int) -> int:
+    """Iterations between printed accuracy lines: every evaluation's, thinned to about
+    :data:`PRINTED_EVALUATIONS` lines a run."""
+    evaluations = math.ceil(iters / eval_interval) if iters else 1
+    return eval_interval * math.ceil(evaluations / PRINTED_EVALUATIONS)
 
 
 class EvaluationPrinter:
@@ -29,8 +36,7 @@ class EvaluationPrinter:
 
     def __init__(self, iters: int, eval_interval: int, train_acc: str, *, book_style: bool,
                  progress: Any = None) -> None:
-        evaluations = math.ceil(iters / eval_interval) if iters else 1
-        self.print_every = eval_interval * math.ceil(evaluations / PRINTED_EVALUATIONS)
+        self.print_every = printed_every(iters, eval_interval)
         self.iters, self.train_acc, self.book_style, self.progress = iters, train_acc, book_style, progress
 
     def line(self, row: dict[str, float]) -> str:

@@ -62,7 +62,7 @@ from .learned import report_paths, write_report
 from .memory import check_fits
 from .nets import ACTIVATIONS, NAMED_INITS, MultiLayerNet, parameter_count
 from .optimizers import OPTIMIZERS
-from .report import EvaluationPrinter, run_record, summary_line, sweep_table, write_json
+from .report import EvaluationPrinter, printed_every, run_record, summary_line, sweep_table, write_json
 from .trainer import (
     DIVERGENCE_POLICIES,
     GRADIENT_METHODS,
@@ -497,8 +497,14 @@ def header(config: TrainConfig, plan: RunPlan, context: MPIContext | None) -> st
         f"net {'-'.join(map(str, plan.sizes))} {plan.activation}{_extensions(config, plan)}, {config.optimizer} lr "
         f"{', '.join(f'{r:g}' for r in plan.rates)}, batch {config.batch_size}, {plan.iters} iterations, "
         f"accuracies every {plan.eval_interval}"
-        f"{' on the minibatch and test set' if config.train_acc == 'batch' else ''}{parallel}"
+        f"{' on the minibatch and test set' if config.train_acc == 'batch' else ''}{_printed(plan)}{parallel}"
     )
+
+
+def _printed(plan: RunPlan) -> str:
+    """How often the accuracies are printed, where that is not every evaluation."""
+    every = printed_every(plan.iters, plan.eval_interval)
+    return "" if every == plan.eval_interval else f" (printed every {every}; --json and --plot keep them all)"
 
 
 def _extensions(config: TrainConfig, plan: RunPlan) -> str:
@@ -551,6 +557,8 @@ def train_runs(
         if config.save and (context is None or context.is_root):
             with _writing("--save", config.save):
                 save_params(config.save, net, dataset=plan.dataset.name)
+            print(f"wrote {config.save}: the {'-'.join(map(str, plan.sizes))} {plan.activation} net trained on "
+                  f"{plan.dataset.name}", file=sys.stderr)
     return runs
 
 
