@@ -130,7 +130,9 @@ def test_images_with_their_labels_are_scored(model, tmp_path, capsys):
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(images))
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
     args = ["--load", str(model), str(tmp_path / "t10k-images-idx3-ubyte"), str(tmp_path / "t10k-labels-idx1-ubyte")]
-    assert predict([*args, "--limit", "0", "--top", "1"]) == 0
+    assert predict([*args, "--limit", "0"]) == 0  # with labels, the scores are the output
+    assert capsys.readouterr().out.startswith("accuracy ")
+    assert predict([*args, "--limit", "0", "--top", "1", "--each"]) == 0
     lines = capsys.readouterr().out.splitlines()
     predicted = np.array([int(line.split(": ")[1].split(" ")[0]) for line in lines[:30]])
     correct = int((predicted == labels).sum())

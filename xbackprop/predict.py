@@ -68,6 +68,8 @@ def _predict(argv: list[str] | None) -> int:
                         "the frame as Fashion-MNIST's pictures, or only scale (default: the model's dataset's way; none for others)")
     parser.add_argument("--show", metavar="FILE.png",
                         help="draw the first image as the net sees it (its input, enlarged) into FILE.png")
+    parser.add_argument("--each", action="store_true",
+                        help="with labels: print each image's classes too (without labels they are the output)")
     parser.add_argument("--report", metavar="DIR",
                         help="with labels: write the confusion matrix, the most confident mistakes and summary.md "
                         "into DIR (needs matplotlib)")
@@ -107,20 +109,23 @@ def _predict(argv: list[str] | None) -> int:
         names = None
     total = sum(idx_shape(name, ndim=3)[0] if "idx" in Path(name).name else 1 for name in image_files)
     left = total if args.limit == 0 else args.limit
+    listed = False  # whether any image's own lines were printed
     for name, (labels, pixels) in zip(image_files, read):
         if left <= 0:
             break
         shown = min(left, len(labels))
         probabilities = to_numpy(softmax(net.predict(xp.asarray(pixels[:shown], dtype=xp.float32))))
-        for label, row in zip(labels, probabilities.tolist()):
-            print(f"{label}: {describe(row, min(args.top, len(row)), names)}")
+        if args.each or name not in truth:  # with labels the scores are the output; each image on request
+            listed = True
+            for label, row in zip(labels, probabilities.tolist()):
+                print(f"{label}: {describe(row, min(args.top, len(row)), names)}")
         if name in truth:
             print(scores_text(truth[name][:shown], probabilities.argmax(axis=1).tolist(), net.sizes[-1], names,
                               Path(name).name))
         left -= shown
     printed = total if args.limit == 0 else min(args.limit, total)
     if printed < total:
-        print(f"... {total - printed} more (--limit 0 prints all)")
+        print(f"... {total - printed} more (--limit 0 {'prints' if listed else 'scores'} all)")
     if args.report is not None:
         scored = [(pixels, truth[name]) for name, (_, pixels) in zip(image_files, read) if name in truth]
         x = xp.concat([xp.asarray(pixels[: len(labels)], dtype=xp.float32) for pixels, labels in scored])
