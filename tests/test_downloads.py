@@ -262,3 +262,14 @@ def test_a_termination_during_a_download_leaves_no_staging_folder(server, tmp_pa
     _, stderr = child.communicate(timeout=60)
     assert child.returncode == 143 and stderr.endswith("python -m xbackprop.train: terminated by SIGTERM\n"), stderr
     assert list(cache.glob("*/.staging-*")) == [] and list(cache.glob("*/*.gz")) == []
+
+
+def test_a_stalled_mirror_is_given_up_before_the_deadline(server, tmp_path):
+    """A byte every 0.3 s is far under 1 kB/s: given up after the stall window, not at the deadline."""
+    cache = tmp_path / "mnist"
+    start = time.perf_counter()
+    with pytest.raises(DataUnavailableError, match=r"stalled: under 1 kB/s for 1 s"):
+        download_idx(cache, CHECKSUMS, [f"{server}/trickle/"], timeout=(5, 1), progressbar=False, deadline=60,
+                     stall_after=1.0)
+    assert time.perf_counter() - start < 1 + 1 + 1  # the stall window, one read, and slack
+    assert leftovers(cache) == []

@@ -123,6 +123,9 @@ MAX_IDX_BYTES = 1 << 30
 MAX_DOWNLOAD_BYTES = 64 << 20
 #: Seconds one downloaded file may take in all (Fashion-MNIST's largest, 26 MB, at 1 Mbit/s takes 3.5 minutes).
 DOWNLOAD_DEADLINE = 600.0
+#: A download that brings under STALL_RATE bytes a second over STALL_SECONDS is given up (not waited out).
+STALL_SECONDS = 30.0
+STALL_RATE = 1024.0
 #: The most classes a dataset's labels may imply when it declares none (``--classes`` raises it).
 MAX_CLASSES = 1000
 #: Classes of the known datasets.
@@ -611,12 +614,17 @@ class _CappedWriter:
 
 class _CappedDownloader:
     """A pooch downloader: an HTTP GET whose body goes through a :class:`_CappedWriter`, and whose connection
-    is shut when the deadline passes (a mirror that trickles a byte just inside every read timeout never
-    lets a blocked read return on its own)."""
+    is shut when the deadline passes or the transfer stalls, under ``min_rate`` bytes a second over the last
+    ``stall_after`` seconds (a mirror that trickles a byte just inside every read timeout never lets a blocked
+    read return on its own)."""
+
+    CHUNK = 1 << 10  # small reads, so a slow but steady mirror shows its progress to the stall check
 
     def __init__(self, limit: int, deadline: float, *, progressbar: bool = False,
-                 timeout: float | tuple[float, float] = 30.0) -> None:
+                 timeout: float | tuple[float, float] = 30.0, stall_after: float = STALL_SECONDS,
+                 min_rate: float = STALL_RATE) -> None:
         self.limit, self.deadline, self.progressbar, self.timeout = limit, deadline, progressbar, timeout
+        self.stall_after, self.min_rate = stall_after, min_rate
 
     def __call__(self, url: str, output_file: str, pooch_obj: Any, check_only: bool = False) -> Any:
         import requests
@@ -625,40 +633,54 @@ class _CappedDownloader:
             response.raise_for_status()
             if check_only:
                 return True
-            expired = threading.Event()
-
-            def shut() -> None:
-                expired.set()
-                try:  # the socket under http.client's response: neither requests nor urllib3 exposes it mid-read
-                    response.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
-                except (AttributeError, OSError):
-                    response.close()
-
-            watchdog = threading.Timer(self.deadline, shut)
-            watchdog.daemon = True
+            why: list[str] = []  # the watchdog's reason for shutting the connection
+            done = threading.Event()
             bar = None
             if self.progressbar:
                 from tqdm.auto import tqdm
 
                 total = int(response.headers.get("Content-Length", 0)) or None
                 bar = tqdm(total=total, unit="B", unit_scale=True, leave=False, dynamic_ncols=True)
-            watchdog.start()
-            try:
-                with open(output_file, "wb") as f:
-                    writer = _CappedWriter(f, self.limit, self.deadline, bar)
-                    for chunk in response.iter_content(chunk_size=64 << 10):
+            with open(output_file, "wb") as f:
+                writer = _CappedWriter(f, self.limit, self.deadline, bar)
+                watchdog = threading.Thread(target=self._watch, args=(response, writer, done, why), daemon=True)
+                watchdog.start()
+                try:
+                    for chunk in response.iter_content(chunk_size=self.CHUNK):
                         writer.write(chunk)
-            except Exception:
-                if expired.is_set():
-                    raise DataError(f"took more than {self.deadline:g} s") from None
-                raise
-            finally:
-                watchdog.cancel()
-                if bar is not None:
-                    bar.close()
-            if expired.is_set():  # the shut connection may also read as a short, clean end
-                raise DataError(f"took more than {self.deadline:g} s")
+                except Exception:
+                    if why:
+                        raise DataError(why[0]) from None
+                    raise
+                finally:
+                    done.set()
+                    if bar is not None:
+                        bar.close()
+            if why:  # the shut connection may also read as a short, clean end
+                raise DataError(why[0])
         return None
+
+    def _watch(self, response: Any, writer: _CappedWriter, done: threading.Event, why: list[str]) -> None:
+        """Shut the connection at the deadline, or when the last ``stall_after`` seconds brought too little."""
+        started = time.monotonic()
+        samples = [(started, 0)]
+        while not done.wait(min(1.0, self.stall_after / 4)):
+            now = time.monotonic()
+            samples.append((now, writer.written))
+            while len(samples) > 1 and samples[1][0] <= now - self.stall_after:
+                samples.pop(0)
+            if now - started > self.deadline:
+                why.append(f"took more than {self.deadline:g} s ({writer.written:,} bytes so far)")
+            elif now - samples[0][0] >= self.stall_after and \
+                    writer.written - samples[0][1] < self.min_rate * self.stall_after:
+                why.append(f"stalled: under {self.min_rate / 1024:g} kB/s for {self.stall_after:g} s "
+                           f"({writer.written:,} bytes so far)")
+            if why:
+                try:  # the socket under http.client's response: neither requests nor urllib3 exposes it mid-read
+                    response.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
+                except (AttributeError, OSError):
+                    response.close()
+                return
 
 
 def _remove_stale_staging(folder: Path, older_than_s: float = 3600.0) -> None:
@@ -703,6 +725,7 @@ def download_idx(
     max_bytes: int = MAX_DOWNLOAD_BYTES,
     max_idx_bytes: int = MAX_IDX_BYTES,
     deadline: float = DOWNLOAD_DEADLINE,
+    stall_after: float = STALL_SECONDS,
 ) -> None:
     """Download ``{stem: checksums}`` as ``stem.gz`` into ``folder``, trying each mirror in turn.
 
@@ -710,7 +733,8 @@ def download_idx(
     verified, then atomically renamed into place; failures leave nothing behind.
     ``timeout`` bounds the connection and every read, in seconds (or a
     ``(connect, read)`` pair), and ``deadline`` the whole file: a mirror still sending
-    after it gives up within ``deadline`` plus one read timeout. A mirror that sends more
+    after it gives up within ``deadline`` plus one read timeout, and one that brings under 1 kB/s over
+    ``stall_after`` seconds gives up then. A mirror that sends more
     than ``max_bytes``, or a file that decompresses to more than ``max_idx_bytes``, is
     cut off. Raises
     :class:`DataUnavailableError` naming every mirror's failure when a file
@@ -736,7 +760,8 @@ def download_idx(
             url = mirror.rstrip("/") + f"/{stem}.gz"
             with tempfile.TemporaryDirectory(dir=folder, prefix=".staging-") as staging:
                 try:
-                    downloader = _CappedDownloader(max_bytes, deadline, progressbar=progressbar, timeout=timeout)
+                    downloader = _CappedDownloader(max_bytes, deadline, progressbar=progressbar, timeout=timeout,
+                                                   stall_after=stall_after)
                     fetched = Path(pooch.retrieve(url, None, fname=target.name, path=staging, downloader=downloader))
                     _verify(fetched, expected, max_idx_bytes)
                 except Exception as exc:
