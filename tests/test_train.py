@@ -554,3 +554,35 @@ def test_numerical_batched_training_on_every_backend(xp, synthetic_dir):
         params[method] = {key: to_numpy(value) for key, value in net.params.items()}
     for key, value in params["backprop"].items():
         np.testing.assert_allclose(params["numerical-batched"][key], value, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize(("flags", "env", "expected"), [
+    ([], {}, 1), (["--threads", "3"], {}, 3), (["--threads", "0"], {}, None),
+    ([], {"OPENBLAS_NUM_THREADS": "2"}, None), (["--threads", "1"], {"OMP_NUM_THREADS": "2"}, 1),
+])
+def test_the_cpu_libraries_run_one_thread_unless_told_otherwise(monkeypatch, flags, env, expected):
+    from xbackprop.train import _threads, parse_args
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _threads(parse_args(flags)) == expected
+
+
+def test_training_runs_under_the_thread_limit(synthetic_dir, monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="needs threadpoolctl: pip install -e '.[test]'")
+    import xbackprop.train as command
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    seen = []
+    runs = command.train_runs
+
+    def spying(*args, **kwargs):
+        seen.append({pool["num_threads"] for pool in threadpoolctl.threadpool_info()})
+        return runs(*args, **kwargs)
+
+    monkeypatch.setattr(command, "train_runs", spying)
+    assert command.main(["--data-dir", str(synthetic_dir), "--iters", "2", "--quiet"]) == 0
+    assert seen == [{1}]

@@ -11,11 +11,14 @@ seeded host random numbers come from :func:`host_rng` (the standard has none).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
+import sys
 import warnings
 import weakref
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -41,6 +44,8 @@ __all__ = [
     "compile_function",
     "compile_steps",
     "capturer_for",
+    "thread_limit",
+    "usable_cores",
 ]
 
 #: Backend names accepted by :func:`get_namespace` and the ``XP`` variable.
@@ -340,6 +345,40 @@ def compile_steps(step: Any, xp: ModuleType) -> Any:
 
     on_cpu = all(d.platform == "cpu" for d in jax.devices())
     return jax.jit(run_block, donate_argnums=() if on_cpu else (0, 1))  # the CPU backend cannot donate
+
+
+#: Environment variables by which a user sets the CPU libraries' thread counts; set, they win.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, which a container or ``taskset`` narrows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def thread_limit(threads: int | None) -> Iterator[None]:
+    """For the block: BLAS and OpenMP pools (threadpoolctl) and PyTorch's intra-op pool at ``threads``
+    threads; ``None`` leaves every library as it is. For commands, which own their process; a library
+    caller chooses its own. JAX's CPU pool is fixed when it starts (``XLA_FLAGS``) and is left alone."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    with threadpool_limits(limits=threads):
+        if torch is not None:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            if torch is not None:
+                torch.set_num_threads(before)
 
 
 #: ``0`` (or ``off``) turns captured steps off; ``replay`` replays blocks through the stand-in capturer on any

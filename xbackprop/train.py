@@ -25,6 +25,7 @@ from . import __version__
 from .backend import (
     BACKENDS,
     FLOAT_DTYPES,
+    THREAD_VARIABLES,
     BackendUnavailableError,
     backend_name,
     describe_device,
@@ -32,6 +33,7 @@ from .backend import (
     get_namespace,
     resolve_device,
     resolve_dtype,
+    thread_limit,
 )
 from .cli import (
     EXIT_INTERRUPTED,
@@ -172,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from saved parameters (.npz); with --iters 0, evaluate a saved model")
     add("--lr-sweep", type=_learning_rates, metavar="LRS", help="train once per learning rate, e.g. 0.01,0.1,1,10")
     add("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    add("--threads", type=non_negative_int, metavar="N",
+        help="threads of the CPU libraries (BLAS, OpenMP, torch) per process; default 1, the faster on a shared "
+        "machine, unless OMP_NUM_THREADS, OPENBLAS_NUM_THREADS or MKL_NUM_THREADS is set; 0: the libraries' own")
     add("--gradient", choices=GRADIENT_METHODS,
         help="backprop, or central differences: the book's loop or batched (2P forward passes a step: small nets)")
     add("--no-compile", dest="compile", action="store_false",
@@ -219,6 +224,7 @@ class TrainConfig:
     load: str | None = None
     lr_sweep: list[float] | None = None
     quiet: bool = False
+    threads: int | None = None
     gradient: str = "backprop"
     compile: bool = True
     distributed: bool = False
@@ -655,13 +661,25 @@ def _run(config: TrainConfig, context: MPIContext | None) -> int:
                    "digits", file=sys.stderr)
     print_root(header(config, plan, context), flush=True)
     nets: list[Any] = []
-    runs = train_runs(config, plan, context, print_root, nets)
-    if not is_root:
-        return 0
-    write_reports(config, plan, runs)
-    if config.report is not None:
-        _write_learned(config, plan, runs[-1][1], nets[-1])
+    with thread_limit(_threads(config)):
+        runs = train_runs(config, plan, context, print_root, nets)
+        if not is_root:
+            return 0
+        write_reports(config, plan, runs)
+        if config.report is not None:
+            _write_learned(config, plan, runs[-1][1], nets[-1])
     return 1 if (not config.lr_sweep and runs[0][1].diverged_at) else 0
+
+
+def _threads(config: TrainConfig) -> int | None:
+    """Threads per process for the CPU libraries: ``--threads`` (0: the libraries' own), else one, unless the
+    environment sets them. One is the faster default where a machine is shared, and under MPI it keeps ranks x
+    threads within the cores (benchmarks/results/cpu-2cpu-2026-12-05-threads.md)."""
+    if config.threads is not None:
+        return config.threads or None
+    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return None
+    return 1
 
 
 def _write_learned(config: TrainConfig, plan: RunPlan, result: TrainResult, net: Any) -> None:
