@@ -156,3 +156,8 @@ def test_images_with_their_labels_are_scored(model, tmp_path, capsys):
     assert "train-labels-idx1-ubyte: 60 labels for 30 images" in capsys.readouterr().err
     assert predict([*args, str(tmp_path / "t10k-images-idx3-ubyte")]) == 2
     assert "t10k-images-idx3-ubyte: given twice" in capsys.readouterr().err
+    promising = bytearray(idx_bytes(images))
+    promising[4:8] = (60).to_bytes(4, "big")  # the header promises 60 images, the file holds 30
+    (tmp_path / "short-images-idx3-ubyte").write_bytes(bytes(promising))
+    assert predict(["--load", str(model), str(tmp_path / "short-images-idx3-ubyte"), "--limit", "5"]) == 2
+    assert "header says shape (60, 28, 28)" in capsys.readouterr().err

@@ -46,6 +46,7 @@ __all__ = [
     "read_images",
     "find_dataset_dir",
     "identify_dataset",
+    "check_idx_size",
     "load_split",
     "load_dataset",
     "load_mnist",
@@ -233,6 +234,23 @@ def idx_shape(path: str | os.PathLike[str], *, ndim: int | None = None) -> tuple
             return _read_header(f, path, ndim)[0]
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read ({exc})") from None
+
+
+def check_idx_size(path: str | os.PathLike[str], *, ndim: int | None = None) -> tuple[int, ...]:
+    """The shape an IDX file's header declares, once the file is seen to hold exactly that many bytes (streamed
+    through, never held: a file that promises more than it has, or has more, is a :class:`DataError`)."""
+    path = Path(path)
+    try:
+        with _open_idx(path) as f:
+            shape, dtype = _read_header(f, path, ndim)
+            expected = math.prod(shape) * dtype.itemsize
+            held = _count_rest(f, expected + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from None
+    if held != expected:
+        said = f"more than {expected:,}" if held > expected else f"{held:,}"
+        raise DataError(f"{path}: header says shape {shape} ({expected:,} bytes) but the file holds {said} bytes")
+    return shape
 
 
 def _open_idx(path: Path) -> Any:

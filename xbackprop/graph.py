@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _tape
-from .cli import Parser, UsageError, run_command
+from .cli import Parser, UsageError, one_line, run_command
 from .io import plan_outputs, replace_atomically
 from .layers import AddLayer, MulLayer
 
@@ -493,7 +493,7 @@ def _graph(argv: list[str] | None) -> int:
         draw(graph, out, title=_TITLES[args.example])
     except OSError as exc:
         raise UsageError(f"--out {args.out}: {exc.strerror or exc}") from None
-    print(f"wrote {out}", file=sys.stderr)
+    print(one_line(f"wrote {out}"), file=sys.stderr)
     return 0
 
 

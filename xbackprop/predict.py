@@ -19,8 +19,17 @@ import sys
 from pathlib import Path
 
 from .backend import BACKENDS, get_namespace, to_numpy
-from .cli import Parser, UsageError, non_negative_int, positive_int, run_command
-from .datasets import CLASS_NAMES, INVERT_CHOICES, PREPARE_CHOICES, idx_shape, read_idx, read_images, save_grey_png
+from .cli import Parser, UsageError, non_negative_int, one_line, positive_int, run_command
+from .datasets import (
+    CLASS_NAMES,
+    INVERT_CHOICES,
+    PREPARE_CHOICES,
+    check_idx_size,
+    idx_shape,
+    read_idx,
+    read_images,
+    save_grey_png,
+)
 from .functions import softmax
 from .io import load_net, plan_outputs
 from .learned import report_paths, write_report
@@ -103,7 +112,7 @@ def _predict(argv: list[str] | None) -> int:
 
     if args.show is not None:
         save_grey_png(read[0][1][0].reshape(side, side), args.show)
-        print(f"wrote {args.show}: {read[0][0][0]} as the net sees it", file=sys.stderr)
+        print(one_line(f"wrote {args.show}: {read[0][0][0]} as the net sees it"), file=sys.stderr)
     names = CLASS_NAMES.get(saved.dataset or "")
     if names is not None and len(names) != net.sizes[-1]:
         names = None
@@ -133,7 +142,8 @@ def _predict(argv: list[str] | None) -> int:
         evaluation = write_report(args.report, net, x, t, names=names, paths=report,
                                   title=f"{args.load} ({saved.dataset or 'unknown data'})",
                                   source=", ".join(Path(name).name for name in truth))
-        print(f"wrote {Path(args.report) / 'summary.md'}: accuracy {evaluation.accuracy:.4f}", file=sys.stderr)
+        print(one_line(f"wrote {Path(args.report) / 'summary.md'}: accuracy {evaluation.accuracy:.4f}"),
+              file=sys.stderr)
     return 0
 
 
@@ -146,6 +156,8 @@ def _pair_labels(files: list[str]) -> tuple[list[str], dict[str, str]]:
         if Path(name).resolve() in seen:
             raise UsageError(f"{name}: given twice; each file is read once")
         seen.add(Path(name).resolve())
+        if "idx" in Path(name).name and Path(name).is_file():
+            check_idx_size(name)  # the counts printed and scored below come from the headers
         if "idx" in Path(name).name and Path(name).is_file() and len(idx_shape(name)) == 1:
             if not images or "idx" not in Path(images[-1]).name or images[-1] in labels:
                 raise UsageError(f"{name}: a labels file must follow the IDX images file it labels")

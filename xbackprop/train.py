@@ -40,6 +40,7 @@ from .cli import (
     Parser,
     Terminated,
     UsageError,
+    one_line,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -563,8 +564,8 @@ def train_runs(
         if config.save and (context is None or context.is_root):
             with _writing("--save", config.save):
                 save_params(config.save, net, dataset=plan.dataset.name)
-            print(f"wrote {config.save}: the {'-'.join(map(str, plan.sizes))} {plan.activation} net trained on "
-                  f"{plan.dataset.name}", file=sys.stderr)
+            print(one_line(f"wrote {config.save}: the {'-'.join(map(str, plan.sizes))} {plan.activation} net "
+                           f"trained on {plan.dataset.name}"), file=sys.stderr)
     return runs
 
 
@@ -690,8 +691,9 @@ def _write_learned(config: TrainConfig, plan: RunPlan, result: TrainResult, net:
         evaluation = write_report(config.report, net, plan.data.x_test, plan.data.t_test,
                                   names=CLASS_NAMES.get(plan.dataset.name), runs=[("", result)], title=title,
                                   source=f"{plan.dataset.name}'s test set")
-    print(f"wrote {Path(config.report) / 'summary.md'}: test accuracy {evaluation.accuracy:.4f}, "
-          f"{len(evaluation.truth) - round(evaluation.accuracy * len(evaluation.truth))} mistakes", file=sys.stderr)
+    mistakes = len(evaluation.truth) - round(evaluation.accuracy * len(evaluation.truth))
+    print(one_line(f"wrote {Path(config.report) / 'summary.md'}: test accuracy {evaluation.accuracy:.4f}, "
+                   f"{mistakes} mistakes"), file=sys.stderr)
 
 
 @contextlib.contextmanager
