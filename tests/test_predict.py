@@ -161,3 +161,28 @@ def test_images_with_their_labels_are_scored(model, tmp_path, capsys):
     (tmp_path / "short-images-idx3-ubyte").write_bytes(bytes(promising))
     assert predict(["--load", str(model), str(tmp_path / "short-images-idx3-ubyte"), "--limit", "5"]) == 2
     assert "header says shape (60, 28, 28)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ground", [225, "noisy 220"])
+def test_a_photo_on_light_grey_paper_is_prepared_as_on_white(tmp_path, ground):
+    """Preparation takes the paper off, whatever its grey or noise: the net sees the picture on black, as the
+    same picture photographed on white paper gives it."""
+    image = pytest.importorskip("PIL.Image", reason="photos need Pillow (pip install 'xbackprop[images]')")
+    from xbackprop.datasets import read_images
+
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:60, :40]
+    item = np.where(((yy - 30) / 28) ** 2 + ((xx - 20) / 18) ** 2 < 1, 90 + 60 * np.sin(yy / 4) ** 2, 0)  # a garment
+
+    def photo(paper):
+        canvas = paper.copy()
+        canvas[18:78, 28:68] = np.where(item > 0, 255 - item, canvas[18:78, 28:68])  # dark cloth on the paper
+        path = tmp_path / f"photo-{len(list(tmp_path.iterdir()))}.png"
+        image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(path)
+        return read_images(path, 28, prepare="fashion")[1][0].reshape(28, 28)
+
+    on_white = photo(np.full((96, 96), 255.0))
+    paper = np.full((96, 96), 225.0) if ground == 225 else 220 + rng.normal(0, 8, (96, 96))
+    on_grey = photo(paper)
+    assert max(on_grey[0, 0], on_grey[0, -1], on_grey[-1, 0], on_grey[-1, -1]) < 0.05  # no grey ground left
+    assert np.corrcoef(on_white.ravel(), on_grey.ravel())[0, 1] > 0.9

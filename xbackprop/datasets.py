@@ -405,6 +405,7 @@ def _prepared(pixels: np.ndarray, side: int, invert: str, prepare: str) -> np.nd
         pixels = 1.0 - pixels
     if prepare == "none":
         return _resized(pixels, side, side)
+    pixels = _without_ground(pixels)
     rows, columns = np.nonzero(pixels > 0.1 * pixels.max()) if pixels.max() > 0 else ((), ())
     if len(rows) == 0:
         return np.zeros((side, side))
@@ -422,6 +423,20 @@ def _prepared(pixels: np.ndarray, side: int, invert: str, prepare: str) -> np.nd
     left = min(max(left, 0), side - fitted.shape[1])
     canvas[top : top + fitted.shape[0], left : left + fitted.shape[1]] = fitted
     return canvas
+
+
+def _without_ground(pixels: np.ndarray) -> np.ndarray:
+    """Light-on-dark ``pixels`` with the ground taken off: the border's median level plus its noise (1.5 times
+    the border's largest deviation, so the interior's rarer extremes stay under it too) becomes 0, the
+    brightest pixel 1. A photo's light-grey or noisy paper, once inverted, is a dark grey the datasets' black
+    grounds never have; left in, the net sees a grey blur and the crop takes the whole frame."""
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    ground = float(np.median(border))
+    floor = ground + 1.5 * float(np.abs(border - ground).max())
+    top = float(pixels.max())
+    if top <= floor:
+        return np.zeros_like(pixels)
+    return np.clip((pixels - floor) / (top - floor), 0.0, 1.0)
 
 
 def _resized(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
