@@ -259,3 +259,31 @@ def test_an_f_that_writes_into_its_argument_is_caught_and_the_argument_restored(
 def test_gradcheck_refuses_a_data_dir_that_is_not_mnist(data_dir, capsys):
     assert gradcheck_main(["--data-dir", str(data_dir / "fashion-mnist")]) == 2
     assert "holds fashion-mnist, not MNIST" in capsys.readouterr().err
+
+
+def test_the_cli_threads_default_and_the_immutable_check_stacks_its_copies(monkeypatch):
+    """gradient_check moves K elements per pass on immutable arrays (copying one array per element took JAX
+    minutes); central_differences stacks its differences in pieces (JAX compiled one stack of 79,520 operands
+    for minutes)."""
+    from xbackprop import gradient as module
+
+    calls = []
+    real = TwoLayerNet.numerical_gradient
+
+    def spying(self, *args, **kwargs):
+        calls.append(kwargs.get("batch"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(TwoLayerNet, "numerical_gradient", spying)
+    net = TwoLayerNet(4, 3, 2, xp="numpy", dtype="float64", seed=0)
+    x = np.random.default_rng(0).random((2, 4))
+    gradient_check(net, x, np.array([0, 1]), verbose=False)
+    assert calls == [None]  # writable: the book's loop
+    jax = pytest.importorskip("jax", reason="needs JAX: pip install 'jax[cpu]'")
+    with jax.enable_x64(True):
+        net = TwoLayerNet(4, 3, 2, xp="jax", dtype="float64", seed=0)
+        assert gradient_check(net, jax.numpy.asarray(x), jax.numpy.asarray([0, 1]), verbose=False).passed
+    assert calls == [None, "auto"]  # immutable: K copies a pass
+    monkeypatch.setattr(module, "STACKED", 3)
+    g = numerical_gradient(lambda v: np.asarray((v**2).sum()), np.arange(7.0))  # 0-D arrays: stacked
+    np.testing.assert_allclose(g, 2 * np.arange(7.0), rtol=1e-8, atol=1e-8)

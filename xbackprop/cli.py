@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from .backend import BackendUnavailableError
+from .backend import THREAD_VARIABLES, BackendUnavailableError
 
 __all__ = [
     "UsageError",
@@ -43,6 +43,7 @@ __all__ = [
     "positive_float",
     "non_negative_float",
     "ratio",
+    "command_threads",
 ]
 
 #: Exit statuses, by how a command ended.
@@ -116,6 +117,18 @@ def ratio(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
     return value
+
+
+def command_threads(flag: int | None) -> int | None:
+    """Threads per process for the CPU libraries in a command: ``--threads`` (0: the libraries' own), else one,
+    unless the environment sets them (see ``backend.thread_limit``). One is the faster default where a machine
+    is shared, and under MPI it keeps ranks x threads within the cores
+    (``benchmarks/results/cpu-2cpu-2026-12-05-threads.md``)."""
+    if flag is not None:
+        return flag or None
+    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return None
+    return 1
 
 
 def _number(kind: type, text: str) -> Any:

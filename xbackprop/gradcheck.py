@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ._progress import reporting
-from .backend import BACKENDS, backend_name, enable_float64, get_namespace, host_rng
-from .cli import Parser, UsageError, non_negative_int, positive_int, run_command
+from .backend import BACKENDS, backend_name, enable_float64, get_namespace, host_rng, thread_limit
+from .cli import Parser, UsageError, command_threads, non_negative_int, positive_int, run_command
 from .datasets import find_dataset_dir, identify_dataset, load_split
 from .gradient import CENTRAL_DIFFERENCE_STEP, gradient_check
 from .nets import TwoLayerNet
@@ -50,6 +50,9 @@ def _gradcheck(argv: list[str] | None) -> int:
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files")
     parser.add_argument("--batch", type=positive_int, default=3, help="number of images (default 3, as in the book)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the weights (default 0)")
+    parser.add_argument("--threads", type=non_negative_int, metavar="N",
+                        help="threads of the CPU libraries; default 1 unless OMP_NUM_THREADS or the like is set; "
+                        "0: the libraries' own")
     args = parser.parse_args(argv)
 
     xp = get_namespace(args.backend)
@@ -79,7 +82,8 @@ def _gradcheck(argv: list[str] | None) -> int:
     net = TwoLayerNet(784, 50, 10, xp=xp, dtype="float64", seed=args.seed)
     print(f"gradient check of TwoLayerNet(784, 50, 10) on {backend_name(xp)}, float64, with {source}",
           flush=True)
-    with _progress_bar(sum(math.prod(value.shape) for value in net.params.values())) as bar, reporting(bar):
+    with _progress_bar(sum(math.prod(value.shape) for value in net.params.values())) as bar, reporting(bar), \
+            thread_limit(command_threads(args.threads)):
         result = gradient_check(net, x, t)
     if result.kinks:
         print(f"{len(result.kinks)} element(s) straddled ReLU's kink at h = {CENTRAL_DIFFERENCE_STEP:g} (a hidden "

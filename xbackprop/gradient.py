@@ -118,8 +118,10 @@ def central_differences(f: Callable[[Any], Any], x: Any, h: float = CENTRAL_DIFF
                       stacklevel=3)
     if differences and not hasattr(differences[0], "shape"):  # f returned numbers (or another library's arrays)
         stacked = xp.asarray(differences, dtype=x.dtype, device=device(x))
+    elif differences:  # in pieces: JAX compiles a stack of its operands' count, slowly for tens of thousands
+        stacked = xp.concat([xp.stack(differences[i : i + STACKED]) for i in range(0, len(differences), STACKED)])
     else:
-        stacked = xp.stack(differences) if differences else xp.zeros((0,), dtype=x.dtype, device=device(x))
+        stacked = xp.zeros((0,), dtype=x.dtype, device=device(x))
     return xp.astype(xp.reshape(stacked, x.shape), x.dtype) / (2 * h)
 
 
@@ -141,6 +143,9 @@ def _value(value: Any, xp: Any, dtype: Any, coarse: set[str]) -> Any:
         same = False
     return value if same else float(value)
 
+
+#: Differences stacked into one array at a time by :func:`central_differences`.
+STACKED = 1024
 
 #: An element of a gradient check agrees when ``|backprop - numerical|`` is at most ``CHECK_RTOL`` times the
 #: larger of the two plus ``CHECK_ATOL`` times the largest numerical value of its array: central differences
@@ -327,14 +332,19 @@ def gradient_check(net: Any, x: Any, t: Any, *, verbose: bool = True) -> Gradien
     of the central difference fall on both sides of a kink (ReLU's at 0: a layer's mask
     differs between them), the derivative is taken from a step on one side and reported
     under ``kinks``; the rest are ``disagreements``, a wrong backward. Prints the book's
-    report, then any kinks and disagreements, when ``verbose``.
+    report, then any kinks and disagreements, when ``verbose``. The numerical gradient is the book's
+    element-by-element loop where arrays are writable, and K perturbed copies per pass on immutable ones (JAX),
+    which would otherwise be copied for every element.
     """
     xp = namespace_of(x, *net.params.values())
     params = {key: _float64_copy(xp, value) for key, value in net.params.items()}
     buffers = {key: _float64_copy(xp, value) for key, value in net.buffers.items()}
     x, t = _float64_copy(xp, x), _float64_copy(xp, t)
     backprop = net.loss_and_gradient(x, t, params, buffers=buffers)[1]
-    numerical = net.numerical_gradient(x, t, params, buffers=buffers)
+    # Immutable arrays (JAX) would be copied once per element: their elements are moved K at a time in one
+    # pass instead, the same central differences (see LayerNet.numerical_gradient's batch).
+    batch = None if is_writeable_array(next(iter(params.values()))) else "auto"
+    numerical = net.numerical_gradient(x, t, params, buffers=buffers, batch=batch)
 
     def evaluate_at(key: str) -> Callable[[tuple[int, ...]], Callable[[float], tuple[float, list[Any]]]]:
         def at(index: tuple[int, ...]) -> Callable[[float], tuple[float, list[Any]]]:

@@ -25,7 +25,6 @@ from . import __version__
 from .backend import (
     BACKENDS,
     FLOAT_DTYPES,
-    THREAD_VARIABLES,
     BackendUnavailableError,
     backend_name,
     describe_device,
@@ -40,6 +39,7 @@ from .cli import (
     Parser,
     Terminated,
     UsageError,
+    command_threads,
     one_line,
     non_negative_float,
     non_negative_int,
@@ -673,14 +673,8 @@ def _run(config: TrainConfig, context: MPIContext | None) -> int:
 
 
 def _threads(config: TrainConfig) -> int | None:
-    """Threads per process for the CPU libraries: ``--threads`` (0: the libraries' own), else one, unless the
-    environment sets them. One is the faster default where a machine is shared, and under MPI it keeps ranks x
-    threads within the cores (benchmarks/results/cpu-2cpu-2026-12-05-threads.md)."""
-    if config.threads is not None:
-        return config.threads or None
-    if any(os.environ.get(name) for name in THREAD_VARIABLES):
-        return None
-    return 1
+    """Threads per process for the CPU libraries (see :func:`xbackprop.cli.command_threads`)."""
+    return command_threads(config.threads)
 
 
 def _write_learned(config: TrainConfig, plan: RunPlan, result: TrainResult, net: Any) -> None:
