@@ -18,6 +18,7 @@ import enum
 import math
 import os
 import sys
+import time
 from typing import Any, NoReturn
 
 from array_api_compat import device
@@ -106,6 +107,7 @@ class MPIContext:
         """
         if message:
             print(message, file=sys.stderr, flush=True)
+            time.sleep(0.05)  # the launcher forwards the line from its pipe; MPI_Abort would cut it off
         quiet = os.open(os.devnull, os.O_WRONLY)
         os.dup2(quiet, 2)  # the MPI library's own "Abort(code) on node ..." would make the one line several
         try:
