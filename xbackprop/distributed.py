@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import math
 import os
+import socket
 import sys
 import time
 from typing import Any, NoReturn
@@ -26,7 +27,7 @@ from array_api_compat import device
 from ._namespace import namespace_of
 from .backend import is_cuda_namespace, is_host_namespace, synchronize, to_numpy
 
-__all__ = ["MPIContext", "launched_by_mpi", "launcher_rank", "mpi_context", "Staging", "staging_of", "DistributedSync"]
+__all__ = ["MPIContext", "launched_by_mpi", "launcher_rank", "first_to_say", "mpi_context", "Staging", "staging_of", "DistributedSync"]
 
 #: Set to 1 to assert that the MPI library is CUDA-aware (CuPy buffers then go to MPI directly).
 CUDA_AWARE_ENV = "XBACKPROP_CUDA_AWARE_MPI"
@@ -125,6 +126,25 @@ class MPIContext:
     def describe(self) -> str:
         version = " ".join(self.MPI.Get_library_version().split()[:3])
         return f"{self.size} MPI ranks ({version})"
+
+
+_SAYING: list[Any] = []  # the socket held by the rank that says why the job ends
+
+
+def first_to_say(why: str) -> bool:
+    """Whether this rank is the first of the job's ranks on this machine to claim ``why`` (a word), so that one
+    line, not one per rank, says why every rank ends. The claim is a name in Linux's abstract socket namespace,
+    unique to the launcher's proxy, and it is released when the process ends; elsewhere rank 0 says it."""
+    if not sys.platform.startswith("linux"):
+        return launcher_rank() == 0
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        claim.bind(f"\0xbackprop-{why}-{os.getppid()}")
+    except OSError:
+        claim.close()
+        return False
+    _SAYING.append(claim)
+    return True
 
 
 def mpi_context() -> MPIContext:

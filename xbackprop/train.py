@@ -59,7 +59,15 @@ from .datasets import (
     identify_dataset,
     load_dataset,
 )
-from .distributed import DistributedSync, MPIContext, launched_by_mpi, launcher_rank, mpi_context, staging_of
+from .distributed import (
+    DistributedSync,
+    MPIContext,
+    first_to_say,
+    launched_by_mpi,
+    launcher_rank,
+    mpi_context,
+    staging_of,
+)
 from .io import load_params, plan_outputs, read_saved, save_params
 from .learned import report_paths, write_report
 from .memory import check_fits
@@ -644,7 +652,7 @@ def run(config: TrainConfig) -> int:
             raise
         said = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"terminated by {exc}"
         code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else 128 + exc.signum
-        context.abort(f"{PROG}: {said}" if launcher_rank() == 0 else "", code)
+        context.abort(f"{PROG}: {said}" if first_to_say("ending") else "", code)  # rank 0 may be inside a collective
 
 
 def _run(config: TrainConfig, context: MPIContext | None) -> int:
