@@ -138,3 +138,20 @@ def test_labels_rewritten_in_place_are_checked_again():
     t[1] = 99
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), got values from 0 to 99"):
         net.gradient(x, t)
+
+
+def test_misuse_that_was_an_attribute_or_broadcast_error_names_the_argument():
+    from xbackprop import TwoLayerNet, check_layer
+    from xbackprop.learned import evaluate
+    from xbackprop.optimizers import SGD, Adam
+
+    cases = [
+        (lambda: SGD().update({"W": [1.0]}, {"W": [1.0]}), TypeError, r"params\['W'\] is a list, not an array"),
+        (lambda: Adam().update({"W": np.ones(2)}, {"W": np.ones(3)}), ValueError,
+         r"grads\['W'\] has shape \(3,\), params\['W'\] \(2,\)"),
+        (lambda: check_layer(object(), np.ones(2)), TypeError, "has no forward or backward"),
+        (lambda: evaluate(TwoLayerNet(4, 3, 2), np.ones(4), np.array([0])), ValueError, "x: images"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()

@@ -88,6 +88,10 @@ def check_layer(layer: Any, *inputs: Any, seed: int = 0, h: float = CENTRAL_DIFF
     reported apart; and it fails when ``forward`` writes into an input or
     ``backward`` into ``dout``. ``print(report)`` shows it; ``report.passed`` is the verdict.
     """
+    missing = [name for name in ("forward", "backward") if not callable(getattr(layer, name, None))]
+    if missing:
+        raise TypeError(f"check_layer: {type(layer).__name__} has no {' or '.join(missing)} method; a layer has "
+                        "forward(x) and backward(dout)")
     arrays = [value for value in inputs if hasattr(value, "shape")]
     if not arrays:
         raise TypeError("check_layer needs at least one array input")

@@ -63,7 +63,9 @@ def evaluate(net: Any, x: Any, t: Any, *, batch_size: int = 10_000) -> Evaluatio
     ``(N, C)`` (in batches; one read-back each). ``ValueError`` names the argument that does not fit, and says so
     when the net's outputs are not finite (a diverged net has no accuracy)."""
     xp = namespace_of(x)
-    truth = _labels(to_numpy(t), x.shape[0] if x.ndim else 0, net.sizes[-1])
+    if x.ndim != 2:
+        raise ValueError(f"x: images must be rows (N, D), got shape {tuple(x.shape)}")
+    truth = _labels(to_numpy(t), x.shape[0], net.sizes[-1])
     predicted: list[int] = []
     confidence: list[float] = []
     for start in range(0, x.shape[0], batch_size):

@@ -33,12 +33,20 @@ def _zeros_like(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_keys(params: dict[str, Any], grads: dict[str, Any]) -> None:
-    """``ValueError`` naming the keys where ``params`` and ``grads`` differ (a KeyError deep inside otherwise)."""
+    """``ValueError`` naming the keys where ``params`` and ``grads`` differ or their shapes do, ``TypeError`` for
+    a value that is no array (a KeyError, AttributeError or broadcast error deep inside otherwise)."""
     if params.keys() != grads.keys():
         missing, extra = sorted(set(params) - set(grads)), sorted(set(grads) - set(params))
         said = [f"grads lack {', '.join(missing)}"] if missing else []
         said += [f"grads hold {', '.join(extra)}, which params do not"] if extra else []
         raise ValueError(f"{'; '.join(said)}: an optimizer moves each parameter by its own gradient")
+    for key, value in params.items():
+        for table, array in (("params", value), ("grads", grads[key])):
+            if not hasattr(array, "shape"):
+                raise TypeError(f"{table}[{key!r}] is a {type(array).__name__}, not an array")
+        if tuple(value.shape) != tuple(grads[key].shape):
+            raise ValueError(f"grads[{key!r}] has shape {tuple(grads[key].shape)}, params[{key!r}] "
+                             f"{tuple(value.shape)}")
 
 
 class Optimizer:
