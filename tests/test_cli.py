@@ -196,7 +196,7 @@ def test_a_signal_that_lands_in_a_garbage_collection_callback_still_ends_the_com
     import xbackprop.cli
 
     if not seen:
-        monkeypatch.setattr(xbackprop.cli, "_inside_gc_callback", lambda frame: False)
+        monkeypatch.setattr(xbackprop.cli, "_unsafe_to_raise", lambda frame: False)
 
     finished = []
 
@@ -234,3 +234,22 @@ def test_a_termination_that_breaks_an_import_is_reported_as_the_termination(caps
 
     assert run_command(main, "prog") == 129
     assert capsys.readouterr().err == "prog: terminated by SIGHUP\n"
+
+
+def test_a_signal_during_an_import_is_raised_once_the_import_is_done(tmp_path, monkeypatch):
+    """An exception raised by a signal handler in the middle of an extension module's initialisation can crash
+    the process (jaxlib's did): the ending waits until the import is over."""
+    (tmp_path / "slow_module.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\n"
+                                             "time.sleep(0.2)\nimported = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = []
+
+    def main(argv):
+        import slow_module
+
+        seen.append(slow_module.imported)
+        time.sleep(5)
+        return 0
+
+    assert run_command(main, "prog") == 143
+    assert seen == [True]  # the import ran to its end; the termination came after it

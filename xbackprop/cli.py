@@ -147,28 +147,30 @@ def _ending_for(signum: int) -> BaseException:
     return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
 
-def _inside_gc_callback(frame: Any) -> bool:
-    """Whether ``frame`` runs inside a garbage-collection callback (JAX registers one), where Python prints an
-    exception raised from a signal handler and then drops it."""
+def _unsafe_to_raise(frame: Any) -> bool:
+    """Whether ``frame`` runs where an exception raised by a signal handler does harm: inside a garbage-collection
+    callback (JAX registers one), where Python prints it and drops it, or inside an import, where it can land in
+    the middle of an extension module's initialisation (jaxlib's then crashes the process)."""
     codes = {getattr(callback, "__code__", None) for callback in gc.callbacks}
     while frame is not None:
-        if frame.f_code in codes:
+        if frame.f_code in codes or frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
             return True
         frame = frame.f_back
     return False
 
 
 def _on_signal(signum: int, frame: Any) -> None:
-    """Raise the signal's ending where the program is; inside a GC callback, a moment later, outside it."""
+    """Raise the signal's ending where the program is; inside a GC callback or an import, a moment later, once
+    out of it."""
     _RECEIVED.append(signum)
-    if _inside_gc_callback(frame) and hasattr(signal, "setitimer"):
+    if _unsafe_to_raise(frame) and hasattr(signal, "setitimer"):
         signal.setitimer(signal.ITIMER_REAL, 0.01)  # _on_alarm raises it once the callback has returned
         return
     raise _ending_for(signum)
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
-    if _inside_gc_callback(frame):
+    if _unsafe_to_raise(frame):
         signal.setitimer(signal.ITIMER_REAL, 0.01)
         return
     if _RECEIVED:
