@@ -586,3 +586,12 @@ def test_training_runs_under_the_thread_limit(synthetic_dir, monkeypatch):
     monkeypatch.setattr(command, "train_runs", spying)
     assert command.main(["--data-dir", str(synthetic_dir), "--iters", "2", "--quiet"]) == 0
     assert seen == [{1}]
+
+
+def test_the_first_line_says_how_often_accuracies_are_printed_and_save_confirms(synthetic_dir, tmp_path, capsys):
+    assert main(["--data-dir", str(synthetic_dir), "--iters", "300", "--eval-interval", "2", "--batch-size", "10",
+                 "--save", str(tmp_path / "m.npz")]) == 0
+    captured = capsys.readouterr()
+    first = captured.out.splitlines()[0]
+    assert "accuracies every 2 (printed every 16; --json and --plot keep them all)" in first
+    assert f"wrote {tmp_path / 'm.npz'}: the 784-50-10 relu net trained on" in captured.err

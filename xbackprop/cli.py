@@ -164,7 +164,7 @@ def _on_signal(signum: int, frame: Any) -> None:
     out of it."""
     _RECEIVED.append(signum)
     if _unsafe_to_raise(frame) and hasattr(signal, "setitimer"):
-        signal.setitimer(signal.ITIMER_REAL, 0.01)  # _on_alarm raises it once the callback has returned
+        signal.setitimer(signal.ITIMER_REAL, 0.01)  # _on_alarm raises it once out of there
         return
     raise _ending_for(signum)
 
