@@ -17,9 +17,11 @@ from .functions import (
     softmax,
 )
 from .gradient import directional_check, gradient_check, numerical_gradient
+from .convolution import Convolution, Pooling
 from .layercheck import check_layer
 from .layers import AddLayer, Affine, BatchNormalization, Dropout, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from .nets import LayerNet, MultiLayerNet, TwoLayerNet
+from .util import col2im, im2col
 
 __version__ = "0.1.0"
 
@@ -45,6 +47,10 @@ __all__ = [
     "SoftmaxWithLoss",
     "Dropout",
     "BatchNormalization",
+    "Convolution",
+    "Pooling",
+    "im2col",
+    "col2im",
     "check_layer",
     "LayerNet",
     "MultiLayerNet",

@@ -1,0 +1,101 @@
+"""Chapter 7's im2col/col2im, Convolution and Pooling on every backend, against PyTorch's conv2d and max_pool2d
+(with autograd) in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import asarray
+
+from xbackprop.backend import to_numpy
+from xbackprop.convolution import Convolution, Pooling
+from xbackprop.layercheck import check_layer
+from xbackprop.util import col2im, im2col
+
+#: (N, C, H, W), (FN, FH, FW), stride, pad: square and not, odd sizes, several channels, stride 1 and 2, pad 0-2.
+CASES = [((2, 3, 7, 6), (4, 3, 2), 1, 0), ((1, 1, 10, 10), (10, 3, 3), 1, 0), ((2, 2, 9, 7), (3, 3, 3), 2, 1),
+         ((3, 3, 8, 8), (2, 5, 5), 1, 2), ((2, 1, 5, 9), (2, 1, 4), 2, 2)]
+
+
+@pytest.mark.parametrize(("x_shape", "filters", "stride", "pad"), CASES)
+def test_col2im_is_the_adjoint_of_im2col(xp, rng, x_shape, filters, stride, pad):
+    _, fh, fw = filters
+    x = asarray(xp, rng.standard_normal(x_shape))
+    col = im2col(x, fh, fw, stride, pad)
+    y = asarray(xp, rng.standard_normal(tuple(col.shape)))
+    left = float(xp.sum(col * y))
+    right = float(xp.sum(x * col2im(y, x_shape, fh, fw, stride, pad)))
+    assert abs(left - right) <= 1e-12 * max(abs(left), 1.0)
+
+
+def torch_reference(x, W, b, stride, pad, dout):
+    torch = pytest.importorskip("torch", reason="the autograd reference needs PyTorch: pip install torch (CPU build)")
+    tx, tW, tb = (torch.tensor(a, requires_grad=True) for a in (x, W, b))
+    out = torch.nn.functional.conv2d(tx, tW, tb, stride=stride, padding=pad)
+    out.backward(torch.tensor(dout))
+    return out.detach().numpy(), tx.grad.numpy(), tW.grad.numpy(), tb.grad.numpy()
+
+
+@pytest.mark.parametrize(("x_shape", "filters", "stride", "pad"), CASES)
+def test_convolution_agrees_with_torch_conv2d_and_its_autograd(xp, rng, x_shape, filters, stride, pad):
+    fn, fh, fw = filters
+    x, W, b = rng.standard_normal(x_shape), rng.standard_normal((fn, x_shape[1], fh, fw)), rng.standard_normal(fn)
+    layer = Convolution(asarray(xp, W), asarray(xp, b), stride=stride, pad=pad)
+    out = layer.forward(asarray(xp, x))
+    dout = rng.standard_normal(tuple(out.shape))
+    dx = layer.backward(asarray(xp, dout))
+    want_out, want_dx, want_dW, want_db = torch_reference(x, W, b, stride, pad, dout)
+    for got, want in ((out, want_out), (dx, want_dx), (layer.dW, want_dW), (layer.db, want_db),
+                      (layer.grads["W"], want_dW)):
+        np.testing.assert_allclose(to_numpy(got), want, rtol=1e-10, atol=1e-10)
+    assert tuple(layer.col.shape) == (out.shape[0] * out.shape[2] * out.shape[3], x_shape[1] * fh * fw)
+    assert tuple(layer.col_W.shape) == (x_shape[1] * fh * fw, fn)
+
+
+@pytest.mark.parametrize(("window", "stride"), [(2, 2), (3, 1), (3, 2)])
+def test_pooling_agrees_with_torch_max_pool2d_and_its_autograd(xp, rng, window, stride):
+    torch = pytest.importorskip("torch", reason="the autograd reference needs PyTorch: pip install torch (CPU build)")
+    x = rng.standard_normal((2, 3, 7, 8))
+    layer = Pooling(window, window, stride=stride)
+    out = layer.forward(asarray(xp, x))
+    dout = rng.standard_normal(tuple(out.shape))
+    dx = layer.backward(asarray(xp, dout))
+    tx = torch.tensor(x, requires_grad=True)
+    want = torch.nn.functional.max_pool2d(tx, window, stride)
+    want.backward(torch.tensor(dout))
+    np.testing.assert_allclose(to_numpy(out), want.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(dx), tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+    assert tuple(layer.arg_max.shape) == (out.shape[0] * out.shape[2] * out.shape[3] * out.shape[1],)
+
+
+def test_a_tied_window_gives_its_gradient_to_the_first_of_its_maxima(xp):
+    x = asarray(xp, np.array([[[[1.0, 1.0], [0.5, 1.0]]]]))
+    layer = Pooling(2, 2, stride=2)
+    layer.forward(x)
+    dx = layer.backward(asarray(xp, np.array([[[[3.0]]]])))
+    np.testing.assert_array_equal(to_numpy(dx), [[[[3.0, 0.0], [0.0, 0.0]]]])
+
+
+def test_check_layer_passes_convolution_and_pooling(xp, rng):
+    x = asarray(xp, rng.standard_normal((2, 2, 6, 5)))
+    conv = Convolution(asarray(xp, rng.standard_normal((3, 2, 3, 2))), asarray(xp, rng.standard_normal(3)),
+                       stride=2, pad=1)
+    assert check_layer(conv, x).passed
+    assert check_layer(Pooling(2, 2, stride=2), x).passed
+
+
+def test_array_api_strict_equals_numpy_in_float64(rng):
+    strict = pytest.importorskip("array_api_strict", reason="needs array-api-strict: pip install array-api-strict")
+    from xbackprop.backend import get_namespace
+
+    numpy = get_namespace("numpy")
+    x, W, b = rng.standard_normal((2, 3, 9, 7)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    results = []
+    for xp in (numpy, strict):
+        conv = Convolution(asarray(xp, W), asarray(xp, b), stride=2, pad=1)
+        pool = Pooling(2, 2, stride=1)
+        out = pool.forward(conv.forward(asarray(xp, x)))
+        dx = conv.backward(pool.backward(xp.ones_like(out)))
+        results.append([to_numpy(a) for a in (im2col(asarray(xp, x), 3, 3, 2, 1), out, dx, conv.dW, conv.db)])
+    for mine, theirs in zip(*results):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-12)
