@@ -99,3 +99,47 @@ def test_array_api_strict_equals_numpy_in_float64(rng):
         results.append([to_numpy(a) for a in (im2col(asarray(xp, x), 3, 3, 2, 1), out, dx, conv.dW, conv.db)])
     for mine, theirs in zip(*results):
         np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_simple_convnet_has_the_books_parameters():
+    from xbackprop import SimpleConvNet
+
+    net = SimpleConvNet(xp="numpy", dtype="float32", seed=0)
+    shapes = {key: tuple(value.shape) for key, value in net.params.items()}
+    assert shapes == {"W1": (30, 1, 5, 5), "b1": (30,), "W2": (4320, 100), "b2": (100,), "W3": (100, 10), "b3": (10,)}
+    assert list(net.layers) == ["Conv1", "Relu1", "Pool1", "Affine1", "Relu2", "Affine2"]
+
+
+@pytest.mark.parametrize("name", ["numpy", "array_api_strict"])
+def test_the_books_chapter_7_gradient_check_passes(name):
+    """ch07/gradient_check.py's setting: one 1x10x10 input, ten 3x3 filters, hidden 10."""
+    from xbackprop import SimpleConvNet, get_namespace, gradient_check
+
+    if name == "array_api_strict":
+        pytest.importorskip(name, reason="needs array-api-strict: pip install array-api-strict")
+    xp = get_namespace(name)
+    net = SimpleConvNet(input_dim=(1, 10, 10), conv_param={"filter_num": 10, "filter_size": 3, "pad": 0, "stride": 1},
+                        hidden_size=10, output_size=10, weight_init_std=0.01, xp=xp, dtype="float64", seed=0)
+    x = xp.asarray(np.random.default_rng(0).random(100).reshape((1, 1, 10, 10)))
+    result = gradient_check(net, x, xp.asarray(np.array([1])), verbose=False)
+    assert result.passed, str(result)
+    assert max(result.mean_abs_diff.values()) < 1e-6
+
+
+def test_simple_convnet_trains_from_the_trainers_rows(synthetic_dir):
+    from xbackprop import SimpleConvNet
+    from xbackprop.datasets import load_dataset
+    from xbackprop.optimizers import Adam
+    from xbackprop.trainer import to_device, train
+
+    data = to_device(load_dataset("synthetic", data_dir=synthetic_dir), get_numpy())
+    net = SimpleConvNet(conv_param={"filter_num": 4, "filter_size": 5}, hidden_size=20, xp="numpy",
+                        dtype="float32", seed=0)
+    result = train(net, Adam(lr=0.01), data, iters=60, batch_size=20, seed=0)
+    assert result.losses[-1] < 0.5 * result.losses[0] and result.final_test_acc > 0.5
+
+
+def get_numpy():
+    from xbackprop import get_namespace
+
+    return get_namespace("numpy")

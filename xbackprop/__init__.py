@@ -21,6 +21,7 @@ from .convolution import Convolution, Pooling
 from .layercheck import check_layer
 from .layers import AddLayer, Affine, BatchNormalization, Dropout, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from .nets import LayerNet, MultiLayerNet, TwoLayerNet
+from .simple_convnet import SimpleConvNet
 from .util import col2im, im2col
 
 __version__ = "0.1.0"
@@ -55,6 +56,7 @@ __all__ = [
     "LayerNet",
     "MultiLayerNet",
     "TwoLayerNet",
+    "SimpleConvNet",
     "numerical_gradient",
     "gradient_check",
     "directional_check",

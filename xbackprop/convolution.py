@@ -82,6 +82,12 @@ class Pooling:
         self.pool_h, self.pool_w, self.stride, self.pad = pool_h, pool_w, stride, pad
         self.x = self.arg_max = None
 
+    @property
+    def mask(self) -> Any:
+        """Which input won each window in the last pass, as ``arg_max`` (``None`` before one): a max switching
+        winners is a kink, as ReLU's mask tells, so gradient checks look at it again from one side."""
+        return self.arg_max
+
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
         if x.ndim != 4:
