@@ -143,3 +143,15 @@ def get_numpy():
     from xbackprop import get_namespace
 
     return get_namespace("numpy")
+
+
+def test_the_books_labels_of_shape_n_by_1_are_class_indices_for_the_loss():
+    """ch07/gradient_check.py passes np.array([1]).reshape((1, 1)); the book's loss reads them as indices."""
+    from xbackprop import SimpleConvNet
+
+    net = SimpleConvNet(input_dim=(1, 10, 10), conv_param={"filter_num": 10, "filter_size": 3, "pad": 0, "stride": 1},
+                        hidden_size=10, output_size=10, weight_init_std=0.01, dtype="float64", seed=0)
+    x = np.random.default_rng(0).random(100).reshape((1, 1, 10, 10))
+    assert float(net.loss(x, np.array([1]).reshape((1, 1)))) == float(net.loss(x, np.array([1])))
+    grads = net.gradient(x, np.array([1]).reshape((1, 1)))
+    np.testing.assert_array_equal(grads["W1"], net.gradient(x, np.array([1]))["W1"])

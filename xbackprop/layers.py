@@ -238,8 +238,8 @@ class SoftmaxWithLoss:
     """Softmax followed by the mean cross-entropy over the batch.
 
     ``forward(x, t)``: scores ``x`` ``(N, C)``; labels ``t`` either one-hot ``(N, C)``
-    or integer class indices ``(N,)`` (any integer dtype, ``uint8`` included), which
-    give identical results. Returns the loss as a 0-D array of ``x``'s dtype, computed
+    or integer class indices ``(N,)`` (any integer dtype, ``uint8`` included; ``(N, 1)`` integers are read as
+    indices, as the book's chapter 7 passes them), which give identical results. Returns the loss as a 0-D array of ``x``'s dtype, computed
     through a stable log-softmax (exact, finite for scores of 1e4). Caches the
     probabilities ``y`` and the one-hot labels ``t``.
 
@@ -284,6 +284,8 @@ class SoftmaxWithLoss:
         return dx
 
     def _one_hot_labels(self, xp: Any, t: Any, n: int, c: int, dtype: Any, check: bool) -> Any:
+        if t.ndim == 2 and t.shape[1] == 1 < c and is_integral(xp, t.dtype):  # (N, 1) integers: only indices
+            t = xp.reshape(t, (t.shape[0],))  # (the book's ch07 gradient check passes them so)
         if t.ndim == 2:
             if tuple(t.shape) != (n, c):
                 raise ValueError(
