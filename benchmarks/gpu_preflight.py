@@ -75,8 +75,8 @@ def gemm_rows() -> list[dict[str, Any]]:
         cupy = get_namespace("cupy", strict=True)
     except BackendUnavailableError as exc:
         return [{"check": "cuBLAS GEMM", "skipped": str(exc)}]
-    from xbackprop._matmul import dot
     from xbackprop.backend import _CupyCapturer
+    from xbackprop.hooks import dot
 
     rng = np.random.default_rng(0)
     capturer = _CupyCapturer()

@@ -11,7 +11,7 @@ import pytest
 
 from xbackprop.bench import FULL_ONLY
 from xbackprop.benchcases import BATCHES, LARGE_P, LARGE_P_BACKENDS, LOOP_MAX_P, SIZES, loop_is_timed, make_case
-from xbackprop.gradient import max_relative_error
+from xbackprop.gradient_check import max_relative_error
 from xbackprop.nets import parameter_count
 
 

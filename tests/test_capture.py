@@ -174,7 +174,7 @@ def test_a_whole_training_run_replayed_equals_the_eager_run():
 
 def test_the_capturing_matmul_hook_is_what_affine_calls():
     from xbackprop import Affine
-    from xbackprop._matmul import MATMUL
+    from xbackprop.hooks import MATMUL
 
     calls = []
 
@@ -262,7 +262,7 @@ def wider_setting(xp, optimizer):
 def test_a_graph_whose_products_round_differently_is_not_taken_for_a_wrong_one(xp, optimizer):
     """Another cuBLAS handle or algorithm rounds float32 products differently, and the difference grows over
     64 steps: the check must pass it (a check at float32's resolution per element would fall back for good)."""
-    from xbackprop._matmul import MATMUL
+    from xbackprop.hooks import MATMUL
 
     net, optimizer, x_all, t_all, indices = wider_setting(xp, optimizer)
 

@@ -18,7 +18,7 @@ from xbackprop import (
 from xbackprop.backend import to_numpy
 from xbackprop.datasets import find_dataset_dir, load_split
 from xbackprop.gradcheck import main as gradcheck_main
-from xbackprop.gradient import max_relative_error
+from xbackprop.gradient_check import max_relative_error
 
 
 def test_numerical_gradient_of_a_quadratic(xp):
@@ -181,7 +181,7 @@ def test_affine_holds_one_layer_of_parameters(xp):
 
 
 def test_the_memory_budget_bounds_the_stack(xp):
-    from xbackprop.gradient_stacked import stack_size
+    from xbackprop.stacked_gradient import stack_size
 
     net, x, t = stack_net(xp)
     for slot, position in enumerate([0, 2, 4]):  # Affine1, Relu1, Affine2, Relu2, Affine3
@@ -201,7 +201,7 @@ def test_max_relative_error_is_the_worst_parameter(xp):
 
 
 def test_a_numerical_gradient_reports_its_progress_to_the_bar_a_command_shows():
-    from xbackprop._progress import reporting
+    from xbackprop.hooks import reporting
 
     class Counter:
         done = 0

@@ -9,7 +9,8 @@ from conftest import asarray
 
 from xbackprop import Affine, LayerNet, MultiLayerNet, Relu, to_numpy
 from xbackprop.functions import random_bits
-from xbackprop.gradient import gradient_check, numerical_gradient
+from xbackprop.gradient import numerical_gradient
+from xbackprop.gradient_check import gradient_check
 from xbackprop.io import load_net, save_params
 from xbackprop.layers import BatchNormalization, Dropout
 from xbackprop.optimizers import OPTIMIZERS

@@ -4,6 +4,7 @@ JAX and array-api-strict."""
 
 from . import _startup  # noqa: F401  # first: in a command's process, signals during the imports end it cleanly
 from .backend import BACKENDS, BackendUnavailableError, get_namespace, to_numpy
+from .convolution import Convolution, Pooling
 from .datasets import load_mnist
 from .functions import (
     cross_entropy_error,
@@ -16,8 +17,8 @@ from .functions import (
     sigmoid,
     softmax,
 )
-from .gradient import directional_check, gradient_check, numerical_gradient
-from .convolution import Convolution, Pooling
+from .gradient import numerical_gradient
+from .gradient_check import directional_check, gradient_check
 from .layercheck import check_layer
 from .layers import AddLayer, Affine, BatchNormalization, Dropout, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
 from .nets import LayerNet, MultiLayerNet, TwoLayerNet

@@ -467,7 +467,7 @@ class _CupyCapturer:
     def capture(self, fn: Any) -> Any:
         import cupy
 
-        from ._matmul import MATMUL
+        from .hooks import MATMUL
 
         pool = cupy.cuda.MemoryPool()
         # The warm-up writes the static arrays: whatever the current stream still has queued for them (the

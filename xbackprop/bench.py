@@ -24,7 +24,7 @@ from typing import Any
 from .backend import BACKENDS, backend_name, describe_device, enable_float64, get_namespace
 from .benchcases import BATCHES, SIZES, loop_is_timed, make_case
 from .cli import Parser, UsageError, positive_int, run_command
-from .gradient import max_relative_error
+from .gradient_check import max_relative_error
 from .io import plan_outputs, replace_atomically
 from .timing import back_to_back_seconds, machine_description, median_seconds, timed_runs
 

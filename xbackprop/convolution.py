@@ -11,16 +11,14 @@ from typing import Any
 
 from array_api_compat import device
 
-from ._matmul import dot
 from ._namespace import namespace_of
-from ._tape import record_backward, record_forward
-from .layers import _forward_first, _grad, _param
+from .hooks import Layer, dot, entries
 from .util import col2im, conv_output_size, im2col
 
 __all__ = ["Convolution", "Pooling"]
 
 
-class Convolution:
+class Convolution(Layer):
     """``out[n, f] = sum over c of W[f, c] (*) x[n, c] + b[f]`` (a cross-correlation, as the book's).
 
     ``W``: ``(FN, C, FH, FW)``, ``b``: ``(FN,)``; ``x``: ``(N, C, H, W)``; ``out``: ``(N, FN, OH, OW)`` with
@@ -29,8 +27,8 @@ class Convolution:
     ``grads``) and returns ``dx`` shaped like ``x``. ``params`` is ``{"W": W, "b": b}``.
     """
 
-    W, b = _param("W"), _param("b")
-    dW, db = _grad("W"), _grad("b")
+    W, b = entries("params", "W", "b")
+    dW, db = entries("grads", "W", "b")
 
     def __init__(self, W: Any, b: Any, stride: int = 1, pad: int = 0) -> None:
         if not hasattr(W, "ndim") or W.ndim != 4 or not hasattr(b, "ndim") or tuple(b.shape) != (W.shape[0],):
@@ -53,23 +51,19 @@ class Convolution:
         self.col_W = xp.reshape(self.W, (fn, -1)).T
         out = dot(self.col, self.col_W) + self.b
         out = xp.permute_dims(xp.reshape(out, (n, out_h, out_w, fn)), (0, 3, 1, 2))
-        record_forward(self, (x, self.W, self.b), out)
         return out
 
     def backward(self, dout: Any) -> Any:
-        if self.col is None:
-            raise _forward_first(self)
         xp = namespace_of(dout)
         fn, c, fh, fw = self.W.shape
         dout = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn))
         self.db = xp.sum(dout, axis=0)
         self.dW = xp.reshape(dot(self.col.T, dout).T, (fn, c, fh, fw))
         dx = col2im(dot(dout, self.col_W.T), tuple(self.x.shape), fh, fw, self.stride, self.pad)
-        record_backward(self, dout, (dx, self.dW, self.db))
         return dx
 
 
-class Pooling:
+class Pooling(Layer):
     """Max pooling over ``pool_h`` x ``pool_w`` windows: ``x`` ``(N, C, H, W)`` to ``(N, C, OH, OW)``.
 
     Caches ``x`` and ``arg_max`` (the position of each window's maximum, ``(N*OH*OW*C,)``). Where a window's
@@ -98,12 +92,9 @@ class Pooling:
         col = xp.reshape(im2col(x, self.pool_h, self.pool_w, self.stride, self.pad), (-1, self.pool_h * self.pool_w))
         self.x, self.arg_max = x, xp.argmax(col, axis=1)
         out = xp.permute_dims(xp.reshape(xp.max(col, axis=1), (n, out_h, out_w, c)), (0, 3, 1, 2))
-        record_forward(self, (x,), out)
         return out
 
     def backward(self, dout: Any) -> Any:
-        if self.arg_max is None:
-            raise _forward_first(self)
         xp = namespace_of(dout)
         size = self.pool_h * self.pool_w
         flat = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, 1))
@@ -112,6 +103,5 @@ class Pooling:
         c = self.x.shape[1]
         dcol = xp.reshape(dmax, (flat.shape[0] // c, c * size))
         dx = col2im(dcol, tuple(self.x.shape), self.pool_h, self.pool_w, self.stride, self.pad)
-        record_backward(self, dout, (dx,))
         return dx
 

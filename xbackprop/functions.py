@@ -18,7 +18,7 @@ from typing import Any
 
 from array_api_compat import device
 
-from ._namespace import namespace_of
+from ._namespace import is_integral, namespace_of
 
 __all__ = [
     "relu",
@@ -28,6 +28,7 @@ __all__ = [
     "softmax",
     "log_softmax",
     "one_hot",
+    "checked_labels",
     "random_bits",
     "cross_entropy_error",
     "mean_squared_error",
@@ -165,24 +166,38 @@ def _as_batch(y: Any, t: Any, xp: Any) -> tuple[Any, Any]:
     return y, t
 
 
-def _one_hot_targets(t: Any, n: int, c: int, dtype: Any, xp: Any, who: str) -> Any:
-    """``t`` as one-hot ``(n, c)`` rows of ``dtype``: from integer labels ``(n,)`` or one-hot ``(n, c)``.
+def checked_labels(t: Any, n: int, c: int, *, who: str, one_hot_dtype: Any = None, check: bool = True,
+                   column: bool = False) -> Any:
+    """The one reading of labels for ``n`` rows of ``c`` scores, used by every loss, layer, net and trainer.
 
-    Float targets must really be one-hot (this reads one flag back from the device):
-    a prediction passed where the labels belong would otherwise give a plausible
-    but meaningless number.
+    ``t`` is integer class indices ``(n,)`` (any integer dtype) or one-hot rows ``(n, c)``; with ``column``,
+    integers ``(n, 1)`` are indices too (the book's chapter 7 passes them to its loss). Returns one-hot rows
+    of ``one_hot_dtype`` when it is given, else class indices ``(n,)``. With ``check``, the labels' values are
+    read back (a number or two from the device): indices must lie in ``[0, c)``, one-hot rows hold a single 1
+    among 0s (a prediction passed where the labels belong would otherwise give a plausible number). Anything
+    else is a ``ValueError`` that starts with ``who``.
     """
-    if t.ndim == 1 and t.shape[0] == n and xp.isdtype(t.dtype, "integral"):
-        return one_hot(t, c, dtype=dtype, xp=xp)
-    if tuple(t.shape) != (n, c):
-        raise ValueError(f"{who}: labels of shape {tuple(t.shape)} fit neither ({n},) nor ({n}, {c})")
-    is_binary = xp.all((t == 0) | (t == 1))
-    if not bool(is_binary & xp.all(xp.sum(t, axis=-1) == 1)):
-        raise ValueError(
-            f"{who}: labels must be one-hot rows or integer classes (the book's order is {who}(y, t): "
-            "prediction first, labels second)"
-        )
-    return xp.astype(t, dtype)
+    xp = namespace_of(t)
+    integral = is_integral(xp, t.dtype)
+    if column and integral and t.ndim == 2 and t.shape[1] == 1 < c:
+        t = xp.reshape(t, (t.shape[0],))
+    if tuple(t.shape) == (n, c):
+        # every number 0 or 1 (t * t == t; NaN fails) and each row summing to 1: one reduction, one read
+        if check and n and not bool(xp.all((t * t == t) & (xp.sum(t, axis=1, keepdims=True) == 1))):
+            raise ValueError(f"{who}: ({n}, {c}) labels must be one-hot rows, a single 1 among 0s (is a "
+                             "prediction where the labels belong? the book's order is prediction first, labels second)")
+        if one_hot_dtype is None:
+            return xp.argmax(t, axis=1)
+        return t if t.dtype == one_hot_dtype else xp.astype(t, one_hot_dtype)
+    if tuple(t.shape) != (n,) or not integral:
+        raise ValueError(f"{who}: labels of shape {tuple(t.shape)} and dtype {t.dtype} fit neither integer class "
+                         f"indices ({n},) nor one-hot rows ({n}, {c})")
+    if check and n:
+        low = 0 if xp.iinfo(t.dtype).min == 0 else int(xp.min(t))  # unsigned (MNIST's uint8): no minimum to read
+        high = int(xp.max(t))
+        if low < 0 or high >= c:
+            raise ValueError(f"{who}: labels must lie in [0, {c}), got values from {low} to {high}")
+    return t if one_hot_dtype is None else one_hot(t, c, dtype=one_hot_dtype, xp=xp)
 
 
 def cross_entropy_error(y: Any, t: Any, *, xp: Any = None) -> Any:
@@ -196,7 +211,7 @@ def cross_entropy_error(y: Any, t: Any, *, xp: Any = None) -> Any:
     xp = namespace_of(y, t) if xp is None else xp
     y, t = _as_batch(y, t, xp)
     n, c = y.shape
-    targets = _one_hot_targets(t, n, c, y.dtype, xp, "cross_entropy_error")
+    targets = checked_labels(t, n, c, who="cross_entropy_error", one_hot_dtype=y.dtype)
     return -xp.sum(targets * xp.log(y + CROSS_ENTROPY_DELTA)) / n
 
 
@@ -223,4 +238,4 @@ def d_softmax_with_loss(d: Any, y: Any, *, xp: Any = None) -> Any:
     xp = namespace_of(y, d) if xp is None else xp
     y, d = _as_batch(y, d, xp)
     n, c = y.shape
-    return (y - _one_hot_targets(d, n, c, y.dtype, xp, "d_softmax_with_loss")) / n
+    return (y - checked_labels(d, n, c, who="d_softmax_with_loss", one_hot_dtype=y.dtype)) / n

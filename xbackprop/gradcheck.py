@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ._progress import reporting
 from .backend import BACKENDS, backend_name, enable_float64, get_namespace, host_rng, thread_limit
 from .cli import Parser, UsageError, command_threads, non_negative_int, positive_int, run_command
 from .datasets import find_dataset_dir, identify_dataset, load_split
-from .gradient import CENTRAL_DIFFERENCE_STEP, gradient_check
+from .gradient import CENTRAL_DIFFERENCE_STEP
+from .gradient_check import gradient_check
+from .hooks import reporting
 from .nets import TwoLayerNet
 
 #: The most synthetic images a check makes (MNIST's test split holds 10,000).

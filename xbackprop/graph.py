@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _tape
+from . import hooks
 from .cli import Parser, UsageError, one_line, run_command
 from .io import plan_outputs, replace_atomically
 from .layers import AddLayer, MulLayer
@@ -74,7 +74,7 @@ class ComputationalGraph:
     nodes: list[Node] = field(default_factory=list)
     _names: dict[int, tuple[str, Any]] = field(default_factory=dict, repr=False)
 
-    # -- recording (called through xbackprop._tape) --
+    # -- recording (called through xbackprop.hooks) --
     def forward(self, layer: Any, inputs: tuple[Any, ...], output: Any) -> None:
         edges = []
         for value in inputs:
@@ -197,11 +197,11 @@ def trace(**names: Any) -> Iterator[ComputationalGraph]:
     """
     graph = ComputationalGraph()
     graph.name(**names)
-    token = _tape.RECORDER.set(graph)
+    token = hooks.RECORDER.set(graph)
     try:
         yield graph
     finally:
-        _tape.RECORDER.reset(token)
+        hooks.RECORDER.reset(token)
         graph.name()  # leaves named before their first use keep their names
 
 

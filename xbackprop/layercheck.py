@@ -19,7 +19,8 @@ from array_api_compat import device
 
 from ._namespace import namespace_of
 from .backend import host_rng, require_dtype, to_numpy
-from .gradient import CENTRAL_DIFFERENCE_STEP, Disagreement, central_differences, classify, finite_scale, layer_masks
+from .gradient import CENTRAL_DIFFERENCE_STEP, central_differences
+from .gradient_check import Disagreement, classify, finite_scale, layer_masks
 
 __all__ = ["check_layer", "LayerCheckReport", "CheckedArray"]
 

@@ -23,12 +23,13 @@ from typing import Any
 from array_api_compat import device as device_of
 from array_api_compat import is_array_api_obj
 
-from . import _tape
-from ._namespace import is_integral, namespace_of
+from . import hooks
+from ._namespace import namespace_of
 from .backend import backend_name, get_namespace, host_rng, resolve_device, resolve_dtype
+from .functions import checked_labels
 from .gradient import central_differences
-from .gradient_stacked import DEFAULT_MEMORY_BUDGET, stacked_numerical_gradient
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
+from .stacked_gradient import DEFAULT_MEMORY_BUDGET, stacked_numerical_gradient
 
 __all__ = ["LayerNet", "MultiLayerNet", "TwoLayerNet", "ACTIVATIONS", "NAMED_INITS", "parameter_count"]
 
@@ -156,22 +157,37 @@ class LayerNet:
         self.__dict__.update({**state, "xp": get_namespace(state["xp"], strict=True)})
         self.device = device_of(next(iter(self.params.values())))
 
-    def _forward(self, x: Any, train_flg: bool) -> Any:
-        traced = _tape.tracing()
+    @property
+    def param_slots(self) -> list[tuple[str, Any, str, str]]:
+        """Where each parameter lives: ``(layer name, layer, name in the layer, key in params)``, in order."""
+        return list(self._param_slots)
+
+    def forward_until(self, layer_name: str, x: Any, params: Mapping[str, Any] | None = None, *,
+                      train_flg: bool = False, buffers: Mapping[str, Any] | None = None) -> Any:
+        """What the layer named ``layer_name`` receives from ``x``: the layers before it run on ``params``."""
+        self._bind(params, buffers)
         for name, layer in self.layers.items():
-            since = _tape.position() if traced else 0
+            if name == layer_name:
+                return x
+            x = layer.forward(x, train_flg) if name in self._takes_train_flg else layer.forward(x)
+        raise KeyError(f"no layer named {layer_name!r}: the layers are {', '.join(self.layers)}")
+
+    def _forward(self, x: Any, train_flg: bool) -> Any:
+        traced = hooks.tracing()
+        for name, layer in self.layers.items():
+            since = hooks.position() if traced else 0
             out = layer.forward(x, train_flg) if name in self._takes_train_flg else layer.forward(x)
             if traced:  # a layer that does not report its pass is drawn all the same
-                _tape.report_forward_for(layer, since, (x,), out)
+                hooks.report_forward_for(layer, since, (x,), out)
             x = out
         return x
 
     def _backward(self, dout: Any) -> None:
-        traced = _tape.tracing()
+        traced = hooks.tracing()
         for layer in reversed(self.layers.values()):
             grad = layer.backward(dout)
             if traced:
-                _tape.report_backward_for(layer, dout, grad)
+                hooks.report_backward_for(layer, dout, grad)
             dout = grad
 
     def _new_buffers(self, keep: bool) -> dict[str, Any]:
@@ -252,7 +268,6 @@ class LayerNet:
         """
         xp = namespace_of(x)
         n = x.shape[0]
-        t = self._class_indices(xp, t, n, check_labels)
         step = max(n, 1) if batch_size is None else max(int(batch_size), 1)
         # the default integer (int32 on JAX without x64, which would truncate an int64 with a warning)
         counting = xp.__array_namespace_info__().default_dtypes(device=device_of(x))["integral"]
@@ -260,24 +275,12 @@ class LayerNet:
         for start in range(0, n, step):
             stop = min(start + step, n)
             scores = self.predict(x[start:stop, ...], params)
+            if start == 0:  # the labels are read against the number of scores
+                t = checked_labels(t, n, scores.shape[1], who="accuracy", check=check_labels)
             predicted = xp.argmax(scores, axis=1)
             hits = (predicted == xp.astype(t[start:stop], predicted.dtype)) & xp.all(xp.isfinite(scores), axis=1)
             correct = correct + xp.sum(xp.astype(hits, counting))
         return correct
-
-    def _class_indices(self, xp: Any, t: Any, n: int, check: bool) -> Any:
-        """``t`` as class indices ``(n,)``: one-hot rows ``(n, C)`` by their argmax, integer labels as they are."""
-        classes = self.sizes[-1] if self.sizes else None
-        if t.ndim == 2 and t.shape[0] == n and t.shape[1] > 1 and t.shape[1] in (classes, None):
-            return xp.argmax(t, axis=1)
-        if t.ndim != 1 or t.shape[0] != n or not is_integral(xp, t.dtype):
-            raise ValueError(f"labels must be integer class indices ({n},) or one-hot rows ({n}, {classes}), "
-                             f"got shape {tuple(t.shape)} and dtype {t.dtype}")
-        if check and n and classes is not None:
-            low, high = int(xp.min(t)), int(xp.max(t))
-            if low < 0 or high >= classes:
-                raise ValueError(f"labels must lie in [0, {classes}), got values from {low} to {high}")
-        return t
 
     def numerical_gradient(
         self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, batch: int | str | None = None,
@@ -287,7 +290,7 @@ class LayerNet:
 
         ``batch=None`` is the book's method: one perturbed element, one whole forward
         pass. ``batch=K`` or ``"auto"`` evaluates K perturbed copies of an Affine's
-        parameters per pass (see :func:`xbackprop.gradient_stacked.stacked_numerical_gradient`).
+        parameters per pass (see :func:`xbackprop.stacked_gradient.stacked_numerical_gradient`).
         Every evaluation starts from the same ``buffers`` (default: the net's, which are
         left as they are), so Dropout draws the same mask in each.
         """

@@ -24,7 +24,7 @@ from ._namespace import namespace_of
 from .backend import capturer_for, compile_function, compile_steps, host_rng, to_numpy
 from .capture import CapturedSteps
 from .datasets import DataError, Dataset
-from .functions import one_hot
+from .functions import checked_labels, one_hot
 
 __all__ = [
     "DeviceData",
@@ -375,10 +375,11 @@ def make_gradient_step(
 
 
 def _check_labels(data: DeviceData, num_outputs: int) -> None:
-    xp = namespace_of(data.t_train)
     for t in (data.t_train, data.t_test):
-        if t.shape[0] and (int(xp.min(t)) < 0 or int(xp.max(t)) >= num_outputs):
-            raise DataError(f"labels must lie in [0, {num_outputs}) for a net with {num_outputs} outputs")
+        try:
+            checked_labels(t, t.shape[0], num_outputs, who=f"a net with {num_outputs} outputs")
+        except ValueError as error:
+            raise DataError(str(error)) from None
 
 
 class _UnreadLosses:

@@ -20,15 +20,10 @@ from array_api_compat import device
 
 from ._namespace import namespace_of
 from .functions import log_softmax, one_hot, relu, sigmoid
+from .gradient import central_differences, stacked_central_differences
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
-__all__ = [
-    "DEFAULT_MEMORY_BUDGET",
-    "stacked_central_differences",
-    "stacked_differences",
-    "stacked_numerical_gradient",
-    "stack_size",
-]
+__all__ = ["DEFAULT_MEMORY_BUDGET", "stacked_numerical_gradient", "stack_size"]
 
 #: Bytes one stacked forward pass may use by default: small enough to stay in a CPU's cache, where
 #: the many small passes run fastest; on a GPU a larger budget pays.
@@ -36,46 +31,6 @@ DEFAULT_MEMORY_BUDGET = 8 << 20
 
 #: Layers after a perturbed Affine that a stack of copies can pass through, as functions of the scores.
 _ELEMENTWISE = {Relu: relu, Sigmoid: sigmoid}
-
-
-def stacked_central_differences(
-    values: Callable[[Any, float], Any], size: int, h: float, batch: int, *, like: Any
-) -> Any:
-    """Central differences for ``size`` elements, ``batch`` of them per evaluation, as a flat array.
-
-    ``values(moved, step)`` returns, for each position in the integer array ``moved``
-    ``(k,)``, the function's value with that one element moved by ``step``: ``(k,)``.
-    The result has ``like``'s dtype and device.
-    """
-    if batch < 1:
-        raise ValueError(f"batch must be a positive number of copies, got {batch}")
-    xp = namespace_of(like)
-    differences = []
-    for start in range(0, size, batch):
-        moved = xp.arange(start, min(start + batch, size), device=device(like))
-        differences.append(values(moved, h) - values(moved, -h))
-    stacked = xp.concat(differences) if differences else xp.zeros((0,), dtype=like.dtype, device=device(like))
-    return xp.astype(stacked, like.dtype) / (2 * h)
-
-
-def stacked_differences(f: Callable[[Any], Any], x: Any, h: float, batch: int) -> Any:
-    """``numerical_gradient(f, x, batch=K)``: ``f`` receives a stack ``(K, *x.shape)`` of copies of ``x``,
-    copy ``k`` with its own element moved by ``h``, and returns their K values ``(K,)``."""
-    xp = namespace_of(x)
-    size = math.prod(x.shape)
-    flat = xp.reshape(x, (1, size))
-    positions = xp.arange(size, device=device(x))
-
-    def values(moved: Any, step: float) -> Any:
-        """f at the copies of x whose element ``moved[k]`` is moved by ``step``."""
-        shift = step * xp.astype(positions[None, :] == moved[:, None], x.dtype)  # the standard has no scatter
-        copies = f(xp.reshape(flat + shift, (moved.shape[0], *x.shape)))
-        if tuple(copies.shape) != (moved.shape[0],):
-            raise ValueError(f"with batch={batch}, f must return one value per copy, shape ({moved.shape[0]},), "
-                             f"got {tuple(copies.shape)}")
-        return copies
-
-    return xp.reshape(stacked_central_differences(values, size, h, batch, like=x), x.shape)
 
 
 def stacked_numerical_gradient(
@@ -90,14 +45,12 @@ def stacked_numerical_gradient(
     Dropout, a user's), and those of other layers, are differentiated by the book's
     loop instead: the same numbers, at the loop's speed.
     """
-    from .gradient import central_differences  # the loop, for parameters of other layers
-
     if batch != "auto" and (isinstance(batch, str) or int(batch) < 1):
         raise ValueError(f"batch must be a positive number of copies or 'auto', got {batch!r}")
     net.loss(x, t, params, train_flg=True, buffers=buffers)  # checks the labels and shapes once
     names = list(net.layers)
     grads = {}
-    for layer_name, layer, name, key in net._param_slots:
+    for layer_name, layer, name, key in net.param_slots:
         value = params[key]
         position = names.index(layer_name)
         if type(layer) is not Affine or not _stackable(net, names[position + 1 :]):
@@ -140,11 +93,7 @@ def _moved_losses(
     cancel (the weight decay of everything not moved); everything before that Affine is computed once."""
     names = list(net.layers)
     affine = net.layers[names[position]]
-    net._bind(params, buffers)
-    inputs = x
-    for name in names[:position]:
-        layer = net.layers[name]
-        inputs = layer.forward(inputs, True) if name in net._takes_train_flg else layer.forward(inputs)
+    inputs = net.forward_until(names[position], x, params, train_flg=True, buffers=buffers)
     xp = namespace_of(inputs)
     if inputs.ndim != 2:  # images: flattened as the Affine would
         inputs = xp.reshape(inputs, (inputs.shape[0], -1))
