@@ -75,11 +75,11 @@ def gemm_rows() -> list[dict[str, Any]]:
         cupy = get_namespace("cupy", strict=True)
     except BackendUnavailableError as exc:
         return [{"check": "cuBLAS GEMM", "skipped": str(exc)}]
-    from xbackprop.backend import _CupyCapturer
+    from xbackprop.backends.cupy import CupyCapturer
     from xbackprop.hooks import dot
 
     rng = np.random.default_rng(0)
-    capturer = _CupyCapturer()
+    capturer = CupyCapturer()
     rows = []
     try:
         for dtype in ("float32", "float64"):

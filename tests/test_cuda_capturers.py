@@ -1,4 +1,4 @@
-"""The CUDA capturers' own logic (``backend._TorchCapturer``, ``backend._CupyCapturer``) on stand-in ``torch.cuda``
+"""The CUDA capturers' own logic (``TorchCapturer``, ``CupyCapturer``) on stand-in ``torch.cuda``
 and ``cupy.cuda`` modules that log what the real ones would be asked: which stream waits for which and when, what
 is current after a capture, which error a failed capture reports, and what is given back."""
 
@@ -9,7 +9,8 @@ import types
 
 import pytest
 
-from xbackprop import backend
+from xbackprop.backends.cupy import CupyCapturer
+from xbackprop.backends.torch import TorchCapturer
 
 
 class Stream:
@@ -121,14 +122,14 @@ def cuda(monkeypatch):
 
 
 def cupy_capturer(cuda):
-    capturer = object.__new__(backend._CupyCapturer)  # no cuBLAS handle: a stand-in product
+    capturer = object.__new__(CupyCapturer)  # no cuBLAS handle: a stand-in product
     capturer.stream = cuda.Stream(non_blocking=True)
     capturer.gemm = types.SimpleNamespace(close=lambda: cuda.log.append("cuBLAS handle destroyed"))
     return capturer
 
 
 def capturers(cuda):
-    return {"torch": backend._TorchCapturer("cuda:0"), "cupy": cupy_capturer(cuda)}
+    return {"torch": TorchCapturer("cuda:0"), "cupy": cupy_capturer(cuda)}
 
 
 @pytest.mark.parametrize("library", ["torch", "cupy"])
