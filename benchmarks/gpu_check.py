@@ -48,12 +48,12 @@ from xbackprop.backend import (
     resolve_device,
     synchronize,
 )
-from xbackprop.capture import ReplayCapturer
 from xbackprop.cli import Parser, UsageError, run_command
 from xbackprop.datasets import Dataset, load_split
-from xbackprop.io import plan_outputs, replace_atomically
+from xbackprop.files import plan_outputs, replace_atomically
 from xbackprop.optimizers import SGD
-from xbackprop.trainer import make_steps, to_device, train, training_targets
+from xbackprop.training import Schedule, make_steps, to_device, train, training_targets
+from xbackprop.training.captured import ReplayCapturer
 
 #: (hidden widths, batch) of the crossover sweep, and its smoke-test stand-in.
 SWEEP = (((50,), 100), ((100,), 100), ((1000,), 100), ((1000, 1000), 100), ((1000, 1000), 1000))
@@ -235,8 +235,7 @@ def whole_run(backend: str, device: str | None, mode: str, data: Dataset, iters:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             capturer, unavailable = capturer_of(mode, xp, net.params["W1"])
-            result = train(net, SGD(lr=0.1), device_data, iters=n, batch_size=100, seed=0,
-                           compile=mode != "eager" and unavailable is None, capturer=capturer)
+            result = train(net, SGD(lr=0.1), device_data, Schedule(iters=n, batch_size=100, seed=0), compile=mode != "eager" and unavailable is None, capturer=capturer)
         how = ran(mode, None, capturer, caught, unavailable)
     return {"iters": iters, "seconds": result.seconds, "capture_seconds": capturer.seconds if capturer else None,
             "test_acc": result.final_test_acc, **how}

@@ -26,9 +26,9 @@ import numpy as np
 
 from xbackprop import MultiLayerNet, get_namespace, to_numpy
 from xbackprop.backend import BackendUnavailableError, capturer_for, resolve_device, synchronize
-from xbackprop.capture import ReplayCapturer
 from xbackprop.optimizers import SGD
-from xbackprop.trainer import make_steps
+from xbackprop.training import make_steps
+from xbackprop.training.captured import ReplayCapturer
 
 #: The three products of a 784-50 Affine at batch 100: forward, dW, dx.
 AFFINE_PRODUCTS = {"x @ W": ((100, 784), (784, 50)), "x.T @ dout": ((784, 100), (100, 50)),

@@ -21,18 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from xbackprop.distributed import launcher_rank
-from xbackprop.io import replace_atomically
+from xbackprop.files import replace_atomically
+from xbackprop.training.distributed import launcher_rank
 
 
 def worker(batch: int, steps: int) -> dict:
     from mpi4py import MPI
 
     from xbackprop import TwoLayerNet, get_namespace
-    from xbackprop.distributed import DistributedSync, mpi_context
     from xbackprop.optimizers import SGD
     from xbackprop.timing import warm_up
-    from xbackprop.trainer import EagerSteps
+    from xbackprop.training import EagerSteps
+    from xbackprop.training.distributed import DistributedSync, mpi_context
 
     context = mpi_context()
     xp = get_namespace("numpy")

@@ -22,7 +22,7 @@ from datetime import date
 from pathlib import Path
 
 from xbackprop.backend import BackendUnavailableError, describe_device, get_namespace
-from xbackprop.io import replace_atomically
+from xbackprop.files import replace_atomically
 from xbackprop.timing import machine_description, median_seconds
 
 from . import steps

@@ -15,7 +15,7 @@ from xbackprop import MultiLayerNet, TwoLayerNet, get_namespace
 from xbackprop.backend import backend_name, compile_steps, resolve_device, synchronize
 from xbackprop.benchcases import SIZES as CASE_SIZES
 from xbackprop.optimizers import SGD
-from xbackprop.trainer import DeviceData, make_gradient_step, make_train_step, training_targets
+from xbackprop.training import DeviceData, make_gradient_step, make_train_step, training_targets
 
 from .handwritten import HandwrittenTwoLayerNet
 

@@ -12,7 +12,7 @@ import pytest
 from xbackprop.bench import FULL_ONLY
 from xbackprop.benchcases import BATCHES, LARGE_P, LARGE_P_BACKENDS, LOOP_MAX_P, SIZES, loop_is_timed, make_case
 from xbackprop.gradient_check import max_relative_error
-from xbackprop.nets import parameter_count
+from xbackprop.initialization import parameter_count
 
 
 @pytest.mark.parametrize("batch", BATCHES)

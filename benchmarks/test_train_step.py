@@ -10,7 +10,7 @@ import importlib.util
 
 import pytest
 
-from xbackprop.nets import parameter_count
+from xbackprop.initialization import parameter_count
 from xbackprop.timing import blas_info, warm_up
 
 from . import steps

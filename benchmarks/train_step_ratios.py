@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads == "1":
         _limit_threads()
-    from xbackprop.io import replace_atomically
+    from xbackprop.files import replace_atomically
     from xbackprop.timing import blas_info
 
     rows = ratio_rows(interleaved_seconds(implementations(args.threads), args.rounds, args.steps))

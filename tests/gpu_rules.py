@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from xbackprop.backend import backend_name
-from xbackprop.capture import ReplayCapturer
+from xbackprop.training.captured import ReplayCapturer
 
 #: CuPy concatenates up to this many arrays without copying a pointer table from the host.
 CUPY_CONCAT_WITHOUT_HOST_TABLE = 8

@@ -9,7 +9,8 @@ from unittest import mock
 from mpi4py import MPI
 
 import xbackprop.train as cli
-from xbackprop.trainer import train
+import xbackprop.train_run as run
+from xbackprop.training import train
 
 
 def train_that_fails_on_rank_1(*args, **kwargs):
@@ -18,6 +19,6 @@ def train_that_fails_on_rank_1(*args, **kwargs):
     return train(*args, **kwargs)
 
 
-with mock.patch.object(cli, "train", train_that_fails_on_rank_1):
+with mock.patch.object(run, "train", train_that_fails_on_rank_1):
     status = cli.main(sys.argv[1:])
 sys.exit(status)

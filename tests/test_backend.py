@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from xbackprop import backend
+from xbackprop import TwoLayerNet, backend
 from xbackprop.backend import BackendUnavailableError, backend_name, get_namespace, to_numpy
 
 
@@ -101,7 +101,6 @@ def test_backend_name_names_the_namespace_of_its_arrays(xp):
 def test_jax_float64_is_the_users_switch():
     """Selecting JAX leaves its process-wide x64 flag alone; float64 without it is refused, not truncated."""
     jax = pytest.importorskip("jax", reason="JAX is not installed")
-    from xbackprop import TwoLayerNet
 
     if jax.config.jax_enable_x64:
         pytest.skip("x64 was switched on for this whole process (JAX_ENABLE_X64)")
@@ -113,3 +112,10 @@ def test_jax_float64_is_the_users_switch():
     with jax.enable_x64(True):  # the user's own, local switch
         assert TwoLayerNet(4, 3, 2, xp=xp, dtype="float64").params["W1"].dtype == xp.float64
     assert jax.config.jax_enable_x64 is False
+
+
+def test_get_namespace_of_a_non_name():
+    with pytest.raises(TypeError, match="a backend is a name such as 'numpy'"):
+        get_namespace(123)
+    with pytest.raises(ValueError, match="unknown backend 'nonsense'"):
+        get_namespace("nonsense")

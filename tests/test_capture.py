@@ -11,9 +11,9 @@ from conftest import asarray
 
 from xbackprop import MultiLayerNet, TwoLayerNet, to_numpy
 from xbackprop.backend import backend_name
-from xbackprop.capture import CapturedSteps, ReplayCapturer
 from xbackprop.optimizers import SGD, Adam
-from xbackprop.trainer import EagerSteps, make_steps, make_train_step
+from xbackprop.training import EagerSteps, Schedule, make_steps, make_train_step
+from xbackprop.training.captured import CapturedSteps, ReplayCapturer
 
 
 def setting(xp, *, batchnorm=False, optimizer=SGD, seed=0, dtype="float64"):
@@ -140,7 +140,7 @@ def test_a_launch_that_corrupts_a_parameter_is_caught(xp):
 
 
 def test_the_trainer_captures_where_a_capturer_is_given_and_not_with_compile_off(monkeypatch):
-    from xbackprop.trainer import CapturedSteps as Chosen
+    from xbackprop.training.captured import CapturedSteps as Chosen
 
     net = TwoLayerNet(4, 3, 2, xp="numpy", dtype="float64")
     assert isinstance(make_steps(net, SGD(), net.xp, batch_size=2, capturer=ReplayCapturer()), Chosen)
@@ -155,7 +155,7 @@ def test_the_trainer_captures_where_a_capturer_is_given_and_not_with_compile_off
 
 def test_a_whole_training_run_replayed_equals_the_eager_run():
     from xbackprop.datasets import Dataset
-    from xbackprop.trainer import to_device, train
+    from xbackprop.training import to_device, train
 
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (300, 4, 4), dtype=np.uint8)
@@ -165,7 +165,8 @@ def test_a_whole_training_run_replayed_equals_the_eager_run():
     for capturer, compile in ((ReplayCapturer(), True), (None, False)):
         net = TwoLayerNet(16, 8, 2, xp="numpy", dtype="float32", seed=1)
         data = to_device(dataset, net.xp)
-        result = train(net, SGD(lr=0.5), data, iters=130, batch_size=10, seed=2, compile=compile, capturer=capturer)
+        result = train(net, SGD(lr=0.5), data, Schedule(iters=130, batch_size=10, seed=2), compile=compile,
+                       capturer=capturer)
         results.append((result, net.params["W1"].copy()))
     assert results[0][0].losses == results[1][0].losses
     assert results[0][0].history == results[1][0].history
@@ -194,12 +195,12 @@ def test_the_capturing_matmul_hook_is_what_affine_calls():
 
 
 def test_a_capturer_that_cannot_be_set_up_means_eager_steps_with_one_warning(monkeypatch):
-    import xbackprop.trainer as trainer
+    import xbackprop.training.steps as steps_module
 
     def broken(xp, like):
         raise RuntimeError("libcublas.so is not loaded in this process")
 
-    monkeypatch.setattr(trainer, "capturer_for", broken)
+    monkeypatch.setattr(steps_module, "capturer_for", broken)
     net = TwoLayerNet(4, 3, 2, xp="numpy", dtype="float64")
     with pytest.warns(RuntimeWarning, match="captured training steps are unavailable .*libcublas"):
         assert isinstance(make_steps(net, SGD(), net.xp, batch_size=2), EagerSteps)

@@ -130,12 +130,12 @@ def test_simple_convnet_trains_from_the_trainers_rows(synthetic_dir):
     from xbackprop import SimpleConvNet
     from xbackprop.datasets import load_dataset
     from xbackprop.optimizers import Adam
-    from xbackprop.trainer import to_device, train
+    from xbackprop.training import Schedule, to_device, train
 
     data = to_device(load_dataset("synthetic", data_dir=synthetic_dir), get_numpy())
     net = SimpleConvNet(conv_param={"filter_num": 4, "filter_size": 5}, hidden_size=20, xp="numpy",
                         dtype="float32", seed=0)
-    result = train(net, Adam(lr=0.01), data, iters=60, batch_size=20, seed=0)
+    result = train(net, Adam(lr=0.01), data, Schedule(iters=60, batch_size=20, seed=0))
     assert result.losses[-1] < 0.5 * result.losses[0] and result.final_test_acc > 0.5
 
 

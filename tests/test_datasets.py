@@ -253,3 +253,20 @@ def test_a_plain_file_beside_a_different_gz_of_its_name_is_refused(synthetic_dir
     (folder / "t10k-labels-idx1-ubyte").write_bytes(plain[:-1] + bytes([(plain[-1] + 1) % 10]))
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte and t10k-labels-idx1-ubyte.gz hold different data"):
         identify_dataset(folder)
+
+
+def test_an_idx_file_is_read_no_further_than_the_images_asked_for(tmp_path):
+    """A 1 MB file whose header promises 1,000,000 images: --limit 1 reads one."""
+    import gzip
+    import struct
+
+    from xbackprop.datasets import read_idx, read_images
+
+    path = tmp_path / "big-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">BBBB3I", 0, 0, 8, 3, 1_000_000, 28, 28) + bytes(28 * 28 * 3))
+    assert read_idx(path, ndim=3, first=2).shape == (2, 28, 28)
+    labels, pixels = read_images(path, 28, limit=3, dtype=np.float32)
+    assert labels == [f"{path.name}[{i}]" for i in range(3)] and pixels.dtype == np.float32
+    with pytest.raises(Exception, match="header says shape"):
+        read_idx(path, ndim=3)  # the whole file is still checked when all of it is asked for

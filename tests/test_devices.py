@@ -14,7 +14,7 @@ from array_api_compat import device as device_of
 from xbackprop import MultiLayerNet, functions, gradient_check
 from xbackprop.datasets import Dataset
 from xbackprop.optimizers import OPTIMIZERS
-from xbackprop.trainer import to_device, train
+from xbackprop.training import Schedule, to_device, train
 
 
 def all_on(device, arrays):
@@ -67,6 +67,6 @@ def test_training_keeps_the_device(xp, device, rng):
     data = to_device(dataset, xp, device=device, dtype=xp.float64)
     all_on(device, [data.x_train, data.t_train, data.x_test, data.t_test])
     net = MultiLayerNet(9, [4], 3, xp=xp, device=device, dtype="float64", seed=0)
-    result = train(net, OPTIMIZERS["adam"](), data, iters=6, batch_size=10, seed=0, eval_interval=3)
+    result = train(net, OPTIMIZERS["adam"](), data, Schedule(iters=6, batch_size=10, seed=0, eval_interval=3))
     assert result.steps_done == 6 and len(result.history) == 3
     all_on(device, net.params.values())

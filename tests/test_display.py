@@ -8,7 +8,7 @@ import pytest
 
 from xbackprop import MulLayer, MultiLayerNet, TwoLayerNet
 from xbackprop.graph import trace
-from xbackprop.trainer import TrainResult
+from xbackprop.training import TrainResult
 
 
 def test_a_net_lists_its_layers_shapes_count_backend_dtype_and_device():
@@ -49,7 +49,7 @@ def test_a_training_result_shows_its_curves_as_png():
 
 def test_loss_panels_share_a_linear_axis_from_zero_unless_the_losses_span_decades():
     pytest.importorskip("matplotlib", reason="curves need matplotlib: pip install 'xbackprop[plot]'")
-    from xbackprop.plotting import results_figure
+    from xbackprop.show.curves import results_figure
 
     slow, fast = result(np.linspace(2.305, 2.265, 100)), result(np.linspace(2.3, 1.0, 100))
     fig = results_figure([("lr 0.01", slow), ("lr 0.1", fast)], "title")

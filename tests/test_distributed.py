@@ -15,7 +15,7 @@ import pytest
 
 from xbackprop.backend import BackendUnavailableError, get_namespace
 from xbackprop.train import main
-from xbackprop.trainer import _shard
+from xbackprop.training.steps import _shard
 
 pytest.importorskip("mpi4py", reason="data-parallel tests need mpi4py: pip install 'xbackprop[distributed]'")
 MPIEXEC = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from xbackprop.capture import ReplayCapturer
+from xbackprop.training.captured import ReplayCapturer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,10 +11,10 @@ from gpu_rules import GpuRuleBroken, GuardedReplayCapturer, gpu_rules, unhashabl
 
 from xbackprop import MultiLayerNet, backend, get_namespace, to_numpy
 from xbackprop.backend import BackendUnavailableError
-from xbackprop.capture import GRAPH_LENGTHS
 from xbackprop.datasets import Dataset
 from xbackprop.optimizers import OPTIMIZERS
-from xbackprop.trainer import make_steps, to_device, train, training_targets
+from xbackprop.training import Schedule, make_steps, to_device, train, training_targets
+from xbackprop.training.captured import GRAPH_LENGTHS
 
 GUARDED_BACKENDS = ("torch", "array_api_strict")
 
@@ -124,8 +124,7 @@ def test_training_captures_64_step_blocks_under_the_gpu_rules_on_devices_that_ca
         data = to_device(toy_dataset(), xp, device=device, dtype=xp.float64)
         with warnings.catch_warnings(), (unhashable_devices() if name == "array_api_strict" else _nothing()):
             warnings.simplefilter("error")  # no fallback
-            result = train(net, OPTIMIZERS[optimizer](lr=0.05), data, iters=150, batch_size=10, seed=2,
-                           log_interval=100, compile=capturer is not None, capturer=capturer)
+            result = train(net, OPTIMIZERS[optimizer](lr=0.05), data, Schedule(iters=150, batch_size=10, seed=2, log_interval=100), compile=capturer is not None, capturer=capturer)
         results.append((result, to_numpy(net.params["W1"])))
         if capturer is not None:
             assert capturer.captures >= 2 and capturer.closed
@@ -163,20 +162,21 @@ def test_every_optimizer_on_devices_that_cannot_be_hashed(optimizer):
     with unhashable_devices():
         net = toy_net(xp, device)
         data = to_device(toy_dataset(), xp, device=device)
-        result = train(net, OPTIMIZERS[optimizer](lr=0.05), data, iters=30, batch_size=10, seed=0)
+        result = train(net, OPTIMIZERS[optimizer](lr=0.05), data, Schedule(iters=30, batch_size=10, seed=0))
     assert len(result.losses) == 30 and np.isfinite(result.losses).all()
 
 
 def test_saving_loading_and_evaluating_on_devices_that_cannot_be_hashed(tmp_path):
-    from xbackprop.io import load_net, save_params
-    from xbackprop.learned import evaluate
+    from xbackprop.multi_layer_net import load_net
+    from xbackprop.saved import save_params
+    from xbackprop.show.evaluation import evaluate
 
     xp = namespace("array_api_strict")
     device = other_device(xp)
     with unhashable_devices():
         net = toy_net(xp, device, chapter6=True)
         data = to_device(toy_dataset(), xp, device=device)
-        train(net, OPTIMIZERS["adam"](), data, iters=20, batch_size=10, seed=0)
+        train(net, OPTIMIZERS["adam"](), data, Schedule(iters=20, batch_size=10, seed=0))
         save_params(tmp_path / "net.npz", net)
         loaded, _ = load_net(tmp_path / "net.npz", xp=xp, device=device, dtype="float32")
         assert evaluate(loaded, data.x_test, data.t_test).accuracy == evaluate(net, data.x_test, data.t_test).accuracy
@@ -185,7 +185,7 @@ def test_saving_loading_and_evaluating_on_devices_that_cannot_be_hashed(tmp_path
 def test_the_mpi_all_reduce_on_devices_that_cannot_be_hashed():
     """One rank's all-reduce (a stand-in communicator: MPI's sum over one rank is a copy) through the trainer's
     data-parallel step."""
-    from xbackprop.distributed import DistributedSync
+    from xbackprop.training.distributed import DistributedSync
 
     class OneRank:
         rank, size = 0, 1
@@ -210,8 +210,7 @@ def test_the_mpi_all_reduce_on_devices_that_cannot_be_hashed():
     with unhashable_devices():
         net = toy_net(xp, device, chapter6=True)
         data = to_device(toy_dataset(), xp, device=device)
-        result = train(net, OPTIMIZERS["sgd"](), data, iters=20, batch_size=10, seed=0,
-                       sync=DistributedSync(OneRank(), net.params))
+        result = train(net, OPTIMIZERS["sgd"](), data, Schedule(iters=20, batch_size=10, seed=0), sync=DistributedSync(OneRank(), net.params))
     assert len(result.losses) == 20 and np.isfinite(result.losses).all()
 
 

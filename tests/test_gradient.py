@@ -287,3 +287,15 @@ def test_the_cli_threads_default_and_the_immutable_check_stacks_its_copies(monke
     monkeypatch.setattr(module, "STACKED", 3)
     g = numerical_gradient(lambda v: np.asarray((v**2).sum()), np.arange(7.0))  # 0-D arrays: stacked
     np.testing.assert_allclose(g, 2 * np.arange(7.0), rtol=1e-8, atol=1e-8)
+
+
+def test_numerical_gradient_of_an_integer_array(xp):
+    with pytest.raises(TypeError, match="needs a real floating array"):
+        numerical_gradient(lambda v: xp.sum(v * v), xp.asarray([2, 4, 6]))
+    with pytest.raises(ValueError, match="h must be positive"):
+        numerical_gradient(lambda v: xp.sum(v * v), asarray(xp, [2.0]), h=0.0)
+
+
+def test_numerical_gradient_in_a_dtype_too_coarse_for_h():
+    with pytest.raises(TypeError, match="below float16's resolution"):
+        numerical_gradient(lambda v: (v * v).sum(), np.ones(3, dtype=np.float16))

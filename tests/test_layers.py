@@ -9,7 +9,15 @@ import pytest
 from array_api_compat import device as device_of
 from conftest import asarray, assert_close
 
-from xbackprop import AddLayer, Affine, MulLayer, Relu, Sigmoid, SoftmaxWithLoss, numerical_gradient
+from xbackprop import (
+    AddLayer,
+    Affine,
+    MulLayer,
+    Relu,
+    Sigmoid,
+    SoftmaxWithLoss,
+    numerical_gradient,
+)
 from xbackprop.backend import to_numpy
 from xbackprop.functions import one_hot
 
@@ -274,3 +282,23 @@ def test_every_layer_keeps_the_device(xp, device, rng):
     assert_close(affine.backward(dscores), expected_dx @ w_host.T, xp=xp, rtol=1e-12, like=x)
     assert_close(affine.dW, x_host.T @ expected_dx, xp=xp, rtol=1e-12, like=x)
     assert_close(affine.db, expected_dx.sum(axis=0), xp=xp, rtol=1e-12, like=x)
+
+
+def test_float_labels_must_be_one_hot(xp):
+    x = asarray(xp, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="one-hot rows"):
+        SoftmaxWithLoss().forward(x, asarray(xp, [[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="one-hot rows"):
+        SoftmaxWithLoss().forward(x, asarray(xp, [[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("layer", [MulLayer(), Relu(), Sigmoid(), SoftmaxWithLoss()], ids=lambda layer: type(layer).__name__)
+def test_backward_before_forward(layer):
+    with pytest.raises(RuntimeError, match=f"{type(layer).__name__}.backward: call forward first"):
+        layer.backward(1.0)
+
+
+def test_affine_needs_a_batch_axis(xp):
+    layer = Affine(asarray(xp, np.ones((3, 2))), asarray(xp, np.zeros(2)))
+    with pytest.raises(ValueError, match=r"must be \(N, D\), got shape \(\)"):
+        layer.forward(asarray(xp, 1.0))

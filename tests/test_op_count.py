@@ -12,7 +12,7 @@ from op_count import counting_arrays, table  # noqa: E402
 
 from xbackprop import TwoLayerNet  # noqa: E402
 from xbackprop.optimizers import SGD  # noqa: E402
-from xbackprop.trainer import DeviceData, EagerSteps, training_targets  # noqa: E402
+from xbackprop.training import DeviceData, EagerSteps, training_targets  # noqa: E402
 
 #: The trainer's eager step (``EagerSteps``: gather, backprop, SGD) created 50 arrays before the count was cut.
 #: A ReLU is a comparison and a ``where`` (counted as 4 here: array-api-strict promotes both Python numbers),

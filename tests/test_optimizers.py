@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 from conftest import asarray, assert_close
 
+from xbackprop import (
+    TwoLayerNet,
+)
 from xbackprop.backend import to_numpy
 from xbackprop.optimizers import SGD, AdaGrad, Adam, Momentum
 
@@ -65,3 +68,20 @@ def test_apply_is_pure_and_takes_the_same_steps(xp, name, cls):
         params = new_params
     assert_close(params["W"], reference(name), xp=xp, rtol=1e-12)
     assert optimizer.state is None  # apply keeps nothing on the optimizer
+
+
+def test_misuse_that_was_an_attribute_or_broadcast_error_names_the_argument():
+    from xbackprop import check_layer
+    from xbackprop.optimizers import SGD, Adam
+    from xbackprop.show.evaluation import evaluate
+
+    cases = [
+        (lambda: SGD().update({"W": [1.0]}, {"W": [1.0]}), TypeError, r"params\['W'\] is a list, not an array"),
+        (lambda: Adam().update({"W": np.ones(2)}, {"W": np.ones(3)}), ValueError,
+         r"grads\['W'\] has shape \(3,\), params\['W'\] \(2,\)"),
+        (lambda: check_layer(object(), np.ones(2)), TypeError, "has no forward or backward"),
+        (lambda: evaluate(TwoLayerNet(4, 3, 2), np.ones(4), np.array([0])), ValueError, "x: images"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()

@@ -3,11 +3,12 @@ outputs before any work, a report folder is a report's alone, and a report is re
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
 
-from xbackprop.io import replace_folder_atomically
+from xbackprop.files import replace_atomically, replace_folder_atomically
 from xbackprop.predict import main as predict
 from xbackprop.train import main as train
 
@@ -105,7 +106,7 @@ def test_a_folder_replaced_as_a_unit_is_left_whole_by_an_interruption(tmp_path):
 
 
 def test_a_report_interrupted_while_drawing_leaves_the_old_report(synthetic_dir, tmp_path, monkeypatch):
-    from xbackprop import plotting
+    from xbackprop.show import figures as plotting
 
     folder = tmp_path / "rep"
     assert train(["--data-dir", str(synthetic_dir), "--iters", "20", "--quiet", "--report", str(folder)]) == 0
@@ -122,3 +123,27 @@ def test_a_report_interrupted_while_drawing_leaves_the_old_report(synthetic_dir,
     monkeypatch.setattr(plotting, "save_figure", interrupted)
     assert train(["--data-dir", str(synthetic_dir), "--iters", "30", "--quiet", "--report", str(folder)]) == 130
     assert contents(folder) == before
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), replace_atomically(target) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_only_regular_files_are_replaced(tmp_path):
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="exists and is not a regular file"), replace_atomically(fifo):
+        pass
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+    real, link = tmp_path / "real.json", tmp_path / "link.json"
+    real.write_text("old")
+    link.symlink_to(real)
+    with replace_atomically(link) as temporary:
+        temporary.write_text("new")
+    assert link.is_symlink() and real.read_text() == "new"  # the link still points at the replaced file

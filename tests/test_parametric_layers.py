@@ -11,9 +11,10 @@ from xbackprop import Affine, LayerNet, MultiLayerNet, Relu, to_numpy
 from xbackprop.functions import random_bits
 from xbackprop.gradient import numerical_gradient
 from xbackprop.gradient_check import gradient_check
-from xbackprop.io import load_net, save_params
 from xbackprop.layers import BatchNormalization, Dropout
+from xbackprop.multi_layer_net import load_net
 from xbackprop.optimizers import OPTIMIZERS
+from xbackprop.saved import save_params
 
 
 class Scale:
@@ -223,7 +224,7 @@ def test_a_compiled_jax_block_with_batchnorm_and_dropout_equals_eager_steps(rng)
     import jax.numpy as jnp
 
     from xbackprop.optimizers import Momentum
-    from xbackprop.trainer import CompiledSteps, EagerSteps, make_steps
+    from xbackprop.training import CompiledSteps, EagerSteps, make_steps
 
     x_all = rng.random((40, 6))
     t_all = rng.integers(0, 3, 40).astype(np.uint8)
@@ -248,7 +249,7 @@ def test_a_compiled_jax_block_with_batchnorm_and_dropout_equals_eager_steps(rng)
 
 def test_a_learners_own_layer_is_saved_loaded_and_compiled(tmp_path, rng):
     """s1 goes wherever W1 goes: into the file and back, and through JAX's compiled block of steps."""
-    from xbackprop.io import load_params
+    from xbackprop.saved import load_params
 
     net, x, t = scaled_net(np, rng)
     net.params["s1"] = net.params["s1"] * 3.0
@@ -262,7 +263,7 @@ def test_a_learners_own_layer_is_saved_loaded_and_compiled(tmp_path, rng):
     import jax.numpy as jnp
 
     from xbackprop.optimizers import SGD
-    from xbackprop.trainer import CompiledSteps, make_steps
+    from xbackprop.training import CompiledSteps, make_steps
 
     x_all = rng.standard_normal((10, 5))
     with jax.enable_x64(True):

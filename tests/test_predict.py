@@ -75,7 +75,7 @@ def test_mistakes_end_in_one_line(model, tmp_path, capsys, args, message):
 
 
 def grey_of(path):
-    from xbackprop.datasets import _grey_image
+    from xbackprop.datasets.images import _grey_image
 
     return _grey_image(path)
 

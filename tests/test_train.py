@@ -19,7 +19,7 @@ from xbackprop.backend import backend_name
 from xbackprop.datasets import Dataset, find_dataset_dir, load_split
 from xbackprop.optimizers import SGD
 from xbackprop.train import main
-from xbackprop.trainer import to_device, train
+from xbackprop.training import Schedule, to_device, train
 
 
 def run_cli(*args, env=None):
@@ -43,7 +43,7 @@ def test_short_run_learns_real_data_on_every_backend(xp, fashion_subset):
     data = to_device(fashion_subset, xp)
     assert backend_name(array_namespace(data.x_train)) == backend_name(xp)
     net = MultiLayerNet(784, [50], 10, xp=xp, dtype="float32", seed=0)
-    result = train(net, SGD(lr=0.1), data, iters=300, batch_size=100, seed=0)
+    result = train(net, SGD(lr=0.1), data, Schedule(iters=300, batch_size=100, seed=0))
     assert result.steps_done == 300 and result.diverged_at is None
     assert [row["iter"] for row in result.history] == [1, 51, 101, 151, 201, 251, 300]
     assert result.final_test_acc >= 0.70, result.history
@@ -56,7 +56,7 @@ def test_divergence_stops_with_the_iteration(synthetic_dir):
     data = to_device(load_dataset("mnist", data_dir=synthetic_dir), get_namespace("numpy"))
     net = MultiLayerNet(784, [50], 10, xp="numpy", weight_init_std=1.0, seed=0)
     with np.errstate(all="ignore"):
-        result = train(net, SGD(lr=1e6), data, iters=200, batch_size=50, seed=0)
+        result = train(net, SGD(lr=1e6), data, Schedule(iters=200, batch_size=50, seed=0))
     assert result.diverged_at is not None and result.steps_done == result.diverged_at < 200
     assert not result.losses[-1] <= 10 * result.losses[0]  # blown up, or not finite
     assert np.all(np.asarray(result.losses[:-1]) <= 10 * result.losses[0])
@@ -133,7 +133,7 @@ def test_save_then_load_gives_the_same_net(synthetic_dir, tmp_path, capsys):
 
 
 def test_load_into_another_backend(xp, tmp_path):
-    from xbackprop.io import load_params, save_params
+    from xbackprop.saved import load_params, save_params
 
     source = MultiLayerNet(6, [4], 3, xp="numpy", dtype="float32", seed=1)
     save_params(tmp_path / "n.npz", source)
@@ -284,7 +284,7 @@ def test_xp_cupy_without_gpu_warns_once_and_trains(synthetic_dir):
 
 def test_the_trainers_gradient_step_equals_backprop(xp):
     """The gathered (and, on JAX, compiled) step gives the net's own backprop gradients."""
-    from xbackprop.trainer import make_gradient_step
+    from xbackprop.training import make_gradient_step
 
     rng = np.random.default_rng(4)
     x_all = xp.asarray(rng.random((50, 12)), dtype=xp.float64)
@@ -308,8 +308,7 @@ def synthetic_data(synthetic_dir, xp=None):
 
 def test_eval_interval_and_minibatch_accuracy(xp, synthetic_dir):
     net = MultiLayerNet(784, [40], 10, xp=xp, dtype="float32", seed=0)
-    result = train(net, SGD(lr=0.1), synthetic_data(synthetic_dir, xp), iters=95, batch_size=20, seed=0,
-                   eval_interval=10, train_acc_source="batch")
+    result = train(net, SGD(lr=0.1), synthetic_data(synthetic_dir, xp), Schedule(iters=95, batch_size=20, seed=0, eval_interval=10, train_acc_source="batch"))
     assert [row["iter"] for row in result.history] == [*range(1, 92, 10), 95]
     assert result.train_acc_source == "batch"
     # A minibatch of 20 scores in steps of 1/20; the full 600-image set would not.
@@ -321,8 +320,7 @@ def test_eval_interval_and_minibatch_accuracy(xp, synthetic_dir):
 def test_divergence_continue_trains_on_and_marks_the_iteration(synthetic_dir):
     net = MultiLayerNet(784, [50], 10, xp="numpy", weight_init_std=1.0, dtype="float32", seed=0)
     with np.errstate(all="ignore"):
-        result = train(net, SGD(lr=1e6), synthetic_data(synthetic_dir), iters=60, batch_size=50, seed=0,
-                       divergence="continue")
+        result = train(net, SGD(lr=1e6), synthetic_data(synthetic_dir), Schedule(iters=60, batch_size=50, seed=0, divergence="continue"))
     assert result.diverged_at is not None and result.diverged_at < 60
     assert result.steps_done == 60 and result.history[-1]["iter"] == 60
 
@@ -331,11 +329,11 @@ def test_trainer_rejects_unknown_choices(synthetic_dir):
     net = MultiLayerNet(784, [5], 10, xp="numpy", seed=0)
     data = synthetic_data(synthetic_dir)
     with pytest.raises(ValueError, match="train_acc_source"):
-        train(net, SGD(), data, iters=1, train_acc_source="test")
+        train(net, SGD(), data, Schedule(iters=1, train_acc_source="test"))
     with pytest.raises(ValueError, match="divergence"):
-        train(net, SGD(), data, iters=1, divergence="ignore")
+        train(net, SGD(), data, Schedule(iters=1, divergence="ignore"))
     with pytest.raises(ValueError, match="eval_interval"):
-        train(net, SGD(), data, iters=1, eval_interval=0)
+        train(net, SGD(), data, Schedule(iters=1, eval_interval=0))
 
 
 def test_course_exercise_runs_every_rate_to_the_end(synthetic_dir, tmp_path, capsys):
@@ -495,7 +493,7 @@ def test_compiled_training_ends_where_eager_training_does(xp, synthetic_dir, opt
     for compile in (True, False):
         net = MultiLayerNet(784, [20], 10, xp=xp, dtype=dtype, seed=3)
         optimizer = OPTIMIZERS[optimizer_name](lr=0.05 if optimizer_name != "adam" else 0.002)
-        result = train(net, optimizer, data, iters=100, batch_size=30, seed=1, eval_interval=30, compile=compile)
+        result = train(net, optimizer, data, Schedule(iters=100, batch_size=30, seed=1, eval_interval=30), compile=compile)
         runs[compile] = (net.params, result)
     (compiled, fast), (eager, slow) = runs[True], runs[False]
     if optimizer_name == "adagrad" and dtype == "float32":
@@ -513,7 +511,7 @@ def test_compiled_training_ends_where_eager_training_does(xp, synthetic_dir, opt
 
 
 def test_steps_run_up_to_the_next_event():
-    from xbackprop.trainer import _steps_until_event
+    from xbackprop.training.loop import _steps_until_event
 
     # 600 steps an epoch, evaluations every 600, losses read every 100 (the book's run)
     assert _steps_until_event(0, 10_000, 600, 600, 100) == 1
@@ -550,7 +548,7 @@ def test_numerical_batched_training_on_every_backend(xp, synthetic_dir):
     params = {}
     for method in ("backprop", "numerical-batched"):
         net = MultiLayerNet(784, [3], 10, weight_init_std=0.3, xp=xp, dtype="float64", seed=5)
-        train(net, SGD(lr=0.1), data, iters=3, batch_size=10, seed=2, gradient=method)
+        train(net, SGD(lr=0.1), data, Schedule(iters=3, batch_size=10, seed=2), gradient=method)
         params[method] = {key: to_numpy(value) for key, value in net.params.items()}
     for key, value in params["backprop"].items():
         np.testing.assert_allclose(params["numerical-batched"][key], value, rtol=1e-6, atol=1e-9)

@@ -3,9 +3,11 @@ on the Python Array API standard, so one code path runs on NumPy, CuPy, PyTorch,
 JAX and array-api-strict."""
 
 from . import _startup  # noqa: F401  # first: in a command's process, signals during the imports end it cleanly
+from ._version import __version__ as __version__
 from .backend import BACKENDS, BackendUnavailableError, get_namespace, to_numpy
 from .convolution import Convolution, Pooling
 from .datasets import load_mnist
+from .deep_convnet import DeepConvNet
 from .functions import (
     cross_entropy_error,
     d_relu,
@@ -19,13 +21,13 @@ from .functions import (
 )
 from .gradient import numerical_gradient
 from .gradient_check import directional_check, gradient_check
+from .layer_net import LayerNet
 from .layercheck import check_layer
 from .layers import AddLayer, Affine, BatchNormalization, Dropout, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
-from .nets import LayerNet, MultiLayerNet, TwoLayerNet
+from .multi_layer_net import MultiLayerNet
 from .simple_convnet import SimpleConvNet
+from .two_layer_net import TwoLayerNet
 from .util import col2im, im2col
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
@@ -58,6 +60,7 @@ __all__ = [
     "MultiLayerNet",
     "TwoLayerNet",
     "SimpleConvNet",
+    "DeepConvNet",
     "numerical_gradient",
     "gradient_check",
     "directional_check",

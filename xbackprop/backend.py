@@ -23,7 +23,12 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .backends import RECORDS, Backend, BackendUnavailableError
+from .backends.array_api_strict import ARRAY_API_STRICT
+from .backends.base import Backend, BackendUnavailableError
+from .backends.cupy import CUPY
+from .backends.jax import JAX
+from .backends.numpy import NUMPY
+from .backends.torch import TORCH
 
 __all__ = [
     "BACKENDS",
@@ -47,6 +52,10 @@ __all__ = [
     "thread_limit",
     "usable_cores",
 ]
+
+#: Every backend by its name, in the order ``--backend`` lists them. Dask is not among them: its arrays are
+#: lazy, so a training loop would grow one graph for the whole run.
+RECORDS: dict[str, Backend] = {record.name: record for record in (NUMPY, CUPY, TORCH, JAX, ARRAY_API_STRICT)}
 
 #: Backend names accepted by :func:`get_namespace` and the ``XP`` variable.
 BACKENDS = tuple(RECORDS)
@@ -282,7 +291,7 @@ CAPTURE_ENV = "XBACKPROP_CAPTURE"
 
 def capturer_for(xp: ModuleType, like: Any) -> Any:
     """The capturer of training steps for arrays like ``like`` (a parameter): CUDA graphs for CuPy and for torch
-    on a CUDA device, ``None`` elsewhere or when ``XBACKPROP_CAPTURE=0``. See :mod:`xbackprop.capture`."""
+    on a CUDA device, ``None`` elsewhere or when ``XBACKPROP_CAPTURE=0``. See :mod:`xbackprop.training.captured`."""
     mode = os.environ.get(CAPTURE_ENV, "").strip().lower()
     if mode not in {"", "1", "on", "yes", "true", "0", "off", "no", "false", "replay"}:
         raise ValueError(f"{CAPTURE_ENV}={os.environ[CAPTURE_ENV]!r}: use 0 (no captured steps) or replay (the "
@@ -290,7 +299,7 @@ def capturer_for(xp: ModuleType, like: Any) -> Any:
     if mode in {"0", "off", "no", "false"}:
         return None
     if mode == "replay":
-        from .capture import ReplayCapturer
+        from .training.captured import ReplayCapturer
 
         return ReplayCapturer()
     record = record_of(xp)

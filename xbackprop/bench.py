@@ -24,8 +24,8 @@ from typing import Any
 from .backend import BACKENDS, backend_name, describe_device, enable_float64, get_namespace
 from .benchcases import BATCHES, SIZES, loop_is_timed, make_case
 from .cli import Parser, UsageError, positive_int, run_command
+from .files import plan_outputs, replace_atomically
 from .gradient_check import max_relative_error
-from .io import plan_outputs, replace_atomically
 from .timing import back_to_back_seconds, machine_description, median_seconds, timed_runs
 
 
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(_bench, PROG, argv)
 
 
-def _bench(argv: list[str] | None) -> int:
+def _parser() -> Parser:
     parser = Parser(PROG, "Why backprop exists, in one table: backprop against the book's numerical gradient, per "
                     "net size and batch.", HELP_EXAMPLES)
     parser.add_argument("--backend", action="append", choices=BACKENDS,
@@ -168,50 +168,21 @@ def _bench(argv: list[str] | None) -> int:
     parser.add_argument("--name", help="file name stem (default: derived from the device)")
     parser.add_argument("--full", action="store_true",
                         help=f"also the largest sizes ({', '.join(FULL_ONLY)}): minutes more")
-    args = parser.parse_args(argv)
-    if args.out is not None:  # as every output folder: made if missing, in a folder that exists
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {args.out}: exists and is not a folder")
-        if not out.parent.is_dir():
-            raise UsageError(f"--out {args.out}: folder {out.parent} does not exist")
-        try:
-            out.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"--out {args.out}: cannot make the folder ({exc.strerror or exc})") from None
-    if args.name is not None and (not args.name or Path(args.name).name != args.name or args.name in (".", "..")
-                                  or not args.name.isprintable()):
-        raise UsageError(f"--name {args.name!r}: give a plain file name stem, without folders or control characters")
+    return parser
+
+
+def _bench(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
     backends = args.backend or [backend_name(get_namespace())]
-    name = args.name or _slug(f"{'-'.join(backends)}-{_device_label(backends[0])}")
-    if args.out is not None:
-        plan_outputs({"--out (table)": Path(args.out) / f"bench-{name}.json",
-                      "--out (figure)": Path(args.out) / f"bench-{name}.png"})
+    name = _output_name(args, backends)
     if any(batch > MAX_BATCH for batch in args.batch or ()):
         raise UsageError(f"--batch: at most {MAX_BATCH:,}")
-
     sizes = args.size or [size for size in SIZES if args.full or size not in FULL_ONLY]
-    cases = [(backend, size, batch) for backend in backends for size in sizes for batch in args.batch or BATCHES]
-    rows = []
-    bar = _bar(len(cases))
-    for backend, size, batch in cases:
-        xp = get_namespace(backend, strict=True)
-        enable_float64(xp)  # the cases compute in float64
-        row = measure(backend, size, batch)
-        rows.append(row)
-        line = (f"  {backend} {size} batch {batch}: backprop {_milliseconds(row['backprop_s'])} ms, "
-                f"numerical {_milliseconds(row['numerical_s'])} ms")
-        if bar is None:
-            print(line, file=sys.stderr, flush=True)
-        else:
-            bar.write(line, file=sys.stderr)
-            bar.update()
-    if bar is not None:
-        bar.close()
+    rows = _measured([(backend, size, batch) for backend in backends for size in sizes
+                      for batch in args.batch or BATCHES])
     if not args.full and not args.size:
         print(f"(the {', '.join(FULL_ONLY)} size{'s' if len(FULL_ONLY) > 1 else ''} too: --full)", file=sys.stderr)
-
-    device = describe_device(xp)
+    device = describe_device(get_namespace(backends[-1], strict=True))
     machine = machine_description()
     print(f"# backprop vs numerical gradient — {date.today()}, {device}; {machine}\n")
     print(markdown_table(rows))
@@ -229,6 +200,48 @@ def _bench(argv: list[str] | None) -> int:
         print("(no plot: matplotlib is not installed)", file=sys.stderr)
     print(f"\nwrote {out / f'bench-{name}.json'} and .png", file=sys.stderr)
     return 0
+
+
+def _output_name(args: Any, backends: list[str]) -> str:
+    """The stem of the files ``--out`` gets, with the folder made and both outputs planned before any work."""
+    if args.out is not None:  # as every output folder: made if missing, in a folder that exists
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {args.out}: exists and is not a folder")
+        if not out.parent.is_dir():
+            raise UsageError(f"--out {args.out}: folder {out.parent} does not exist")
+        try:
+            out.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--out {args.out}: cannot make the folder ({exc.strerror or exc})") from None
+    if args.name is not None and (not args.name or Path(args.name).name != args.name or args.name in (".", "..")
+                                  or not args.name.isprintable()):
+        raise UsageError(f"--name {args.name!r}: give a plain file name stem, without folders or control characters")
+    name = args.name or _slug(f"{'-'.join(backends)}-{_device_label(backends[0])}")
+    if args.out is not None:
+        plan_outputs({"--out (table)": Path(args.out) / f"bench-{name}.json",
+                      "--out (figure)": Path(args.out) / f"bench-{name}.png"})
+    return name
+
+
+def _measured(cases: list[tuple[str, str, int]]) -> list[dict[str, Any]]:
+    """A row per ``(backend, size, batch)``, each announced as it is measured (on a bar on a terminal)."""
+    rows = []
+    bar = _bar(len(cases))
+    for backend, size, batch in cases:
+        enable_float64(get_namespace(backend, strict=True))  # the cases compute in float64
+        row = measure(backend, size, batch)
+        rows.append(row)
+        line = (f"  {backend} {size} batch {batch}: backprop {_milliseconds(row['backprop_s'])} ms, "
+                f"numerical {_milliseconds(row['numerical_s'])} ms")
+        if bar is None:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            bar.write(line, file=sys.stderr)
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return rows
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from .backend import backend_name, describe_device, get_namespace, host_rng, synchronize, to_numpy
-from .nets import TwoLayerNet, parameter_count
+from .initialization import parameter_count
 from .timing import blas_info
+from .two_layer_net import TwoLayerNet
 
 #: Network sizes (input, hidden, output) from tiny to the book's 784-50-10.
 SIZES = {

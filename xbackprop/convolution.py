@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_extra as xpx
 from array_api_compat import device
 
 from ._namespace import namespace_of
 from .hooks import Layer, dot, entries
-from .util import col2im, conv_output_size, im2col
+from .util import col2im, conv_output_size, im2col, windows
 
 __all__ = ["Convolution", "Pooling"]
 
@@ -24,19 +25,21 @@ class Convolution(Layer):
     ``W``: ``(FN, C, FH, FW)``, ``b``: ``(FN,)``; ``x``: ``(N, C, H, W)``; ``out``: ``(N, FN, OH, OW)`` with
     ``OH = (H + 2 pad - FH) // stride + 1`` (likewise ``OW``). Caches ``x``, ``col`` (``im2col(x)``,
     ``(N*OH*OW, C*FH*FW)``) and ``col_W`` (``(C*FH*FW, FN)``); ``backward`` sets ``dW`` and ``db`` (also in
-    ``grads``) and returns ``dx`` shaped like ``x``. ``params`` is ``{"W": W, "b": b}``.
+    ``grads``) and returns ``dx`` shaped like ``x``, or ``None`` with ``input_grad=False`` (the first layer of
+    a net needs no gradient for its images: that skips a matrix product and ``col2im``). ``params`` is
+    ``{"W": W, "b": b}``.
     """
 
     W, b = entries("params", "W", "b")
     dW, db = entries("grads", "W", "b")
 
-    def __init__(self, W: Any, b: Any, stride: int = 1, pad: int = 0) -> None:
+    def __init__(self, W: Any, b: Any, stride: int = 1, pad: int = 0, *, input_grad: bool = True) -> None:
         if not hasattr(W, "ndim") or W.ndim != 4 or not hasattr(b, "ndim") or tuple(b.shape) != (W.shape[0],):
             raise ValueError(f"Convolution: W must be (FN, C, FH, FW) and b (FN,), got "
                              f"{getattr(W, 'shape', W)} and {getattr(b, 'shape', b)}")
         self.params = {"W": W, "b": b}
         self.grads: dict[str, Any] = {}
-        self.stride, self.pad = stride, pad
+        self.stride, self.pad, self.input_grad = stride, pad, input_grad
         self.x = self.col = self.col_W = None
 
     def forward(self, x: Any) -> Any:
@@ -59,49 +62,71 @@ class Convolution(Layer):
         dout = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn))
         self.db = xp.sum(dout, axis=0)
         self.dW = xp.reshape(dot(self.col.T, dout).T, (fn, c, fh, fw))
-        dx = col2im(dot(dout, self.col_W.T), tuple(self.x.shape), fh, fw, self.stride, self.pad)
-        return dx
+        if not self.input_grad:
+            return None
+        return col2im(dot(dout, self.col_W.T), tuple(self.x.shape), fh, fw, self.stride, self.pad)
 
 
 class Pooling(Layer):
     """Max pooling over ``pool_h`` x ``pool_w`` windows: ``x`` ``(N, C, H, W)`` to ``(N, C, OH, OW)``.
 
-    Caches ``x`` and ``arg_max`` (the position of each window's maximum, ``(N*OH*OW*C,)``). Where a window's
-    maximum is tied, the first of the tied inputs in the window (row by row) gets the whole gradient, as the
-    book's ``np.argmax`` decides; ``backward`` builds the gradient of each window by comparison with
-    ``arg_max``, not by integer-array assignment.
+    Caches ``x`` and which input of each window won; ``arg_max`` gives it in the book's layout (the position in
+    the window, ``(N*OH*OW*C,)``). Where a window's maximum is tied, the first of the tied inputs in the window
+    (row by row) gets the whole gradient, as the book's ``np.argmax`` decides. Both passes work window position
+    by window position on whole strided slices (``pool_h * pool_w`` of them): the maximum is an elementwise
+    maximum of the slices, and ``backward`` adds each slice's share of ``dout`` back where it came from; no
+    window is ever gathered into a row, nothing is assigned by index.
     """
 
     def __init__(self, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0) -> None:
         self.pool_h, self.pool_w, self.stride, self.pad = pool_h, pool_w, stride, pad
-        self.x = self.arg_max = None
+        self.x = self.winner = None
+
+    @property
+    def arg_max(self) -> Any:
+        """The book's ``arg_max``: each window's winning position, ``(N*OH*OW*C,)`` (``None`` before a pass)."""
+        if self.winner is None:
+            return None
+        xp = namespace_of(self.winner)
+        return xp.reshape(xp.permute_dims(self.winner, (0, 2, 3, 1)), (-1,))
 
     @property
     def mask(self) -> Any:
-        """Which input won each window in the last pass, as ``arg_max`` (``None`` before one): a max switching
-        winners is a kink, as ReLU's mask tells, so gradient checks look at it again from one side."""
-        return self.arg_max
+        """Which input won each window in the last pass (``None`` before one): a max switching winners is a kink,
+        as ReLU's mask tells, so gradient checks look at it again from one side."""
+        return self.winner
 
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
         if x.ndim != 4:
             raise ValueError(f"Pooling: input must be (N, C, H, W), got {tuple(x.shape)}")
-        n, c, h, w = x.shape
-        out_h = conv_output_size(h, self.pool_h, self.stride, self.pad)
-        out_w = conv_output_size(w, self.pool_w, self.stride, self.pad)
-        col = xp.reshape(im2col(x, self.pool_h, self.pool_w, self.stride, self.pad), (-1, self.pool_h * self.pool_w))
-        self.x, self.arg_max = x, xp.argmax(col, axis=1)
-        out = xp.permute_dims(xp.reshape(xp.max(col, axis=1), (n, out_h, out_w, c)), (0, 3, 1, 2))
+        slices = self._slices(x)
+        out = slices[0]
+        for piece in slices[1:]:
+            out = xp.maximum(out, piece)
+        winner = xp.full(out.shape, len(slices) - 1, dtype=xp.int32, device=device(x))
+        for k in range(len(slices) - 2, -1, -1):  # from the last position down: the first maximum wins
+            winner = xp.where(slices[k] == out, k, winner)
+        self.x, self.winner = x, winner
         return out
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
-        size = self.pool_h * self.pool_w
-        flat = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, 1))
-        position = xp.arange(size, dtype=self.arg_max.dtype, device=device(dout))
-        dmax = xp.where(position == self.arg_max[:, None], flat, xp.zeros_like(flat))
-        c = self.x.shape[1]
-        dcol = xp.reshape(dmax, (flat.shape[0] // c, c * size))
-        dx = col2im(dcol, tuple(self.x.shape), self.pool_h, self.pool_w, self.stride, self.pad)
-        return dx
+        n, c, h, w = self.x.shape
+        pad = self.pad
+        dx = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=dout.dtype, device=device(dout))
+        for k, (rows, columns) in enumerate(self._windows(h, w)):  # each slice's pixels are distinct
+            share = xp.where(self.winner == k, dout, 0.0)
+            dx = xpx.at(dx, (slice(None), slice(None), rows, columns)).add(share, copy=None, xp=xp)
+        return dx[:, :, pad : pad + h, pad : pad + w] if pad else dx
 
+    def _windows(self, h: int, w: int) -> list[tuple[slice, slice]]:
+        out_h = conv_output_size(h, self.pool_h, self.stride, self.pad)
+        out_w = conv_output_size(w, self.pool_w, self.stride, self.pad)
+        return windows(self.pool_h, self.pool_w, self.stride, out_h, out_w)
+
+    def _slices(self, x: Any) -> list[Any]:
+        """Position ``k`` of every window, for each ``k`` in the window (row by row): ``(N, C, OH, OW)`` each."""
+        padded = xpx.pad(x, ((0, 0), (0, 0), (self.pad, self.pad), (self.pad, self.pad)), xp=namespace_of(x)) \
+            if self.pad else x
+        return [padded[:, :, rows, columns] for rows, columns in self._windows(x.shape[2], x.shape[3])]

@@ -23,7 +23,7 @@ from .datasets import find_dataset_dir, identify_dataset, load_split
 from .gradient import CENTRAL_DIFFERENCE_STEP
 from .gradient_check import gradient_check
 from .hooks import reporting
-from .nets import TwoLayerNet
+from .two_layer_net import TwoLayerNet
 
 #: The most synthetic images a check makes (MNIST's test split holds 10,000).
 MAX_SYNTHETIC = 10_000

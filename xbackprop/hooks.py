@@ -63,8 +63,8 @@ def _reporting_backward(backward: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         pending = self._inputs_pending
         if not pending:
-            raise RuntimeError(f"{type(self).__name__}.backward: call forward first"
-                               + (" (each backward uses up its forward's input)" if self.backward_uses_up_forward else ""))
+            used_up = " (each backward uses up its forward's input)" if self.backward_uses_up_forward else ""
+            raise RuntimeError(f"{type(self).__name__}.backward: call forward first{used_up}")
         grads = backward(self, *args, **kwargs)
         if self.backward_uses_up_forward:
             self._inputs_pending = 0

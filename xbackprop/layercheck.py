@@ -163,6 +163,13 @@ def _check(layer: Any, xp: Any, inputs: tuple[Any, ...], float_inputs: list[bool
                for i in range(len(inputs)) if float_inputs[i]]
     targets += [(f"params[{name!r}]", value, backprop_grads.get(name), loss_with(None, name))
                 for name, value in params.items()]
+    checked = _compared(layer, xp, targets, h)
+    return LayerCheckReport(type(layer).__name__, "float64", tuple(checked), tuple(mutations), tuple(notes))
+
+
+def _compared(layer: Any, xp: Any, targets: list[tuple[str, Any, Any, Callable[[Any], Any]]],
+              h: float) -> list[CheckedArray]:
+    """Each ``(label, value, backprop gradient, loss of value)`` against central differences, kinks told apart."""
     numericals = {label: central_differences(loss, value, h) for label, value, _, loss in targets}
     scale = max((finite_scale(n) for n in numericals.values()), default=0.0)
     checked = []
@@ -183,7 +190,7 @@ def _check(layer: Any, xp: Any, inputs: tuple[Any, ...], float_inputs: list[bool
                                 lambda index, value=value: float(value[index]), scale, h)
         error = float(xp.max(xp.abs(grad - numerical))) if numerical.ndim == 0 or numerical.shape[0] else 0.0
         checked.append(CheckedArray(label, error, tuple(kinks), tuple(wrong)))
-    return LayerCheckReport(type(layer).__name__, "float64", tuple(checked), tuple(mutations), tuple(notes))
+    return checked
 
 
 def _is_float(xp: Any, value: Any) -> bool:

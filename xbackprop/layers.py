@@ -13,7 +13,7 @@ Dropout's count of masks drawn) lives in a ``buffers`` dict. The book's attribut
 (``W``, ``b``, ``dW``, ``db``, ``gamma``, ``dgamma``, ``running_mean``, ...) read and
 write those dicts, so the classes below read as the book's. A net finds every
 parameter through ``params``, whatever the layer's class (see
-:class:`xbackprop.nets.LayerNet`). Layers that behave differently in training,
+:class:`xbackprop.layer_net.LayerNet`). Layers that behave differently in training,
 ``Dropout`` and ``BatchNormalization``, take the book's ``forward(x, train_flg)``.
 
 Each pass also reports itself to :func:`xbackprop.graph.trace`, which draws the
@@ -40,6 +40,8 @@ __all__ = [
     "SoftmaxWithLoss",
     "Dropout",
     "BatchNormalization",
+    "Convolution",
+    "Pooling",
 ]
 
 
@@ -351,3 +353,10 @@ class BatchNormalization(Layer):
         if dx.ndim != len(self.input_shape):
             dx = xp.reshape(dx, self.input_shape)
         return dx
+
+
+# Chapter 7's layers, which the book keeps in common/layers.py too (here they have a file of their own).
+from .convolution import Convolution, Pooling  # noqa: E402
+
+#: Hidden-layer activations of :class:`~xbackprop.multi_layer_net.MultiLayerNet`, by name.
+ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}

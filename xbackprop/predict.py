@@ -17,10 +17,12 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from .backend import BACKENDS, get_namespace, to_numpy
 from .cli import Parser, UsageError, non_negative_int, one_line, positive_int, run_command
 from .datasets import (
+    CATALOG,
     CLASS_NAMES,
     INVERT_CHOICES,
     PREPARE_CHOICES,
@@ -30,10 +32,11 @@ from .datasets import (
     read_images,
     save_grey_png,
 )
+from .files import plan_outputs
 from .functions import softmax
-from .io import load_net, plan_outputs
-from .learned import report_paths, write_report
-from .report import scores_text
+from .multi_layer_net import load_net
+from .show.evaluation import scores_text
+from .show.report_folder import report_paths, write_report
 
 PROG = "python -m xbackprop.predict"
 
@@ -53,7 +56,6 @@ HELP_EXAMPLES = (
 
 
 #: How the pictures of each dataset were made, so a photo can be made the same way.
-PREPARATIONS = {"mnist": "mnist", "fashion-mnist": "fashion"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(_predict, PROG, argv)
 
 
-def _predict(argv: list[str] | None) -> int:
+def _parser() -> Parser:
     parser = Parser(PROG, "Classify images with a network saved by python -m xbackprop.train --save: top classes "
                     "and their probabilities.", HELP_EXAMPLES)
     parser.add_argument("files", nargs="+", metavar="FILE",
@@ -74,7 +76,8 @@ def _predict(argv: list[str] | None) -> int:
                         help="images printed at most (default 20; 0: all)")
     parser.add_argument("--prepare", choices=("auto", *PREPARE_CHOICES), default="auto",
                         help="photos and drawings: crop, fit in 20x20 and centre as MNIST's digits, crop and fit "
-                        "the frame as Fashion-MNIST's pictures, or only scale (default: the model's dataset's way; none for others)")
+                        "the frame as Fashion-MNIST's pictures, or only scale (default: the model's dataset's "
+                        "way; none for others)")
     parser.add_argument("--show", metavar="FILE.png",
                         help="draw the first image as the net sees it (its input, enlarged) into FILE.png")
     parser.add_argument("--each", action="store_true",
@@ -83,39 +86,66 @@ def _predict(argv: list[str] | None) -> int:
                         help="with labels: write the confusion matrix, the most confident mistakes and summary.md "
                         "into DIR (needs matplotlib)")
     parser.add_argument("--backend", choices=BACKENDS, help="array backend (default: $XP or numpy)")
-    args = parser.parse_args(argv)
-    if args.show is not None:
-        if Path(args.show).suffix.lower() != ".png":
-            raise UsageError(f"--show {args.show}: give a .png file name")
-        plan_outputs({"--show": args.show}, [("FILE", name) for name in args.files] + [("--load", args.load)])
+    return parser
+
+
+def _predict(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
     image_files, label_files = _pair_labels(args.files)
-    if args.report is not None:
-        if not label_files:
-            raise UsageError("--report needs labels: give an IDX labels file right after its images file")
-        try:
-            shown = [("--show", args.show)] if args.show is not None else []
-            report = report_paths(args.report, curves=False,
-                                  inputs=[("FILE", name) for name in args.files] + [("--load", args.load)] + shown)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+    report = _planned_outputs(args, label_files)
     xp = get_namespace(args.backend)
     net, saved = load_net(args.load, xp=xp, dtype="float32")
     side = math.isqrt(net.sizes[0])
     if side * side != net.sizes[0]:
         raise UsageError(f"{args.load}: the network takes {net.sizes[0]} inputs, not a square image")
     limit = args.limit or None  # --limit 0: every image
-    prepare = args.prepare if args.prepare != "auto" else PREPARATIONS.get(saved.dataset or "", "none")
+    record = CATALOG.get(saved.dataset or "")
+    prepare = args.prepare if args.prepare != "auto" else (record.prepare if record is not None else "none")
     read = [read_images(Path(name), side, invert=args.invert, limit=limit, dtype="float32", prepare=prepare)
             for name in image_files]
     truth = {name: _read_labels(label_files[name], len(pixels), net.sizes[-1])
              for name, (_, pixels) in zip(image_files, read) if name in label_files}
-
     if args.show is not None:
         save_grey_png(read[0][1][0].reshape(side, side), args.show)
         print(one_line(f"wrote {args.show}: {read[0][0][0]} as the net sees it"), file=sys.stderr)
     names = CLASS_NAMES.get(saved.dataset or "")
     if names is not None and len(names) != net.sizes[-1]:
         names = None
+    _print_scores(args, net, xp, image_files, read, truth, names)
+    if args.report is not None:
+        scored = [(pixels, truth[name]) for name, (_, pixels) in zip(image_files, read) if name in truth]
+        x = xp.concat([xp.asarray(pixels[: len(labels)], dtype=xp.float32) for pixels, labels in scored])
+        t = xp.asarray([label for _, labels in scored for label in labels])
+        evaluation = write_report(args.report, net, x, t, names=names, paths=report,
+                                  title=f"{args.load} ({saved.dataset or 'unknown data'})",
+                                  source=", ".join(Path(name).name for name in truth))
+        print(one_line(f"wrote {Path(args.report) / 'summary.md'}: accuracy {evaluation.accuracy:.4f}"),
+              file=sys.stderr)
+    return 0
+
+
+def _planned_outputs(args: Any, label_files: dict[str, str]) -> Any:
+    """``--show`` and ``--report`` planned against each other and every input before any work; the report's
+    paths (``None`` without ``--report``)."""
+    inputs = [("FILE", name) for name in args.files] + [("--load", args.load)]
+    if args.show is not None:
+        if Path(args.show).suffix.lower() != ".png":
+            raise UsageError(f"--show {args.show}: give a .png file name")
+        plan_outputs({"--show": args.show}, inputs)
+    if args.report is None:
+        return None
+    if not label_files:
+        raise UsageError("--report needs labels: give an IDX labels file right after its images file")
+    try:
+        shown = [("--show", args.show)] if args.show is not None else []
+        return report_paths(args.report, curves=False, inputs=inputs + shown)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _print_scores(args: Any, net: Any, xp: Any, image_files: list[str], read: list[Any], truth: dict[str, Any],
+                  names: Any) -> None:
+    """Each image's top classes (without labels, or with ``--each``), and each labelled file's scores."""
     total = sum(idx_shape(name, ndim=3)[0] if "idx" in Path(name).name else 1 for name in image_files)
     left = total if args.limit == 0 else args.limit
     listed = False  # whether any image's own lines were printed
@@ -135,16 +165,6 @@ def _predict(argv: list[str] | None) -> int:
     printed = total if args.limit == 0 else min(args.limit, total)
     if printed < total:
         print(f"... {total - printed} more (--limit 0 {'prints' if listed else 'scores'} all)")
-    if args.report is not None:
-        scored = [(pixels, truth[name]) for name, (_, pixels) in zip(image_files, read) if name in truth]
-        x = xp.concat([xp.asarray(pixels[: len(labels)], dtype=xp.float32) for pixels, labels in scored])
-        t = xp.asarray([label for _, labels in scored for label in labels])
-        evaluation = write_report(args.report, net, x, t, names=names, paths=report,
-                                  title=f"{args.load} ({saved.dataset or 'unknown data'})",
-                                  source=", ".join(Path(name).name for name in truth))
-        print(one_line(f"wrote {Path(args.report) / 'summary.md'}: accuracy {evaluation.accuracy:.4f}"),
-              file=sys.stderr)
-    return 0
 
 
 def _pair_labels(files: list[str]) -> tuple[list[str], dict[str, str]]:

@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from .backend import get_namespace, host_rng, resolve_device, resolve_dtype
+from .backend import get_namespace, resolve_device, resolve_dtype
 from .convolution import Convolution, Pooling
+from .initialization import HostDraws
+from .layer_net import LayerNet
 from .layers import Affine, Relu
-from .nets import LayerNet
+from .saved import SavesParams
 from .util import conv_output_size
 
 __all__ = ["SimpleConvNet"]
 
 
-class SimpleConvNet(LayerNet):
+class SimpleConvNet(LayerNet, SavesParams):
     """Chapter 7's convolutional network, with the book's constructor.
 
     ``params``: ``W1 (filter_num, C, filter_size, filter_size)``, ``b1 (filter_num,)`` of the
@@ -23,6 +25,8 @@ class SimpleConvNet(LayerNet):
     biases zero. The pooling is 2x2 with stride 2. Inputs are images ``(N, *input_dim)`` or rows
     ``(N, C*H*W)`` (as the trainer and ``load_mnist(flatten=True)`` give them), reshaped to images.
     """
+
+    evaluation_batch_size = 100  # as the book's accuracy(x, t, batch_size=100)
 
     def __init__(
         self,
@@ -46,29 +50,17 @@ class SimpleConvNet(LayerNet):
         pool_output_size = filter_num * conv_output_size(conv_h, 2, 2) * conv_output_size(conv_w, 2, 2)
         xp = get_namespace(xp)
         device = resolve_device(xp, device)
-        dtype = resolve_dtype(xp, dtype, device)
-        rng = host_rng(seed)
-
-        def weights(*shape: int) -> Any:
-            return xp.asarray(weight_init_std * rng.standard_normal(shape), dtype=dtype, device=device)
-
-        def zeros(n: int) -> Any:
-            return xp.zeros((n,), dtype=dtype, device=device)
+        draw = HostDraws(seed, xp, device, resolve_dtype(xp, dtype, device))
 
         self.input_dim = tuple(input_dim)
         layers = OrderedDict([
-            ("Conv1", Convolution(weights(filter_num, channels, filter_size, filter_size), zeros(filter_num),
-                                  stride, pad)),
+            ("Conv1", Convolution(draw.gaussian(weight_init_std, filter_num, channels, filter_size, filter_size),
+                                  draw.zeros(filter_num), stride, pad, input_grad=False)),
             ("Relu1", Relu()),
             ("Pool1", Pooling(2, 2, stride=2)),
-            ("Affine1", Affine(weights(pool_output_size, hidden_size), zeros(hidden_size))),
+            ("Affine1", Affine(draw.gaussian(weight_init_std, pool_output_size, hidden_size), draw.zeros(hidden_size))),
             ("Relu2", Relu()),
-            ("Affine2", Affine(weights(hidden_size, output_size), zeros(output_size))),
+            ("Affine2", Affine(draw.gaussian(weight_init_std, hidden_size, output_size), draw.zeros(output_size))),
         ])
         super().__init__(layers)
         self.sizes = [channels * height * width, hidden_size, output_size]
-
-    def _forward(self, x: Any, train_flg: bool) -> Any:
-        if x.ndim == 2:  # rows, as the trainer hands them over: the images they were
-            x = self.xp.reshape(x, (x.shape[0], *self.input_dim))
-        return super()._forward(x, train_flg)

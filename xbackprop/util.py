@@ -14,11 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import array_api_extra as xpx
-from array_api_compat import device
+from array_api_compat import array_namespace, device
 
-from ._namespace import namespace_of
-
-__all__ = ["im2col", "col2im", "conv_output_size"]
+__all__ = ["im2col", "col2im", "conv_output_size", "windows"]
 
 
 def conv_output_size(size: int, filter_size: int, stride: int = 1, pad: int = 0) -> int:
@@ -31,7 +29,7 @@ def conv_output_size(size: int, filter_size: int, stride: int = 1, pad: int = 0)
     return (size + 2 * pad - filter_size) // stride + 1
 
 
-def _windows(filter_h: int, filter_w: int, stride: int, out_h: int, out_w: int) -> list[tuple[slice, slice]]:
+def windows(filter_h: int, filter_w: int, stride: int, out_h: int, out_w: int) -> list[tuple[slice, slice]]:
     """The strided slices of the padded image that filter position (y, x) sees, row-major over (y, x)."""
     return [(slice(y, y + stride * (out_h - 1) + 1, stride), slice(x, x + stride * (out_w - 1) + 1, stride))
             for y in range(filter_h) for x in range(filter_w)]
@@ -41,11 +39,11 @@ def im2col(input_data: Any, filter_h: int, filter_w: int, stride: int = 1, pad: 
     """Every ``filter_h`` x ``filter_w`` window of ``input_data`` ``(N, C, H, W)`` as a row of
     ``(N * out_h * out_w, C * filter_h * filter_w)``, in the book's order (rows by image, then output row and
     column; columns by channel, then filter row and column). Same dtype and device as the input."""
-    xp = namespace_of(input_data)
+    xp = array_namespace(input_data)
     n, c, h, w = input_data.shape
     out_h, out_w = conv_output_size(h, filter_h, stride, pad), conv_output_size(w, filter_w, stride, pad)
     img = xpx.pad(input_data, ((0, 0), (0, 0), (pad, pad), (pad, pad)), xp=xp) if pad else input_data
-    views = [img[:, :, rows, columns] for rows, columns in _windows(filter_h, filter_w, stride, out_h, out_w)]
+    views = [img[:, :, rows, columns] for rows, columns in windows(filter_h, filter_w, stride, out_h, out_w)]
     col = xp.reshape(xp.stack(views, axis=2), (n, c, filter_h, filter_w, out_h, out_w))
     return xp.reshape(xp.permute_dims(col, (0, 4, 5, 1, 2, 3)), (n * out_h * out_w, c * filter_h * filter_w))
 
@@ -56,13 +54,13 @@ def col2im(col: Any, input_shape: tuple[int, int, int, int], filter_h: int, filt
     ``input_shape`` ``(N, C, H, W)``, each value where its window took it from, so that
     ``sum(im2col(x) * y) == sum(x * col2im(y))`` for every ``x`` and ``y``. (Not an inverse: a pixel that
     several windows cover receives the sum of their values.)"""
-    xp = namespace_of(col)
+    xp = array_namespace(col)
     n, c, h, w = (int(size) for size in input_shape)
     out_h, out_w = conv_output_size(h, filter_h, stride, pad), conv_output_size(w, filter_w, stride, pad)
     parts = xp.permute_dims(xp.reshape(col, (n, out_h, out_w, c, filter_h, filter_w)), (0, 3, 4, 5, 1, 2))
     img = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=col.dtype, device=device(col))
-    windows = _windows(filter_h, filter_w, stride, out_h, out_w)
-    for k, (rows, columns) in enumerate(windows):  # each slice touches distinct pixels: no repeated index
+    positions = windows(filter_h, filter_w, stride, out_h, out_w)
+    for k, (rows, columns) in enumerate(positions):  # each slice touches distinct pixels: no repeated index
         img = xpx.at(img, (slice(None), slice(None), rows, columns)).add(
             parts[:, :, k // filter_w, k % filter_w, :, :], copy=None, xp=xp)
     return img[:, :, pad : pad + h, pad : pad + w]

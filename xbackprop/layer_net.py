@@ -1,21 +1,15 @@
-"""Networks as the book builds them: a params dict, ordered layers and a last layer.
+"""The general net over an ordered list of layers: a params dict, the layers, a last layer.
 
-``LayerNet`` runs any ordered list of the book's layers; ``MultiLayerNet`` builds the
-fully connected one (Affine -> activation ... -> Affine -> SoftmaxWithLoss) and
-``TwoLayerNet`` is chapter 5's special case.
-
-Parameters are looked up in ``params`` (or in a ``params=`` mapping passed to a
-method) at every forward pass, so both ``net.params["W1"] -= lr * g`` on mutable
-arrays and ``net.params["W1"] = new_array`` on any backend (JAX included) take
-effect at once.
+Parameters are looked up in ``params`` (or in a ``params=`` mapping passed to a method) at every forward
+pass, so both ``net.params["W1"] -= lr * g`` on mutable arrays and ``net.params["W1"] = new_array`` on any
+backend (JAX included) take effect at once. Every parameter is found through the layers' own ``params``
+dicts, whatever their class: nets, optimizers, saving, MPI and compiled steps work on what layers declare.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-import numbers
-import operator
 from collections import OrderedDict
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
@@ -25,18 +19,13 @@ from array_api_compat import is_array_api_obj
 
 from . import hooks
 from ._namespace import namespace_of
-from .backend import backend_name, get_namespace, host_rng, resolve_device, resolve_dtype
+from .backend import backend_name, get_namespace
 from .functions import checked_labels
 from .gradient import central_differences
-from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
+from .layers import Affine, SoftmaxWithLoss
 from .stacked_gradient import DEFAULT_MEMORY_BUDGET, stacked_numerical_gradient
 
-__all__ = ["LayerNet", "MultiLayerNet", "TwoLayerNet", "ACTIVATIONS", "NAMED_INITS", "parameter_count"]
-
-#: Hidden-layer activations of :class:`MultiLayerNet`, by name.
-ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}
-#: The book's named weight scales, ``std = sqrt(k / fan_in)``: He for ReLU, Xavier for sigmoid.
-NAMED_INITS = {"he": 2.0, "relu": 2.0, "xavier": 1.0, "sigmoid": 1.0}
+__all__ = ["LayerNet"]
 
 
 class LayerNet:
@@ -66,6 +55,12 @@ class LayerNet:
     """
 
     activation: str | None = None
+    #: The shape ``(C, H, W)`` of one input of a net of images: rows ``(N, C*H*W)``, as the trainer and
+    #: ``load_mnist(flatten=True)`` give them, are reshaped to images ``(N, C, H, W)``.
+    input_dim: tuple[int, ...] | None = None
+    #: The most rows scored at once by ``accuracy`` and ``count_correct`` (``None``: as asked), for nets whose
+    #: every row makes large intermediate arrays (a convolution's im2col: the book's conv nets score 100).
+    evaluation_batch_size: int | None = None
 
     def __init__(
         self,
@@ -173,6 +168,8 @@ class LayerNet:
         raise KeyError(f"no layer named {layer_name!r}: the layers are {', '.join(self.layers)}")
 
     def _forward(self, x: Any, train_flg: bool) -> Any:
+        if self.input_dim is not None and x.ndim == 2:
+            x = self.xp.reshape(x, (x.shape[0], *self.input_dim))
         traced = hooks.tracing()
         for name, layer in self.layers.items():
             since = hooks.position() if traced else 0
@@ -269,6 +266,8 @@ class LayerNet:
         xp = namespace_of(x)
         n = x.shape[0]
         step = max(n, 1) if batch_size is None else max(int(batch_size), 1)
+        if self.evaluation_batch_size is not None:  # a net whose passes are large scores a few rows at a time
+            step = min(step, self.evaluation_batch_size)
         # the default integer (int32 on JAX without x64, which would truncate an int64 with a warning)
         counting = xp.__array_namespace_info__().default_dtypes(device=device_of(x))["integral"]
         correct = xp.zeros((), dtype=counting, device=device_of(x))
@@ -347,147 +346,6 @@ class LayerNet:
         return self.loss_and_gradient(x, t, params)[1]
 
 
-class MultiLayerNet(LayerNet):
-    """Fully connected network ``input -> hidden_size_list... -> output`` with softmax loss.
-
-    Parameters
-    ----------
-    input_size, output_size : int
-        Sizes D of the input rows and C of the classes.
-    hidden_size_list : sequence of int
-        Hidden layer widths, e.g. ``[100, 100]``.
-    activation : {"relu", "sigmoid"}
-    weight_init_std : float or {"he", "xavier", "relu", "sigmoid"}
-        Standard deviation of the Gaussian weights, or a named scale
-        (``"he"``/``"relu"``: ``sqrt(2 / fan_in)``, ``"xavier"``/``"sigmoid"``: ``sqrt(1 / fan_in)``).
-        Biases start at zero.
-    weight_decay_lambda : float
-        L2 penalty ``0.5 * lambda * sum(W**2)`` added to the loss (the book's chapter 6).
-    use_dropout, dropout_ratio : bool, float
-        A :class:`~xbackprop.layers.Dropout` after every hidden activation (chapter 6's
-        ``MultiLayerNetExtend``), dropping ``dropout_ratio`` of the units in training.
-    use_batchnorm : bool
-        A :class:`~xbackprop.layers.BatchNormalization` between every hidden Affine and
-        its activation, with ``gamma{i}`` (ones) and ``beta{i}`` (zeros) in ``params``
-        and ``running_mean{i}``, ``running_var{i}`` in ``buffers``.
-    xp : namespace or str, optional
-        Array namespace or backend name; ``None`` reads ``XP`` (see :func:`get_namespace`).
-    device : optional
-        Device for the parameters (a device object or string such as ``"cuda:0"``).
-    dtype : optional
-        Floating dtype of the parameters (a dtype of ``xp`` or ``"float32"``/``"float64"``);
-        default: the namespace's default floating dtype, as the book's ``np.random.randn``
-        (float64 on NumPy, float32 on PyTorch). The trainer asks for float32.
-    seed : int, optional
-        Seed of NumPy's ``Generator`` that draws the weights on the host, and of the
-        dropout masks.
-
-    Attributes
-    ----------
-    params : dict
-        ``W1 (D, H1)``, ``b1 (H1,)``, (``gamma1 (H1,)``, ``beta1 (H1,)``,) ...,
-        ``WL (H_{L-1}, C)``, ``bL (C,)``.
-    buffers : dict
-        ``running_mean{i}``, ``running_var{i}`` with batch normalization, ``draws{i}``
-        (masks drawn, ``(1,)`` int32) with dropout; empty otherwise.
-    layers : OrderedDict
-        ``Affine1``, (``BatchNorm1``,) ``Relu1``, (``Dropout1``,) ..., ``AffineL``, in forward order.
-    last_layer : SoftmaxWithLoss
-    """
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size_list: Sequence[int],
-        output_size: int,
-        activation: str = "relu",
-        weight_init_std: float | str = 0.01,
-        weight_decay_lambda: float = 0.0,
-        use_dropout: bool = False,
-        dropout_ratio: float = 0.5,
-        use_batchnorm: bool = False,
-        *,
-        xp: Any = None,
-        device: Any = None,
-        dtype: Any = None,
-        seed: int | None = None,
-    ) -> None:
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}")
-        sizes = _layer_sizes(input_size, hidden_size_list, output_size)
-        if not isinstance(weight_init_std, str) and not 0 < float(weight_init_std) < math.inf:
-            raise ValueError(f"weight_init_std must be a positive finite number or a name, got {weight_init_std}")
-        xp = get_namespace(xp)
-        device = resolve_device(xp, device)
-        weights = _draw_params(sizes, weight_init_std, seed, xp, device, resolve_dtype(xp, dtype, device))
-
-        dropout_seed = host_rng(seed).integers(2**31) if use_dropout else 0
-
-        n_affine = len(sizes) - 1
-        layers: OrderedDict[str, Any] = OrderedDict()
-        for i in range(1, n_affine + 1):
-            # The first Affine sees data: its input gradient is never needed.
-            layers[f"Affine{i}"] = Affine(weights[f"W{i}"], weights[f"b{i}"], input_grad=i > 1)
-            if i == n_affine:
-                break
-            if use_batchnorm:
-                hidden = weights[f"b{i}"]
-                layers[f"BatchNorm{i}"] = BatchNormalization(xp.ones_like(hidden), xp.zeros_like(hidden))
-            layers[f"{activation.capitalize()}{i}"] = ACTIVATIONS[activation]()
-            if use_dropout:
-                draws = xp.zeros((1,), dtype=xp.int32, device=device)
-                layers[f"Dropout{i}"] = Dropout(dropout_ratio, seed=int(dropout_seed) + i, draws=draws)
-        super().__init__(layers, SoftmaxWithLoss(), weight_decay_lambda=weight_decay_lambda)
-        self.activation = activation
-        self.use_dropout, self.dropout_ratio, self.use_batchnorm = use_dropout, dropout_ratio, use_batchnorm
-
-
-def parameter_count(sizes: Sequence[int]) -> int:
-    """P, the weights and biases of a fully connected net with layer ``sizes`` (784-50-10: 39,760);
-    a numerical gradient costs 2P loss evaluations."""
-    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(sizes[:-1], sizes[1:]))
-
-
-def _layer_sizes(input_size: Any, hidden_size_list: Any, output_size: Any) -> list[int]:
-    """``[input, *hidden, output]`` as Python ints; any integer type (NumPy's too) is accepted."""
-    if isinstance(hidden_size_list, (str, bytes)) or not isinstance(hidden_size_list, Sequence):
-        hidden_size_list = [hidden_size_list] if isinstance(hidden_size_list, numbers.Integral) else hidden_size_list
-    try:
-        sizes = [operator.index(s) for s in (input_size, *hidden_size_list, output_size)]
-    except TypeError:
-        raise ValueError(
-            f"layer sizes must be positive integers, got {[input_size, *hidden_size_list, output_size]}"
-        ) from None
-    if min(sizes) < 1:
-        raise ValueError(f"layer sizes must be positive integers, got {sizes}")
-    return sizes
-
-
-def _draw_params(
-    sizes: Sequence[int], weight_init_std: float | str, seed: int | None, xp: Any, device: Any, dtype: Any
-) -> dict[str, Any]:
-    """``W{i}`` Gaussian, drawn on the host with NumPy's ``Generator(seed)``, and ``b{i}`` zero, on ``device``."""
-    rng = host_rng(seed)
-    params = {}
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
-        if isinstance(weight_init_std, str):
-            key = weight_init_std.lower()
-            if key not in NAMED_INITS:
-                raise ValueError(
-                    f"unknown weight_init_std {weight_init_std!r}; use a number or one of {', '.join(NAMED_INITS)}"
-                )
-            scale = math.sqrt(NAMED_INITS[key] / fan_in)
-        else:
-            scale = float(weight_init_std)
-        if not scale < float(xp.finfo(dtype).max) / 100:  # standard normal draws stay far below 100
-            raise ValueError(f"weight_init_std {weight_init_std} gives weights beyond the range of "
-                             f"{getattr(dtype, '__name__', dtype)}: use a smaller scale (the book's 0.01, or he)")
-        w = scale * rng.standard_normal((fan_in, fan_out))
-        params[f"W{i}"] = xp.asarray(w, dtype=dtype, device=device)
-        params[f"b{i}"] = xp.zeros((fan_out,), dtype=dtype, device=device)
-    return params
-
-
 def _book_names(layers: Sequence[Any]) -> list[tuple[str, Any]]:
     """``[(name, layer)]`` numbered per class as the book names them: Affine1, Relu1, Affine2, Relu2, ..."""
     counts: dict[str, int] = {}
@@ -561,37 +419,3 @@ def _takes_train_flg(layer: Any) -> bool:
         return "train_flg" in inspect.signature(layer.forward).parameters
     except (TypeError, ValueError):  # a builtin without a signature
         return False
-
-
-class TwoLayerNet(MultiLayerNet):
-    """Chapter 5's ``Affine1 -> Relu1 -> Affine2 -> SoftmaxWithLoss`` network.
-
-    ``params``: ``W1 (input_size, hidden_size)``, ``b1 (hidden_size,)``,
-    ``W2 (hidden_size, output_size)``, ``b2 (output_size,)``; weights are
-    ``weight_init_std`` times standard normal draws, biases zero.
-    Keyword arguments as for :class:`MultiLayerNet`.
-    """
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        output_size: int,
-        weight_init_std: float | str = 0.01,
-        *,
-        xp: Any = None,
-        device: Any = None,
-        dtype: Any = None,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(
-            input_size,
-            [hidden_size],
-            output_size,
-            activation="relu",
-            weight_init_std=weight_init_std,
-            xp=xp,
-            device=device,
-            dtype=dtype,
-            seed=seed,
-        )

@@ -1,105 +1,29 @@
-"""What a trained net learned, in a folder a learner can open: its curves, its confusion matrix, its most
-confident mistakes, its accuracy per class, and a Markdown summary linking them (needs matplotlib).
-
-    from xbackprop.learned import write_report
-    write_report("report", net, x_test, t_test, names=CLASS_NAMES["fashion-mnist"], runs=[("lr 0.1", result)])
-
-``python -m xbackprop.train ... --report DIR`` and ``python -m xbackprop.predict IMAGES LABELS --report DIR``
-write the same folder.
-"""
+"""The ``--report`` folder: a summary, the confusion matrix, the most confident mistakes and the curves,
+written into a new folder that replaces the old one whole."""
 
 from __future__ import annotations
 
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from array_api_compat import device
 
-from ._namespace import namespace_of
-from .backend import to_numpy
-from .functions import softmax
-from .io import plan_outputs, replace_folder_atomically
-from .report import confusion_matrix
+from .._namespace import namespace_of
+from ..backend import to_numpy
+from ..files import plan_outputs, replace_folder_atomically
+from .evaluation import Evaluation, evaluate
 
-__all__ = ["Evaluation", "evaluate", "report_paths", "write_report", "MISTAKES_SHOWN"]
-
-#: Mistakes in the grid, the most confident first.
-MISTAKES_SHOWN = 24
 #: The files of a report folder (``curves.png`` only when there were runs to draw).
 REPORT_FILES = ("summary.md", "confusion.png", "mistakes.png", "curves.png")
-
-
-@dataclass
-class Evaluation:
-    """A net's answers on labelled images: ``truth``, ``predicted`` and their ``confidence`` (the predicted
-    class's probability), per image, and the confusion ``matrix`` (rows: true class)."""
-
-    truth: list[int]
-    predicted: list[int]
-    confidence: list[float]
-    matrix: list[list[int]]
-
-    @property
-    def accuracy(self) -> float:
-        return sum(self.matrix[k][k] for k in range(len(self.matrix))) / max(len(self.truth), 1)
-
-    @property
-    def per_class(self) -> list[float]:
-        """Accuracy on each true class (NaN for a class with no image)."""
-        return [row[k] / sum(row) if sum(row) else math.nan for k, row in enumerate(self.matrix)]
-
-    def mistakes(self, most: int = MISTAKES_SHOWN) -> list[int]:
-        """Indices of the wrongly classified images, the most confident first."""
-        wrong = [i for i, (t, p) in enumerate(zip(self.truth, self.predicted)) if t != p]
-        return sorted(wrong, key=lambda i: -self.confidence[i])[:most]
-
-
-def evaluate(net: Any, x: Any, t: Any, *, batch_size: int = 10_000) -> Evaluation:
-    """``net``'s predictions on ``x`` ``(N, D)`` with labels ``t``: integer classes ``(N,)`` or one-hot rows
-    ``(N, C)`` (in batches; one read-back each). ``ValueError`` names the argument that does not fit, and says so
-    when the net's outputs are not finite (a diverged net has no accuracy)."""
-    xp = namespace_of(x)
-    if x.ndim != 2:
-        raise ValueError(f"x: images must be rows (N, D), got shape {tuple(x.shape)}")
-    truth = _labels(to_numpy(t), x.shape[0], net.sizes[-1])
-    predicted: list[int] = []
-    confidence: list[float] = []
-    for start in range(0, x.shape[0], batch_size):
-        stop = min(start + batch_size, x.shape[0])  # the standard leaves a slice past the end undefined
-        probabilities = softmax(net.predict(x[start:stop, ...]))
-        finite = xp.astype(xp.all(xp.isfinite(probabilities), axis=1), probabilities.dtype)
-        best = to_numpy(xp.stack([xp.astype(xp.argmax(probabilities, axis=1), probabilities.dtype),
-                                  xp.max(probabilities, axis=1), finite]))
-        if not best[2].all():
-            raise ValueError(f"the net's outputs are not finite (NaN or infinite) for some of images {start} to "
-                             f"{stop - 1}: it has no accuracy to report (did its training diverge?)")
-        predicted += [int(k) for k in best[0].tolist()]
-        confidence += best[1].tolist()
-    return Evaluation(truth, predicted, confidence, confusion_matrix(truth, predicted, net.sizes[-1]))
-
-
-def _labels(t: Any, n: int, classes: int) -> list[int]:
-    """``t`` (host NumPy) as a list of class indices, or ``ValueError`` naming ``x`` or ``t``."""
-    if n == 0:
-        raise ValueError("x: no images to evaluate")
-    if t.ndim == 2 and t.shape[1] == classes:
-        t = t.argmax(axis=1)
-    if t.ndim != 1 or t.shape[0] != n:
-        raise ValueError(f"t: labels of shape {t.shape} for {n} images; give ({n},) classes or ({n}, {classes}) "
-                         "one-hot rows")
-    if t.dtype.kind not in "iu" or t.min() < 0 or t.max() >= classes:
-        raise ValueError(f"t: labels must be integer classes in [0, {classes}) for this net")
-    return [int(k) for k in t.tolist()]
 
 
 def report_paths(folder: str | os.PathLike[str], *, curves: bool,
                  inputs: Sequence[tuple[str, Any]] = ()) -> dict[str, Path]:
     """The report's files in ``folder`` (made if missing; its parent must exist), planned together and against
-    ``inputs`` before any work (see :func:`xbackprop.io.plan_outputs`)."""
+    ``inputs`` before any work (see :func:`xbackprop.files.plan_outputs`)."""
     if not os.fspath(folder).strip():
         raise ValueError("--report: give a folder name, not an empty one")
     folder = Path(folder)
@@ -135,7 +59,9 @@ def write_report(folder: str | os.PathLike[str], net: Any, x: Any, t: Any, *, na
     ``names`` are the class names (digits by default), ``runs`` ``(label, TrainResult)``
     pairs whose curves are drawn, ``title`` the run's settings (every figure carries it).
     """
-    from .plotting import confusion_figure, mistakes_figure, results_figure, save_figure
+    from .curves import results_figure
+    from .evaluation import confusion_figure, mistakes_figure
+    from .figures import save_figure
 
     paths = paths or report_paths(folder, curves=bool(runs))
     evaluation = evaluate(net, x, t)

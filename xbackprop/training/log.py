@@ -1,5 +1,4 @@
-"""What ``python -m xbackprop.train`` prints and writes about finished runs: the book's evaluation lines,
-a run's summary, the learning-rate sweep's table and the JSON record."""
+"""What a training run prints and records: evaluation lines, the summary, a sweep's table, the JSON record."""
 
 from __future__ import annotations
 
@@ -9,11 +8,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .io import replace_atomically
-from .trainer import TrainResult
-
-__all__ = ["EvaluationPrinter", "printed_every", "summary_line", "sweep_table", "run_record", "write_json", "PRINTED_EVALUATIONS",
-           "confusion_matrix", "scores_text"]
+from ..files import replace_atomically
+from .result import TrainResult
 
 #: Lines of accuracies a run prints by default, at most (about); the history keeps every evaluation.
 PRINTED_EVALUATIONS = 20
@@ -118,28 +114,3 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
-
-
-def confusion_matrix(truth: Sequence[int], predicted: Sequence[int], classes: int) -> list[list[int]]:
-    """``classes`` x ``classes`` counts: row = true class, column = predicted class."""
-    matrix = [[0] * classes for _ in range(classes)]
-    for true, guess in zip(truth, predicted):
-        matrix[true][guess] += 1
-    return matrix
-
-
-def scores_text(truth: Sequence[int], predicted: Sequence[int], classes: int, names: Sequence[str] | None,
-                source: str) -> str:
-    """Accuracy, accuracy per class and the confusion matrix (rows: true class, columns: predicted), as text."""
-    matrix = confusion_matrix(truth, predicted, classes)
-    names = list(names) if names else [str(k) for k in range(classes)]
-    correct = sum(matrix[k][k] for k in range(classes))
-    per_class = [matrix[k][k] / sum(matrix[k]) if sum(matrix[k]) else math.nan for k in range(classes)]
-    width = max(5, len(str(max(max(row) for row in matrix))) + 1)
-    lines = [f"accuracy {correct / max(len(truth), 1):.4f} ({correct} of {len(truth)} images of {source})",
-             "accuracy per class: " + ", ".join(f"{name} {acc:.3f}" for name, acc in zip(names, per_class)),
-             "confusion matrix (rows: true class, columns: predicted class):",
-             " " * 14 + "".join(f"{k:>{width}}" for k in range(classes))]
-    for k in range(classes):
-        lines.append(f"{k:>2} {names[k][:11]:<11}" + "".join(f"{n:>{width}}" for n in matrix[k]))
-    return "\n".join(lines)

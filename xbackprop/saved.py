@@ -1,163 +1,68 @@
-"""Saving and loading network parameters as ``.npz`` (never pickled), and writing any output file safely."""
+"""The saved-network format: ``.npz`` files (never pickled), measured before they are trusted."""
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
-import signal
 import stat
-import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .architecture import OPTIONS, Architecture, option_default
 from .backend import to_numpy
-from .memory import check_fits
+from .files import replace_atomically
 
-__all__ = [
-    "SavedNet",
-    "save_params",
-    "read_saved",
-    "load_params",
-    "load_net",
-    "replace_atomically",
-    "replace_folder_atomically",
-    "plan_outputs",
-]
-
-
-@contextmanager
-def replace_folder_atomically(folder: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a new empty folder beside ``folder``; when the block succeeds it takes ``folder``'s place whole.
-
-    An error or interruption inside the block removes the new folder and leaves
-    ``folder`` as it was (its old files all there, none of the new). The swap itself is
-    two renames with SIGINT, SIGTERM and SIGHUP held back between them, so ``folder``
-    is never found missing or half written.
-    """
-    folder = Path(os.path.realpath(folder))
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".partial"))
-    try:
-        yield staging
-        os.chmod(staging, 0o755)
-        old = folder.with_name(f"{staging.name}.old")
-        held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-        try:
-            if folder.exists():
-                os.rename(folder, old)
-            os.rename(staging, folder)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-@contextmanager
-def replace_atomically(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
-
-    An error or interruption inside the block deletes the temporary file and leaves
-    whatever was at ``path`` as it was. A new file gets mode 0644, a replaced one keeps
-    its mode. A symbolic link is followed, so the file it points to is replaced; a path
-    that holds anything but a regular file (a folder, a device such as ``/dev/full``)
-    raises ``ValueError`` and is left alone.
-    """
-    path = Path(os.path.realpath(path))
-    if path.exists() and not path.is_file():
-        raise ValueError(f"{path}: exists and is not a regular file; refusing to replace it")
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    temporary = Path(name)
-    try:
-        yield temporary
-        try:
-            mode = stat.S_IMODE(path.stat().st_mode)
-        except FileNotFoundError:
-            mode = 0o644
-        os.chmod(temporary, mode)
-        with open(temporary, "rb") as written:  # on disk before the name points at it
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
-
-
-def plan_outputs(outputs: dict[str, str | os.PathLike[str]],
-                 inputs: Iterable[tuple[str, str | os.PathLike[str]]] = (),
-                 updates: Iterable[tuple[str, str]] = ()) -> dict[str, Path]:
-    """Check a command's output files before any work: ``{flag: resolved path}`` or ``ValueError`` naming the flag.
-
-    Each path is resolved (symbolic links followed); its folder must exist and take a
-    new file, which is tried by creating and removing an empty one beside the target (a
-    read-only or pseudo file system such as ``/proc`` fails here, not after the work);
-    the target must not be a folder or anything but a regular file; no two outputs may
-    be the same file, and no output may be one of the ``inputs``, ``(flag, path)`` pairs
-    (``--load``, data files), except the ``updates``, ``(output flag, input flag)`` pairs that
-    may name one file (``("--save", "--load")``: train on, then save over the loaded net).
-    """
-    resolved: dict[str, Path] = {}
-    for flag, path in outputs.items():
-        target = Path(os.path.realpath(path))
-        if target.is_dir():
-            raise ValueError(f"{flag} {path}: is a folder; give a file name")
-        if target.exists() and not target.is_file():
-            raise ValueError(f"{flag} {path}: exists and is not a regular file")
-        if not target.parent.is_dir():
-            raise ValueError(f"{flag} {path}: folder {target.parent} does not exist")
-        try:
-            fd, trial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-            os.close(fd)
-            os.unlink(trial)
-        except OSError as exc:
-            raise ValueError(f"{flag} {path}: folder {target.parent} does not take new files "
-                             f"({exc.strerror or exc})") from None
-        for other, seen in resolved.items():
-            if seen == target:
-                raise ValueError(f"{other} and {flag} name the same file, {path}")
-        resolved[flag] = target
-    allowed = set(updates)
-    for flag, path in inputs:
-        source = Path(os.path.realpath(path))
-        for other, target in resolved.items():
-            if source == target and (other, flag) not in allowed:
-                raise ValueError(f"{other} {outputs[other]} would overwrite {flag}'s file {path}")
-    return resolved
+__all__ = ["SavedNet", "SavesParams", "save_params", "read_saved", "load_params"]
 
 
 @dataclass(frozen=True)
 class SavedNet:
     """What a saved network file holds: host ``params`` and ``buffers`` (running statistics), layer ``sizes``,
-    ``activation``, whether it has batch normalization, its dropout ratio (``None``: no dropout) and ``dataset``."""
+    the ``dataset`` it was trained on, and the :class:`~xbackprop.architecture.Architecture` options the file
+    states (``options``, by field name: activation, batch normalization, dropout ratio)."""
 
     params: dict[str, np.ndarray]
     sizes: list[int] | None
-    activation: str | None
     dataset: str | None
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
-    batchnorm: bool = False
-    dropout_ratio: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def architecture(self) -> Architecture | None:
+        """The net the file describes, or ``None`` where it does not say its sizes and activation."""
+        if self.sizes is None or self.activation is None:
+            return None
+        return Architecture(tuple(self.sizes), **self.options)
+
+    @property
+    def activation(self) -> str | None:
+        return self.options.get("activation")
+
+    @property
+    def batchnorm(self) -> bool:
+        return bool(self.options.get("batchnorm", False))
+
+    @property
+    def dropout_ratio(self) -> float | None:
+        return self.options.get("dropout")
 
 
 #: Saved buffers are stored under this prefix, beside the parameters.
 BUFFER_PREFIX = "buffer."
+
+
+#: The architecture's options a file states, by the member that holds each.
+_SAVED_OPTIONS = {option.saved_as: name for name, option in OPTIONS.items() if option.saved_as is not None}
 #: Members that describe the network rather than hold its numbers.
-_DESCRIPTIONS = ("sizes", "activation", "dataset", "batchnorm", "dropout_ratio")
+_DESCRIPTIONS = ("sizes", "dataset", *_SAVED_OPTIONS)
 
 
 def save_params(path: str | os.PathLike[str], net: Any, *, dataset: str | None = None) -> None:
-    """Write ``net.params`` and ``net.buffers`` (as host arrays), the layer sizes, activation, batch
-    normalization and dropout, and ``dataset``'s name to ``path``.
+    """Write ``net.params`` and ``net.buffers`` (as host arrays), the layer sizes, the options of the net's
+    ``architecture`` (activation, batch normalization, dropout) and ``dataset``'s name to ``path``.
 
     ``.npz`` format, written exactly at ``path`` (no suffix is added) through a
     temporary file beside it, so an interrupted save leaves an earlier file intact.
@@ -165,21 +70,25 @@ def save_params(path: str | os.PathLike[str], net: Any, *, dataset: str | None =
     arrays = {key: to_numpy(value) for key, value in net.params.items()}
     arrays.update({BUFFER_PREFIX + key: to_numpy(value) for key, value in getattr(net, "buffers", {}).items()})
     described = {"sizes": np.asarray(net.sizes, dtype=np.int64)}
-    if getattr(net, "use_batchnorm", False):
-        described["batchnorm"] = np.asarray(1, dtype=np.int64)
-    if getattr(net, "use_dropout", False):
-        described["dropout_ratio"] = np.asarray(net.dropout_ratio, dtype=np.float64)
-    for key, value in (("activation", net.activation), ("dataset", dataset)):
-        if value is not None:
-            described[key] = np.asarray(value)
+    if dataset is not None:
+        described["dataset"] = np.asarray(dataset)
+    architecture = getattr(net, "architecture", None)
+    for member, name in _SAVED_OPTIONS.items() if architecture is not None else ():
+        value = getattr(architecture, name)
+        if value is not None and value is not False:  # an option left off is not written
+            described[member] = np.asarray(int(value) if isinstance(value, bool) else value)
     with replace_atomically(path) as temporary, open(temporary, "wb") as f:
         np.savez(f, **described, **arrays)
 
 
 #: The most bytes a saved network's arrays may hold together (784-1000-1000-10 in float64 is 15 MB).
 MAX_SAVED_BYTES = 1 << 30
+
+
 #: What a zip archive may add to its arrays: names, headers, the directory.
 MAX_ARCHIVE_OVERHEAD = 1 << 20
+
+
 #: Widths a saved network may declare, at most (784-1000-1000-10 is far below).
 MAX_WIDTH = 1 << 20
 
@@ -223,8 +132,11 @@ def _inspect_npz(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...
 
 
 #: What each describing member must be: its dtype kinds and largest number of elements.
-_DESCRIBED_AS = {"sizes": ("iu", 64), "activation": ("U", 1), "dataset": ("U", 1), "batchnorm": ("iub", 1),
-                 "dropout_ratio": ("f", 1)}
+#: The dtype kinds a saved option may have, by the type of its default.
+_KINDS = {str: "U", bool: "iub", float: "f", int: "iu"}
+_DESCRIBED_AS = {"sizes": ("iu", 64), "dataset": ("U", 1),
+                 **{member: (_KINDS[type(option_default(name)) if option_default(name) is not None else float], 1)
+                    for member, name in _SAVED_OPTIONS.items()}}
 
 
 def _check_descriptions(path: str | os.PathLike[str], members: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
@@ -274,55 +186,32 @@ def read_saved(path: str | os.PathLike[str], expected: dict[str, tuple[int, ...]
             raise ValueError(f"{path}: {key} holds NaN or infinite numbers; a net cannot be loaded from them")
     described = {key: stored.pop(key, None) for key in _DESCRIPTIONS}
     buffers = {key[len(BUFFER_PREFIX):]: stored.pop(key) for key in list(stored) if key.startswith(BUFFER_PREFIX)}
-    text = {key: str(value) if value is not None and value.ndim == 0 and str(value) else None
-            for key, value in described.items() if key in ("activation", "dataset")}
-    if text["activation"] is not None:
-        from .nets import ACTIVATIONS
-
-        if text["activation"] not in ACTIVATIONS:
-            raise ValueError(f"{path}: activation {text['activation']!r} is none of xbackprop's "
-                             f"({', '.join(ACTIVATIONS)})")
+    dataset = described["dataset"]
+    dataset = str(dataset) if dataset is not None and dataset.ndim == 0 and str(dataset) else None
     sizes = described["sizes"]
     if sizes is not None:
         sizes = [int(n) for n in sizes.ravel()]
         if len(sizes) < 2 or not all(0 < n <= MAX_WIDTH for n in sizes):
             raise ValueError(f"{path}: layer sizes {sizes} are not those of a network")
-    batchnorm = described["batchnorm"] is not None and bool(described["batchnorm"].ravel()[:1].any())
-    ratio = described["dropout_ratio"]
-    dropout_ratio = float(ratio.ravel()[0]) if ratio is not None and ratio.size == 1 else None
-    if dropout_ratio is not None and not 0.0 <= dropout_ratio < 1.0:
-        raise ValueError(f"{path}: dropout ratio {dropout_ratio} is not in [0, 1)")
+    options = {name: _option_value(name, described[member]) for member, name in _SAVED_OPTIONS.items()
+               if described[member] is not None and described[member].size == 1}
+    try:
+        Architecture((1, 1), **options)  # each option's own check (an activation xbackprop has, a ratio in [0, 1))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     for key, value in buffers.items():
         if key.startswith("running_var") and value.dtype.kind == "f" and (value < 0).any():
             raise ValueError(f"{path}: {key} holds negative variances; a net cannot be loaded from them")
-    return SavedNet(stored, sizes, text["activation"], text["dataset"], buffers, batchnorm, dropout_ratio)
+    return SavedNet(stored, sizes, dataset, buffers, options)
 
 
-def load_net(path: str | os.PathLike[str], *, xp: Any = None, device: Any = None, dtype: Any = None) -> tuple[Any, SavedNet]:
-    """A :class:`~xbackprop.MultiLayerNet` rebuilt from a saved file (its sizes and activation), and the file's contents."""
-    from .nets import ACTIVATIONS, MultiLayerNet
-
-    saved = read_saved(path)
-    if saved.sizes is None or saved.activation not in ACTIVATIONS:
-        raise ValueError(f"{path}: does not say the network's layer sizes and activation")
-    expected = _shapes_of(saved.sizes, saved.batchnorm)
-    shapes = {key: tuple(value.shape) for key, value in saved.params.items()}
-    if shapes != expected:
-        net_name = f"a {'-'.join(map(str, saved.sizes))} network"
-        unknown, missing = sorted(set(shapes) - set(expected)), sorted(set(expected) - set(shapes))
-        wrong = [key for key in expected if key in shapes and shapes[key] != expected[key]]
-        if missing:
-            raise ValueError(f"{path}: lacks {', '.join(missing)}, which {net_name} needs")
-        if unknown:
-            raise ValueError(f"{path}: holds {', '.join(unknown)}, which {net_name} does not have")
-        raise ValueError(f"{path}: {wrong[0]} has shape {shapes[wrong[0]]}, {net_name} needs {expected[wrong[0]]}")
-    itemsize = 4 if dtype in ("float32", getattr(xp, "float32", None)) else 8  # unknown: count float64
-    check_fits(3 * itemsize * sum(math.prod(shape) for shape in expected.values()), f"{path}'s network")
-    net = MultiLayerNet(saved.sizes[0], saved.sizes[1:-1], saved.sizes[-1], activation=saved.activation,
-                        use_dropout=saved.dropout_ratio is not None, dropout_ratio=saved.dropout_ratio or 0.5,
-                        use_batchnorm=saved.batchnorm, xp=xp, device=device, dtype=dtype)
-    load_params(path, net, saved=saved)
-    return net, saved
+def _option_value(name: str, stored: np.ndarray) -> Any:
+    """A saved option as its field's type: a string, a switch, a number."""
+    value = stored.ravel()[0]
+    default = option_default(name)
+    if isinstance(default, str):
+        return str(value)
+    return bool(value) if isinstance(default, bool) else float(value)
 
 
 def _check_representable(path: str | os.PathLike[str], key: str, stored: np.ndarray, dtype: Any) -> None:
@@ -335,16 +224,6 @@ def _check_representable(path: str | os.PathLike[str], key: str, stored: np.ndar
     if stored.size and float(np.abs(stored).max()) > largest:
         raise ValueError(f"{path}: {key} holds values up to {float(np.abs(stored).max()):.3g}, beyond {name}'s "
                          f"largest ({largest:.3g}): loaded in {name} they would be infinite")
-
-
-def _shapes_of(sizes: list[int], batchnorm: bool) -> dict[str, tuple[int, ...]]:
-    """The parameter shapes of a MultiLayerNet with layer ``sizes``: W1 (D, H1), b1 (H1,), (gamma1, beta1,) ..."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
-        shapes[f"W{i}"], shapes[f"b{i}"] = (fan_in, fan_out), (fan_out,)
-        if batchnorm and i < len(sizes) - 1:
-            shapes[f"gamma{i}"] = shapes[f"beta{i}"] = (fan_out,)
-    return shapes
 
 
 def load_params(path: str | os.PathLike[str], net: Any, *, saved: SavedNet | None = None) -> None:
@@ -378,3 +257,14 @@ def load_params(path: str | os.PathLike[str], net: Any, *, saved: SavedNet | Non
                          for key, value in buffers.items()}
     net.params.update(converted)  # all at once, after every check and conversion
     buffers.update(converted_buffers)
+
+
+class SavesParams:
+    """The book's ``save_params``/``load_params`` methods of its conv nets, writing the ``.npz`` format of
+    :func:`save_params` (whatever the file's name: the book's ``params.pkl`` is never pickled)."""
+
+    def save_params(self, file_name: str | os.PathLike[str] = "params.pkl") -> None:
+        save_params(file_name, self)
+
+    def load_params(self, file_name: str | os.PathLike[str] = "params.pkl") -> None:
+        load_params(file_name, self)

@@ -1,12 +1,12 @@
-"""What the training CLI prints and writes about finished runs (xbackprop.report)."""
+"""What the training command prints and writes about finished runs (xbackprop.training.log)."""
 
 from __future__ import annotations
 
 import json
 import math
 
-from xbackprop.report import EvaluationPrinter, run_record, summary_line, sweep_table, write_json
-from xbackprop.trainer import TrainResult
+from xbackprop.training import TrainResult
+from xbackprop.training.log import EvaluationPrinter, run_record, summary_line, sweep_table, write_json
 
 
 def finished(losses, history, diverged_at=None, seconds=2.0):

@@ -7,9 +7,10 @@ import pytest
 from conftest import idx_bytes, learnable
 
 from xbackprop import TwoLayerNet
-from xbackprop.learned import evaluate, write_report
 from xbackprop.optimizers import SGD
 from xbackprop.predict import main as predict
+from xbackprop.show.evaluation import evaluate
+from xbackprop.show.report_folder import write_report
 from xbackprop.train import main as train
 
 pytest.importorskip("matplotlib", reason="reports draw with matplotlib: pip install 'xbackprop[plot]'")

@@ -1,0 +1,232 @@
+"""Minibatch training as in the book's ``train_neuralnet.py``, kept on the device.
+
+The dataset is moved to the device once. Minibatch indices are drawn on the host
+with NumPy's ``Generator`` one epoch at a time, copied to the device in one go,
+and the rows are gathered there with ``xp.take``. Losses stay on the device and
+are read back only every ``log_interval`` steps (to update the progress bar and
+to stop a run whose loss is no longer finite) and at each epoch's evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from array_api_compat import device
+
+from .._namespace import namespace_of
+from ..backend import host_rng, to_numpy
+from .device_data import DeviceData, _check_labels, training_targets
+from .result import TrainResult
+from .steps import GRADIENT_METHODS, _closing, _shard, make_steps
+
+#: Where the training accuracy of an evaluation comes from: the whole training set, or the current minibatch.
+TRAIN_ACCURACY_SOURCES = ("full", "batch")
+
+
+#: What a diverging run does: stop at the first bad loss, or go on so the whole curve can be seen.
+DIVERGENCE_POLICIES = ("stop", "continue")
+
+
+#: Evaluations a run makes by default, at most (about): one per epoch unless epochs are many.
+DEFAULT_EVALUATIONS = 20
+
+
+def _check_choices(**chosen: str) -> None:
+    choices = {"train_acc_source": TRAIN_ACCURACY_SOURCES, "divergence": DIVERGENCE_POLICIES,
+               "gradient": GRADIENT_METHODS}
+    for name, value in chosen.items():
+        if value not in choices[name]:
+            raise ValueError(f"{name} must be one of {choices[name]}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a run trains and how often it looks: ``iters`` minibatch steps of ``batch_size`` rows drawn
+    from ``seed``; losses read back every ``log_interval`` steps; accuracies evaluated every ``eval_interval``
+    steps (``None``: :func:`default_eval_interval`, every epoch as the book does unless that makes more than
+    about 20 evaluations), ``eval_batch_size`` rows at a time, the training accuracy over the whole training
+    set (``train_acc_source="full"``) or the current minibatch (``"batch"``, as courses plot it).
+
+    A loss that is not finite or exceeds ``divergence_factor`` times the first step's marks the run diverged
+    (with the exact log-softmax a too-large learning rate shows as a blow-up, not the NaN of the book's
+    ``log(y + 1e-7)``); ``divergence="stop"`` ends the run there, ``"continue"`` trains on so the diverging
+    curves can be seen.
+    """
+
+    iters: int = 10_000
+    batch_size: int = 100
+    seed: int | None = None
+    log_interval: int = 100
+    eval_interval: int | None = None
+    eval_batch_size: int = 10_000
+    train_acc_source: str = "full"
+    divergence_factor: float = 10.0
+    divergence: str = "stop"
+
+    def __post_init__(self) -> None:
+        _check_choices(train_acc_source=self.train_acc_source, divergence=self.divergence)
+        if self.eval_interval is not None and self.eval_interval < 1:
+            raise ValueError(f"eval_interval must be a positive number of steps, got {self.eval_interval}")
+
+
+def train(
+    net: Any, optimizer: Any, data: DeviceData, schedule: Schedule = Schedule(), *,
+    on_evaluation: Callable[[dict[str, float]], None] | None = None, progress: Any = None, sync: Any = None,
+    compile: bool = True, gradient: str = "backprop", capturer: Any = None,
+) -> TrainResult:
+    """Train ``net`` with ``optimizer`` on ``data`` as ``schedule`` says (see :class:`Schedule`).
+
+    Accuracies are evaluated after the first step, then every ``schedule.eval_interval`` steps and after the
+    last; each evaluation is appended to ``history`` and passed to ``on_evaluation``; both are taken with the
+    parameters after the step. ``progress`` is a tqdm-like bar (``update``, ``set_postfix``) or ``None``.
+
+    ``sync`` (a :class:`xbackprop.training.distributed.DistributedSync`) makes this one rank of
+    synchronous data-parallel training (see :class:`~xbackprop.training.steps.EagerSteps`). ``compile=True``
+    runs blocks of whole steps compiled where the backend can (JAX) or replayed from captured graphs
+    (:class:`~xbackprop.training.captured.CapturedSteps`, CuPy and torch on CUDA, or ``capturer``), else step by step;
+    ``compile=False`` runs every backend eagerly, for debugging. Either way the optimizer's ``state`` is left
+    where the run ended. ``gradient`` is one of :data:`~xbackprop.training.steps.GRADIENT_METHODS`: numerical
+    gradients cost 2P forward passes a step (small nets only).
+    """
+    _check_choices(gradient=gradient)
+    xp, n_train = namespace_of(data.x_train), data.x_train.shape[0]
+    batch_size, iters = schedule.batch_size, schedule.iters
+    iter_per_epoch = max(n_train // batch_size, 1)
+    eval_interval = schedule.eval_interval or default_eval_interval(iters, n_train, batch_size)
+    rng = host_rng(schedule.seed)
+    _check_labels(data, net.sizes[-1])  # once here, so the steps skip it
+    steps = make_steps(net, optimizer, xp, batch_size=batch_size, sync=sync, compile=compile, gradient=gradient,
+                       capturer=capturer)
+    targets = training_targets(data, net.sizes[-1])
+    result = TrainResult(batch_size=batch_size, train_acc_source=schedule.train_acc_source)
+    unread = _UnreadLosses(xp, schedule.divergence_factor, stop=schedule.divergence == "stop")
+
+    def evaluate(step: int, batch: Any) -> None:
+        train_rows = batch if schedule.train_acc_source == "batch" else None
+        _evaluate(net, data, result, step, schedule.eval_batch_size, on_evaluation, sync, train_rows)
+
+    i = 0  # steps taken
+    start = time.perf_counter()
+    # The losses are checked for overflow here; NumPy's own warnings would only repeat it, once per operation.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), _closing(steps):
+        while i < iters:
+            if i % iter_per_epoch == 0:  # one host draw and one copy per epoch
+                epoch = xp.asarray(rng.integers(0, n_train, size=(iter_per_epoch, batch_size)),
+                                   device=device(data.x_train))
+            row = i % iter_per_epoch
+            n = _steps_until_event(i, iters, iter_per_epoch, eval_interval, schedule.log_interval - unread.count) \
+                if steps.runs_blocks else 1
+            unread.add(steps(data.x_train, targets, epoch[row : row + n, :] if steps.runs_blocks else epoch[row, :]), n)
+            i += n
+            evaluating = (i - 1) % eval_interval == 0 or i == iters
+            if (unread.count >= schedule.log_interval or evaluating) and not unread.read_into(result, progress):
+                break
+            if evaluating:
+                evaluate(i, epoch[(i - 1) % iter_per_epoch, :])
+        steps.finish()
+    if not result.history or result.history[-1]["iter"] != result.steps_done:  # stopped early, or iters=0
+        evaluate(result.steps_done, epoch[(result.steps_done - 1) % iter_per_epoch, :] if iters else None)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+
+
+def _steps_until_event(i: int, iters: int, iter_per_epoch: int, eval_interval: int, room: int) -> int:
+    """Steps from step ``i`` up to the next evaluation, epoch end, loss read-back or the end of the run."""
+    next_eval = -(-i // eval_interval) * eval_interval  # the first evaluated step at or after i
+    epoch_end = (i // iter_per_epoch + 1) * iter_per_epoch
+    return max(min(iters, epoch_end, next_eval + 1, i + max(room, 1)) - i, 1)
+
+
+class _UnreadLosses:
+    """Losses still on the device (0-D per eager step, 1-D per compiled block), read back together."""
+
+    def __init__(self, xp: Any, divergence_factor: float, *, stop: bool) -> None:
+        self.xp, self.divergence_factor, self.stop = xp, divergence_factor, stop
+        self.arrays: list[Any] = []
+        self.count = 0  # steps whose losses are in arrays
+
+    def add(self, losses: Any, steps: int) -> None:
+        self.arrays.append(losses)
+        self.count += steps
+
+    def read_into(self, result: TrainResult, progress: Any) -> bool:
+        """Move the losses to ``result``; record the first divergence. Returns False when training must stop."""
+        xp = self.xp
+        losses = to_numpy(xp.concat([xp.reshape(loss, (-1,)) for loss in self.arrays])).astype(float)
+        self.arrays.clear()
+        self.count = 0
+        limit = self.divergence_factor * (result.losses[0] if result.losses else losses[0])
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~(np.isfinite(losses) & (losses <= limit)))
+        if bad.size and result.diverged_at is None:
+            result.diverged_at = result.steps_done + int(bad[0]) + 1
+            if self.stop:
+                losses = losses[: bad[0] + 1]
+        result.losses.extend(losses.tolist())
+        if progress is not None:
+            progress.update(len(losses))
+            with np.errstate(invalid="ignore", over="ignore"):
+                progress.set_postfix(loss=f"{losses.mean():.4f}")
+        return not (self.stop and bad.size)
+
+
+def _accuracies(net: Any, pairs: list[tuple[Any, Any]], eval_batch_size: int, sync: Any) -> list[float]:
+    """Accuracy on each ``(x, t)``, with one read-back for all of them.
+
+    With ``sync``, each rank scores its shard of every pair and the counts are summed.
+    """
+    xp = namespace_of(pairs[0][0])
+    counts = []
+    for x, t in pairs:
+        if sync is not None:
+            rows = _shard(x.shape[0], sync.context.rank, sync.context.size)
+            x, t = x[rows, ...], t[rows]
+        counts.append(net.count_correct(x, t, batch_size=eval_batch_size, check_labels=False))  # checked once
+    correct = [int(c) for c in to_numpy(xp.stack(counts))]
+    if sync is not None:
+        correct = [sync.sum_int(c) for c in correct]
+    return [c / x.shape[0] for c, (x, _) in zip(correct, pairs)]
+
+
+def _evaluate(
+    net: Any, data: DeviceData, result: TrainResult, step: int, eval_batch_size: int,
+    on_evaluation: Callable[[dict[str, float]], None] | None, sync: Any = None, train_rows: Any = None,
+) -> None:
+    """Append an evaluation at ``step``; ``train_rows`` (device indices) limits the training accuracy to them."""
+    since = result.history[-1]["iter"] if result.history else 0
+    recent = result.losses[int(since) :] or result.losses[-1:]
+    if train_rows is None:
+        x_train, t_train = data.x_train, data.t_train
+    else:
+        xp = namespace_of(data.x_train)
+        x_train, t_train = xp.take(data.x_train, train_rows, axis=0), xp.take(data.t_train, train_rows, axis=0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean_loss = float(np.mean(recent)) if recent else float("nan")
+    row = {
+        "iter": step,
+        "loss": mean_loss,
+    }
+    row["train_acc"], row["test_acc"] = _accuracies(
+        net, [(x_train, t_train), (data.x_test, data.t_test)], eval_batch_size, sync
+    )
+    result.history.append(row)
+    if on_evaluation is not None:
+        on_evaluation(row)
+
+
+def default_eval_interval(iters: int, n_train: int, batch_size: int) -> int:
+    """Steps between evaluations: one epoch (the book's), widened so a run makes about 20 at most."""
+    iter_per_epoch = max(n_train // batch_size, 1)
+    return max(iter_per_epoch, math.ceil(iters / DEFAULT_EVALUATIONS))
+
+
+def epochs_to_iters(epochs: float, n_train: int, batch_size: int) -> int:
+    """Steps for ``epochs`` passes over ``n_train`` rows in batches of ``batch_size``."""
+    return max(math.ceil(epochs * n_train / batch_size), 1)
