@@ -33,7 +33,8 @@ class Layer:
     """
 
     backward_uses_up_forward = False
-    _inputs_pending = 0  # how many data inputs the last forward had; 0: no forward to go back through
+    _forwarded = False  # whether a forward came since the last backward that used it up
+    _inputs_recorded = 1  # how many data inputs the last traced forward had
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -47,11 +48,16 @@ def _reporting_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(forward)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         recorder = RECORDER.get()
-        since = 0 if recorder is None else recorder.position()
+        if recorder is None:  # the common case: one lookup and one attribute
+            out = forward(self, *args, **kwargs)
+            self._forwarded = True
+            return out
+        since = recorder.position()
         out = forward(self, *args, **kwargs)
+        self._forwarded = True
         inputs = tuple(a for a in args if not isinstance(a, bool))  # the book's train_flg is not an input
-        self._inputs_pending = len(inputs) or 1
-        if recorder is not None and not recorder.recorded(self, since):  # a subclass's super().forward reported
+        self._inputs_recorded = len(inputs)
+        if not recorder.recorded(self, since):  # a subclass's super().forward reported already
             recorder.forward(self, inputs + tuple(getattr(self, "params", {}).values()), out)
         return out
 
@@ -61,17 +67,16 @@ def _reporting_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
 def _reporting_backward(backward: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(backward)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        pending = self._inputs_pending
-        if not pending:
+        if not self._forwarded:
             used_up = " (each backward uses up its forward's input)" if self.backward_uses_up_forward else ""
             raise RuntimeError(f"{type(self).__name__}.backward: call forward first{used_up}")
         grads = backward(self, *args, **kwargs)
         if self.backward_uses_up_forward:
-            self._inputs_pending = 0
+            self._forwarded = False
         recorder = RECORDER.get()
         if recorder is not None and not recorder.backward_recorded(self):
             returned = grads if isinstance(grads, tuple) else (grads,)
-            returned += (None,) * (pending - len(returned))
+            returned += (None,) * (self._inputs_recorded - len(returned))
             params = getattr(self, "params", {})
             recorder.backward(self, args[0] if args else kwargs.get("dout", 1),
                               returned + tuple(self.grads.get(key) for key in params))
