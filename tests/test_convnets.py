@@ -104,3 +104,57 @@ def test_the_trainer_trains_a_plain_numpy_net_as_the_books_scripts_build_it(caps
 def test_the_trainer_refuses_an_optimizer_it_does_not_have():
     with pytest.raises(ValueError, match="optimizer 'RMSprop' is none of xbackprop's"):
         book_trainer("numpy", optimizer="RMSprop")
+
+
+def test_the_command_trains_saves_and_predicts_with_a_conv_net(synthetic_dir, tmp_path, capsys):
+    from xbackprop.predict import main as predict
+    from xbackprop.saved import read_saved
+    from xbackprop.train import main as train
+
+    model = tmp_path / "convnet.npz"
+    assert train(["--net", "simple-convnet", "--data-dir", str(synthetic_dir), "--iters", "40", "--optimizer", "adam",
+                  "--lr", "0.001", "--quiet", "--save", str(model)]) == 0
+    out, err = capsys.readouterr()
+    assert "net simple-convnet 784-100-10, adam lr 0.001" in out and "the simple-convnet 784-100-10 net" in err
+    saved = read_saved(model)
+    assert saved.architecture.net == "simple-convnet" and saved.sizes == [784, 100, 10]
+    assert predict(["--load", str(model), str(synthetic_dir / "t10k-images-idx3-ubyte.gz"),
+                    str(synthetic_dir / "t10k-labels-idx1-ubyte.gz"), "--limit", "0"]) == 0
+    accuracy = float(capsys.readouterr().out.split("accuracy ")[1].split()[0].rstrip(","))
+    assert accuracy > 0.5
+    assert train(["--data-dir", str(synthetic_dir), "--iters", "0", "--quiet", "--load", str(model)]) == 0
+    assert "net simple-convnet 784-100-10" in capsys.readouterr().out  # --load's file says which net
+
+
+def test_a_fully_connected_nets_file_is_as_it_was(synthetic_dir, tmp_path):
+    """The net's record adds no member to a fully connected net's file: older readers read it as before."""
+    import numpy as np
+
+    from xbackprop.train import main as train
+
+    model = tmp_path / "mlp.npz"
+    assert train(["--data-dir", str(synthetic_dir), "--iters", "1", "--quiet", "--save", str(model)]) == 0
+    with np.load(model) as saved:
+        assert sorted(name for name in saved.files if not name[0].isupper() and not name[0] == "b") == [
+            "activation", "dataset", "sizes"]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--batchnorm"], "--net deep-convnet: deep-convnet has the book's layers: batchnorm does not apply to it"),
+    (["--hidden", "50,50"], "--net deep-convnet: deep-convnet takes square grey images and one hidden layer"),
+])
+def test_a_conv_net_refuses_what_does_not_apply_to_it(synthetic_dir, capsys, flags, message):
+    from xbackprop.train import main as train
+
+    assert train(["--net", "deep-convnet", "--data-dir", str(synthetic_dir), "--iters", "1", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_conv_nets_step_is_measured_against_the_memory_before_training(synthetic_dir, capsys, monkeypatch):
+    from xbackprop import memory
+    from xbackprop.train import main as train
+
+    monkeypatch.setattr(memory, "memory_limit", lambda: 20 << 20)  # 20 MiB: the data fit, a DeepConvNet step not
+    assert train(["--net", "deep-convnet", "--data-dir", str(synthetic_dir), "--iters", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "a deep-convnet 784-50-10 step at --batch-size 100 needs about" in err

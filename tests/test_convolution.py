@@ -8,8 +8,8 @@ import pytest
 from conftest import asarray
 
 from xbackprop.backend import to_numpy
-from xbackprop.convolution import Convolution, Pooling
 from xbackprop.layercheck import check_layer
+from xbackprop.layers import Convolution, Pooling
 from xbackprop.util import col2im, im2col
 
 #: (N, C, H, W), (FN, FH, FW), stride, pad: square and not, odd sizes, several channels, stride 1 and 2, pad 0-2.

@@ -167,7 +167,7 @@ def test_every_optimizer_on_devices_that_cannot_be_hashed(optimizer):
 
 
 def test_saving_loading_and_evaluating_on_devices_that_cannot_be_hashed(tmp_path):
-    from xbackprop.multi_layer_net import load_net
+    from xbackprop.nets import load_net
     from xbackprop.saved import save_params
     from xbackprop.show.evaluation import evaluate
 

@@ -12,7 +12,7 @@ from xbackprop.functions import random_bits
 from xbackprop.gradient import numerical_gradient
 from xbackprop.gradient_check import gradient_check
 from xbackprop.layers import BatchNormalization, Dropout
-from xbackprop.multi_layer_net import load_net
+from xbackprop.nets import load_net
 from xbackprop.optimizers import OPTIMIZERS
 from xbackprop.saved import save_params
 

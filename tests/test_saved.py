@@ -17,7 +17,7 @@ from xbackprop import (
     TwoLayerNet,
 )
 from xbackprop.backend import to_numpy
-from xbackprop.multi_layer_net import load_net
+from xbackprop.nets import load_net
 from xbackprop.saved import load_params, save_params
 
 
@@ -124,7 +124,7 @@ def test_killing_a_save_never_destroys_the_previous_model(net, tmp_path):
 @pytest.mark.parametrize("kind", ["sizes", "structured", "negative", "nested", "activation", "extra", "device", "fifo"])
 def test_an_untrusted_model_file_is_measured_before_anything_is_built(tmp_path, kind):
     """A 1 KB file declaring a 784-2000000-10 net once took 18 GB; a device or FIFO grew or hung."""
-    from xbackprop.multi_layer_net import load_net
+    from xbackprop.nets import load_net
 
     path = tmp_path / "model.npz"
     tiny = {"W1": np.zeros((2, 2), np.float32), "b1": np.zeros(2, np.float32)}

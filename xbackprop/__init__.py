@@ -5,7 +5,6 @@ JAX and array-api-strict."""
 from . import _startup  # noqa: F401  # first: in a command's process, signals during the imports end it cleanly
 from ._version import __version__ as __version__
 from .backend import BACKENDS, BackendUnavailableError, get_namespace, to_numpy
-from .convolution import Convolution, Pooling
 from .datasets import load_mnist
 from .deep_convnet import DeepConvNet
 from .functions import (
@@ -23,7 +22,18 @@ from .gradient import numerical_gradient
 from .gradient_check import directional_check, gradient_check
 from .layer_net import LayerNet
 from .layercheck import check_layer
-from .layers import AddLayer, Affine, BatchNormalization, Dropout, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from .layers import (
+    AddLayer,
+    Affine,
+    BatchNormalization,
+    Convolution,
+    Dropout,
+    MulLayer,
+    Pooling,
+    Relu,
+    Sigmoid,
+    SoftmaxWithLoss,
+)
 from .multi_layer_net import MultiLayerNet
 from .simple_convnet import SimpleConvNet
 from .two_layer_net import TwoLayerNet

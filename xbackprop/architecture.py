@@ -9,21 +9,22 @@ layer in :mod:`xbackprop.layers` and its place in :class:`~xbackprop.multi_layer
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .layers import ACTIVATIONS
 
-__all__ = ["Architecture", "Option", "OPTIONS", "option_default"]
+__all__ = ["Architecture", "NETS", "Option", "OPTIONS", "option_default"]
 
 
 @dataclass(frozen=True)
 class Option:
     """How an architecture field appears outside the net: its command-line ``flag`` with its ``help``,
     ``choices``, ``metavar`` and ``kind`` (the name of a type in :mod:`xbackprop.cli`; a bool is a switch), the
-    member that holds it in a saved file (``saved_as``; ``None``: not saved), and how a header names a value
-    other than the default (``shown``)."""
+    member that holds it in a saved file (``saved_as``; ``None``: not saved; its default value too unless
+    ``saved_when_default`` is false), and how a header names a value other than the default (``shown``)."""
 
     flag: str
     help: str
@@ -32,17 +33,25 @@ class Option:
     choices: tuple[str, ...] | None = None
     metavar: str | None = None
     shown: Callable[[Any], str] | None = None
+    saved_when_default: bool = True
 
 
 def _option(**settings: Any) -> dict[str, Option]:
     return {"option": Option(**settings)}
 
 
+#: The nets a record can describe, with the hidden width each has unless told: the book's fully connected net
+#: (chapters 5 and 6), SimpleConvNet (chapter 7) and DeepConvNet (chapter 8).
+NETS = {"multi-layer-net": 50, "simple-convnet": 100, "deep-convnet": 50}
+
+
 @dataclass(frozen=True)
 class Architecture:
     """``sizes`` (input, hidden..., output), the hidden ``activation``, batch normalization between every hidden
-    Affine and its activation, the ``dropout`` ratio after every hidden activation (``None``: no dropout) and
-    the L2 ``weight_decay`` lambda (chapter 6)."""
+    Affine and its activation, the ``dropout`` ratio after every hidden activation (``None``: no dropout), the
+    L2 ``weight_decay`` lambda (chapter 6), and which ``net`` it is: a conv net's sizes are its square grey
+    images' pixels, its hidden width and its classes, its layers the book's (no chapter-6 option applies).
+    """
 
     sizes: tuple[int, ...]
     activation: str = field(default="relu", metadata=_option(
@@ -58,6 +67,9 @@ class Architecture:
         flag="--weight-decay", kind="non_negative_float", metavar="LAMBDA",
         shown=lambda value: f"weight decay {value:g}",
         help="L2 weight decay 0.5 * LAMBDA * sum(W**2) (chapter 6)"))
+    net: str = field(default="multi-layer-net", metadata=_option(
+        flag="--net", choices=tuple(NETS), saved_as="net", saved_when_default=False,
+        help="the book's fully connected net, or its conv nets of chapters 7 and 8 (on square grey images)"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sizes", tuple(int(n) for n in self.sizes))
@@ -65,12 +77,35 @@ class Architecture:
             raise ValueError(f"activation {self.activation!r} is none of xbackprop's ({', '.join(ACTIVATIONS)})")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout ratio {self.dropout} is not in [0, 1)")
+        if self.net not in NETS:
+            raise ValueError(f"net {self.net!r} is none of xbackprop's ({', '.join(NETS)})")
+        if self.net != "multi-layer-net":
+            self._check_conv_net()
+
+    def _check_conv_net(self) -> None:
+        chosen = [name for name in OPTIONS if name != "net" and getattr(self, name) != option_default(name)]
+        if chosen:
+            raise ValueError(f"{self.net} has the book's layers: {', '.join(chosen)} does not apply to it")
+        side = math.isqrt(self.sizes[0])
+        if len(self.sizes) != 3 or side * side != self.sizes[0]:
+            raise ValueError(f"{self.net} takes square grey images and one hidden layer: sizes {self.sizes} are not "
+                             "(pixels, hidden, classes) of square images")
+
+    @property
+    def input_dim(self) -> tuple[int, int, int] | None:
+        """A conv net's ``(1, H, W)`` (``None`` for the fully connected net)."""
+        side = math.isqrt(self.sizes[0])
+        return None if self.net == "multi-layer-net" else (1, side, side)
 
     def describe(self) -> str:
-        """``784-50-10 relu``, then every option that differs from its default: `` + batchnorm + dropout 0.5``."""
+        """``784-50-10 relu``, then every option that differs from its default: `` + batchnorm + dropout 0.5``;
+        a conv net as ``simple-convnet 784-100-10``."""
+        sizes = "-".join(map(str, self.sizes))
+        if self.net != "multi-layer-net":
+            return f"{self.net} {sizes}"
         extras = [option.shown(getattr(self, name)) for name, option in OPTIONS.items()
                   if option.shown is not None and getattr(self, name) != option_default(name)]
-        return f"{'-'.join(map(str, self.sizes))} {self.activation}" + "".join(f" + {extra}" for extra in extras)
+        return f"{sizes} {self.activation}" + "".join(f" + {extra}" for extra in extras)
 
     def merged(self, given: Mapping[str, Any]) -> Architecture:
         """This architecture with the options ``given`` (``None``: not given) in place of its own."""

@@ -7,11 +7,11 @@ import math
 from collections import OrderedDict
 from typing import Any
 
+from .architecture import Architecture
 from .backend import get_namespace, resolve_device, resolve_dtype
-from .convolution import Convolution, Pooling
 from .initialization import HostDraws
 from .layer_net import LayerNet
-from .layers import Affine, Dropout, Relu
+from .layers import Affine, Convolution, Dropout, Pooling, Relu
 from .saved import SavesParams
 from .util import conv_output_size
 
@@ -56,7 +56,7 @@ class DeepConvNet(LayerNet, SavesParams):
         draw = HostDraws(seed, xp, device, resolve_dtype(xp, dtype, device))
         channels, height, width = input_dim
         layers: OrderedDict[str, Any] = OrderedDict()
-        convs = (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6)
+        convs = self.conv_params = (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6)
         for i, conv in enumerate(convs, start=1):
             n, size, pad, stride = conv["filter_num"], conv["filter_size"], conv["pad"], conv["stride"]
             scale = math.sqrt(2.0 / (channels * size * size))  # He: ReLU follows
@@ -78,3 +78,12 @@ class DeepConvNet(LayerNet, SavesParams):
         self.input_dim = tuple(input_dim)
         super().__init__(layers)
         self.sizes = [input_dim[0] * input_dim[1] * input_dim[2], hidden_size, output_size]
+
+    @property
+    def architecture(self) -> Architecture | None:
+        """This net as an :class:`~xbackprop.architecture.Architecture` record (what a saved file says of it), for
+        square grey images; ``None`` for others, whose files are loaded into a net built first."""
+        channels, height, width = self.input_dim
+        if channels != 1 or height != width or self.conv_params != BOOK_CONV_PARAMS:
+            return None
+        return Architecture(tuple(self.sizes), net="deep-convnet")

@@ -16,11 +16,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from array_api_compat import device
-
-from ._namespace import is_integral, namespace_of
+from array_api_compat import array_namespace, device
 
 __all__ = [
+    "namespace_of",
+    "is_integral",
     "relu",
     "d_relu",
     "sigmoid",
@@ -39,6 +39,31 @@ __all__ = [
 
 #: The book's guard against ``log(0)`` in :func:`cross_entropy_error` (its printed numbers include it).
 CROSS_ENTROPY_DELTA = 1e-7
+
+# How array code finds its inputs' namespace: ``array_namespace`` inspects every argument against every library
+# it knows, and a training step asks about ten times, a measurable share of a small net's step; the namespace is
+# a function of the array types, so it is looked up once per combination of types.
+_NAMESPACES: dict[tuple[type, ...], Any] = {}
+_INTEGRAL: dict[tuple[Any, Any], bool] = {}
+
+
+def namespace_of(*arrays: Any) -> Any:
+    """The Array API namespace of ``arrays`` (as ``array_api_compat.array_namespace``, memoised per types)."""
+    types = tuple(map(type, arrays))
+    xp = _NAMESPACES.get(types)
+    if xp is None:
+        xp = array_namespace(*arrays)  # raises for mixed or unsupported libraries, every time
+        _NAMESPACES[types] = xp
+    return xp
+
+
+def is_integral(xp: Any, dtype: Any) -> bool:
+    """``xp.isdtype(dtype, "integral")``, remembered per dtype (asked on every layer call; the answer never changes)."""
+    key = (xp, dtype)  # the namespace first: dtypes of different libraries must never be compared
+    answer = _INTEGRAL.get(key)
+    if answer is None:
+        answer = _INTEGRAL[key] = bool(xp.isdtype(dtype, "integral"))
+    return answer
 
 
 def relu(x: Any, *, xp: Any = None) -> Any:

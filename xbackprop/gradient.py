@@ -17,7 +17,7 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import device, is_writeable_array
 
-from ._namespace import namespace_of
+from .functions import namespace_of
 from .hooks import advance
 
 __all__ = ["CENTRAL_DIFFERENCE_STEP", "numerical_gradient", "central_differences", "stacked_differences",

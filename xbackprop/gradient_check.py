@@ -15,8 +15,8 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import device, is_writeable_array
 
-from ._namespace import namespace_of
 from .backend import host_rng, require_dtype
+from .functions import namespace_of
 from .gradient import CENTRAL_DIFFERENCE_STEP
 
 __all__ = [

@@ -18,9 +18,8 @@ from array_api_compat import device as device_of
 from array_api_compat import is_array_api_obj
 
 from . import hooks
-from ._namespace import namespace_of
 from .backend import backend_name, get_namespace
-from .functions import checked_labels
+from .functions import checked_labels, namespace_of
 from .gradient import central_differences
 from .layers import Affine, SoftmaxWithLoss
 from .stacked_gradient import DEFAULT_MEMORY_BUDGET, stacked_numerical_gradient

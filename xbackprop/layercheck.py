@@ -17,8 +17,8 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import device
 
-from ._namespace import namespace_of
 from .backend import host_rng, require_dtype, to_numpy
+from .functions import namespace_of
 from .gradient import CENTRAL_DIFFERENCE_STEP, central_differences
 from .gradient_check import Disagreement, classify, finite_scale, layer_masks
 

@@ -1,23 +1,16 @@
-"""The layers of *Deep Learning from Scratch*, chapter 5, on any Array API namespace.
+"""The layers of *Deep Learning from Scratch* (its ``common/layers.py``) on any Array API namespace: chapter 5's
+MulLayer, AddLayer, Relu, Sigmoid, Affine and SoftmaxWithLoss, chapter 6's Dropout and BatchNormalization,
+chapter 7's Convolution and Pooling.
 
-Every layer has ``forward(...)`` and ``backward(dout)``; ``forward`` caches what
-``backward`` needs, and ``backward`` returns the gradient with respect to the
-inputs of ``forward``. No layer writes into an array it was given, and every
-constant is made on the input's device, so the same code runs on NumPy, CuPy,
-PyTorch, JAX and array-api-strict.
-
-A layer with parameters keeps them in a ``params`` dict (``{"W": ..., "b": ...}``) and,
-after ``backward``, their gradients under the same keys in a ``grads`` dict; state that
-is not trained but carried from pass to pass (BatchNormalization's running statistics,
-Dropout's count of masks drawn) lives in a ``buffers`` dict. The book's attributes
-(``W``, ``b``, ``dW``, ``db``, ``gamma``, ``dgamma``, ``running_mean``, ...) read and
-write those dicts, so the classes below read as the book's. A net finds every
-parameter through ``params``, whatever the layer's class (see
-:class:`xbackprop.layer_net.LayerNet`). Layers that behave differently in training,
-``Dropout`` and ``BatchNormalization``, take the book's ``forward(x, train_flg)``.
-
-Each pass also reports itself to :func:`xbackprop.graph.trace`, which draws the
-computational graph; outside a ``with trace()`` block that report does nothing.
+Every layer has ``forward(...)`` and ``backward(dout)``; ``forward`` caches what ``backward`` needs, and
+``backward`` returns the gradient with respect to the inputs of ``forward``. No layer writes into an array it
+was given, and every constant is made on the input's device, so the same code runs on NumPy, CuPy, PyTorch,
+JAX and array-api-strict. A layer with parameters keeps them in a ``params`` dict and, after ``backward``,
+their gradients under the same keys in ``grads``; state carried from pass to pass but not trained
+(BatchNormalization's running statistics, Dropout's count of masks) lives in ``buffers``. The book's
+attributes (``W``, ``dW``, ``gamma``, ``running_mean``, ...) read and write those dicts. Layers that behave
+differently in training take the book's ``forward(x, train_flg)``. The :class:`~xbackprop.hooks.Layer` base
+reports each pass to :func:`xbackprop.graph.trace` and refuses ``backward`` before ``forward``.
 """
 
 from __future__ import annotations
@@ -25,24 +18,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import array_api_extra as xpx
 from array_api_compat import device
 
-from ._namespace import namespace_of
-from .functions import checked_labels, log_softmax, random_bits, sigmoid
+from .functions import checked_labels, log_softmax, namespace_of, random_bits, sigmoid
 from .hooks import Layer, dot, entries
+from .util import col2im, conv_output_size, im2col, windows
 
-__all__ = [
-    "MulLayer",
-    "AddLayer",
-    "Relu",
-    "Sigmoid",
-    "Affine",
-    "SoftmaxWithLoss",
-    "Dropout",
-    "BatchNormalization",
-    "Convolution",
-    "Pooling",
-]
+__all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
+           "Convolution", "Pooling"]
 
 
 class MulLayer(Layer):
@@ -185,8 +169,8 @@ class SoftmaxWithLoss(Layer):
     log-softmax (exact, finite for scores of 1e4). Caches the probabilities ``y`` and one-hot labels ``t``.
     ``backward(dout=1)`` returns ``dout * (y - t) / N``.
 
-    The labels are checked (:func:`~xbackprop.functions.checked_labels`, a number or two read back from the
-    device) at every call unless ``check_labels=False``, here or in ``forward`` for one call.
+    The labels are checked (:func:`~xbackprop.functions.checked_labels`: a read back from the device) at every
+    call unless ``check_labels=False``, here or in ``forward`` for one call.
     """
 
     def __init__(self, *, check_labels: bool = True) -> None:
@@ -216,17 +200,13 @@ class SoftmaxWithLoss(Layer):
 class Dropout(Layer):
     """Chapter 6's dropout: in training, each unit is kept with probability ``1 - dropout_ratio``.
 
-    ``forward(x, train_flg=True)`` multiplies ``x`` by a fresh boolean ``mask`` of
-    ``x``'s shape; ``forward(x, train_flg=False)`` scales ``x`` by ``1 - dropout_ratio``
-    instead, as the book does. ``backward`` passes ``dout`` where the mask kept a unit
-    (after an evaluation pass, ``dout`` scaled as the values were).
-
-    The standard has no random numbers, so the mask comes from a counter-based hash
-    (:func:`xbackprop.functions.random_bits`) of ``seed``, the number of masks drawn so
-    far and each element's position: the same seed drops the same units on every
-    backend and inside a compiled step. The count is the buffer ``draws`` (a
-    ``(1,)`` int32 array, created by :meth:`init_buffers` or on the first training
-    pass if not given).
+    ``forward(x, train_flg=True)`` multiplies ``x`` by a fresh boolean ``mask`` of ``x``'s shape;
+    ``train_flg=False`` scales ``x`` by ``1 - dropout_ratio`` instead, as the book does. ``backward`` passes
+    ``dout`` where the mask kept a unit (after an evaluation pass, ``dout`` scaled as the values were). The
+    standard has no random numbers: the mask is a counter-based hash (:func:`~xbackprop.functions.random_bits`)
+    of ``seed``, the masks drawn so far and each element's position, the same on every backend and inside a
+    compiled step. The count is the buffer ``draws`` (``(1,)`` int32, made by :meth:`init_buffers` or the first
+    training pass).
     """
 
     (draws,) = entries("buffers", "draws")
@@ -272,16 +252,12 @@ class Dropout(Layer):
 class BatchNormalization(Layer):
     """Chapter 6's batch normalization: ``gamma * (x - mean) / sqrt(var + 1e-6) + beta`` per feature.
 
-    ``gamma``, ``beta``: ``(D,)``; ``x``: ``(N, D)`` or ``(N, ...)`` (flattened to ``D``
-    features and reshaped back). ``forward(x, train_flg=True)`` normalises with the
-    batch's own mean and variance and moves the running statistics towards them,
-    ``running = momentum * running + (1 - momentum) * batch``; ``train_flg=False``
-    normalises with the running statistics. ``backward`` sets ``dgamma`` and ``dbeta``
-    and returns ``dx`` of whichever pass came last.
-
-    ``params`` is ``{"gamma", "beta"}``; the running statistics are the buffers
-    ``running_mean`` and ``running_var``, zeros of ``gamma``'s shape unless given (as
-    the book starts them).
+    ``gamma``, ``beta``: ``(D,)``; ``x``: ``(N, D)`` or ``(N, ...)`` (flattened to ``D`` features and reshaped
+    back). ``forward(x, train_flg=True)`` normalises with the batch's mean and variance and moves the running
+    statistics towards them, ``running = momentum * running + (1 - momentum) * batch``; ``train_flg=False``
+    normalises with the running statistics. ``backward`` sets ``dgamma`` and ``dbeta`` and returns ``dx`` of
+    whichever pass came last. The running statistics are the buffers ``running_mean`` and ``running_var``,
+    zeros of ``gamma``'s shape unless given (as the book starts them).
     """
 
     gamma, beta = entries("params", "gamma", "beta")
@@ -355,8 +331,112 @@ class BatchNormalization(Layer):
         return dx
 
 
-# Chapter 7's layers, which the book keeps in common/layers.py too (here they have a file of their own).
-from .convolution import Convolution, Pooling  # noqa: E402
+class Convolution(Layer):
+    """``out[n, f] = sum over c of W[f, c] (*) x[n, c] + b[f]`` (a cross-correlation, as the book's).
+
+    ``W``: ``(FN, C, FH, FW)``, ``b``: ``(FN,)``; ``x``: ``(N, C, H, W)``; ``out``: ``(N, FN, OH, OW)`` with
+    ``OH = (H + 2 pad - FH) // stride + 1`` (likewise ``OW``). Caches ``x``, ``col`` (``im2col(x)``,
+    ``(N*OH*OW, C*FH*FW)``) and ``col_W`` (``(C*FH*FW, FN)``); ``backward`` sets ``dW`` and ``db`` (also in
+    ``grads``) and returns ``dx`` shaped like ``x``, or ``None`` with ``input_grad=False`` (a net's first layer
+    needs no gradient for its images: a matrix product and ``col2im`` saved).
+    """
+
+    W, b = entries("params", "W", "b")
+    dW, db = entries("grads", "W", "b")
+
+    def __init__(self, W: Any, b: Any, stride: int = 1, pad: int = 0, *, input_grad: bool = True) -> None:
+        if not hasattr(W, "ndim") or W.ndim != 4 or not hasattr(b, "ndim") or tuple(b.shape) != (W.shape[0],):
+            raise ValueError(f"Convolution: W must be (FN, C, FH, FW) and b (FN,), got "
+                             f"{getattr(W, 'shape', W)} and {getattr(b, 'shape', b)}")
+        self.params = {"W": W, "b": b}
+        self.grads: dict[str, Any] = {}
+        self.stride, self.pad, self.input_grad = stride, pad, input_grad
+        self.x = self.col = self.col_W = None
+
+    def forward(self, x: Any) -> Any:
+        xp = namespace_of(x)
+        fn, c, fh, fw = self.W.shape
+        if x.ndim != 4 or x.shape[1] != c:
+            raise ValueError(f"Convolution: input must be (N, {c}, H, W) for W of shape {tuple(self.W.shape)}, "
+                             f"got {tuple(x.shape)}")
+        n, _, h, w = x.shape
+        out_h, out_w = conv_output_size(h, fh, self.stride, self.pad), conv_output_size(w, fw, self.stride, self.pad)
+        self.x, self.col = x, im2col(x, fh, fw, self.stride, self.pad)
+        self.col_W = xp.reshape(self.W, (fn, -1)).T
+        out = dot(self.col, self.col_W) + self.b
+        out = xp.permute_dims(xp.reshape(out, (n, out_h, out_w, fn)), (0, 3, 1, 2))
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        xp = namespace_of(dout)
+        fn, c, fh, fw = self.W.shape
+        dout = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn))
+        self.db = xp.sum(dout, axis=0)
+        self.dW = xp.reshape(dot(self.col.T, dout).T, (fn, c, fh, fw))
+        if not self.input_grad:
+            return None
+        return col2im(dot(dout, self.col_W.T), tuple(self.x.shape), fh, fw, self.stride, self.pad)
+
+
+class Pooling(Layer):
+    """Max pooling over ``pool_h`` x ``pool_w`` windows: ``x`` ``(N, C, H, W)`` to ``(N, C, OH, OW)``.
+
+    Caches ``x`` and each window's ``winner`` (``arg_max`` in the book's layout, ``(N*OH*OW*C,)``). A tied
+    maximum sends the whole gradient to the first of the tied inputs (row by row), as the book's ``np.argmax``.
+    Both passes go window position by position over strided slices: the maximum is an elementwise maximum, and
+    ``backward`` adds each slice's share of ``dout`` back where it came from (nothing is assigned by index).
+    """
+
+    def __init__(self, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0) -> None:
+        self.pool_h, self.pool_w, self.stride, self.pad = pool_h, pool_w, stride, pad
+        self.x = self.winner = None
+
+    @property
+    def arg_max(self) -> Any:
+        """The book's ``arg_max``: each window's winning position, ``(N*OH*OW*C,)`` (``None`` before a pass)."""
+        xp = None if self.winner is None else namespace_of(self.winner)
+        return None if xp is None else xp.reshape(xp.permute_dims(self.winner, (0, 2, 3, 1)), (-1,))
+
+    @property
+    def mask(self) -> Any:
+        """Each window's winner (``None`` before a pass): a max switching winners is a kink, as ReLU's mask tells."""
+        return self.winner
+
+    def forward(self, x: Any) -> Any:
+        xp = namespace_of(x)
+        if x.ndim != 4:
+            raise ValueError(f"Pooling: input must be (N, C, H, W), got {tuple(x.shape)}")
+        slices = self._slices(x)
+        out = slices[0]
+        for piece in slices[1:]:
+            out = xp.maximum(out, piece)
+        winner = xp.full(out.shape, len(slices) - 1, dtype=xp.int32, device=device(x))
+        for k in range(len(slices) - 2, -1, -1):  # from the last position down: the first maximum wins
+            winner = xp.where(slices[k] == out, k, winner)
+        self.x, self.winner = x, winner
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        xp = namespace_of(dout)
+        n, c, h, w = self.x.shape
+        pad = self.pad
+        dx = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=dout.dtype, device=device(dout))
+        for k, (rows, columns) in enumerate(self._windows(h, w)):  # each slice's pixels are distinct
+            share = xp.where(self.winner == k, dout, 0.0)
+            dx = xpx.at(dx, (slice(None), slice(None), rows, columns)).add(share, copy=None, xp=xp)
+        return dx[:, :, pad : pad + h, pad : pad + w] if pad else dx
+
+    def _windows(self, h: int, w: int) -> list[tuple[slice, slice]]:
+        out_h = conv_output_size(h, self.pool_h, self.stride, self.pad)
+        out_w = conv_output_size(w, self.pool_w, self.stride, self.pad)
+        return windows(self.pool_h, self.pool_w, self.stride, out_h, out_w)
+
+    def _slices(self, x: Any) -> list[Any]:
+        """Position ``k`` of every window, for each ``k`` in the window (row by row): ``(N, C, OH, OW)`` each."""
+        padded = xpx.pad(x, ((0, 0), (0, 0), (self.pad, self.pad), (self.pad, self.pad)), xp=namespace_of(x)) \
+            if self.pad else x
+        return [padded[:, :, rows, columns] for rows, columns in self._windows(x.shape[2], x.shape[3])]
+
 
 #: Hidden-layer activations of :class:`~xbackprop.multi_layer_net.MultiLayerNet`, by name.
 ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid}

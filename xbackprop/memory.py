@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["memory_limit", "cgroup_memory_limits", "check_fits"]
+__all__ = ["memory_limit", "cgroup_memory_limits", "check_fits", "measured_peak"]
 
 #: Where cgroup file systems are mounted, and the file that holds each version's memory limit.
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -66,3 +67,20 @@ def check_fits(needed: int, what: str) -> None:
     if limit is not None and needed > limit:
         raise ValueError(f"{what} needs about {needed / 2**30:,.1f} GiB, more than the "
                          f"{limit / 2**30:,.1f} GiB this process may use")
+
+
+def measured_peak(run: Callable[[int], object], batch: int) -> int:
+    """Bytes a step of ``batch`` rows takes at its peak, from two small ones measured on the host:
+    ``run(rows)`` runs one step of ``rows`` rows on NumPy (whose arrays ``tracemalloc`` sees), and the peak grows
+    with the rows, so two points give what is fixed and what each row adds."""
+    peaks = []
+    for rows in (1, 2):
+        run(rows)  # caches and first-call allocations out of the way
+        tracemalloc.start()
+        try:
+            run(rows)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    per_row = max(peaks[1] - peaks[0], 0)
+    return peaks[0] - per_row + batch * per_row

@@ -5,8 +5,6 @@ command line and its JSON share.
 
 from __future__ import annotations
 
-import math
-import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -16,10 +14,8 @@ from .backend import get_namespace, host_rng, resolve_device, resolve_dtype
 from .initialization import init_params, layer_sizes
 from .layer_net import LayerNet
 from .layers import ACTIVATIONS, Affine, BatchNormalization, Dropout, SoftmaxWithLoss
-from .memory import check_fits
-from .saved import SavedNet, load_params, read_saved
 
-__all__ = ["MultiLayerNet", "load_net"]
+__all__ = ["MultiLayerNet", "parameter_shapes"]
 
 
 class MultiLayerNet(LayerNet):
@@ -129,30 +125,6 @@ class MultiLayerNet(LayerNet):
         """This net as an :class:`~xbackprop.architecture.Architecture` record."""
         return Architecture(tuple(self.sizes), self.activation, self.use_batchnorm,
                             self.dropout_ratio if self.use_dropout else None, self.weight_decay_lambda)
-
-
-def load_net(path: str | os.PathLike[str], *, xp: Any = None, device: Any = None,
-             dtype: Any = None) -> tuple[MultiLayerNet, SavedNet]:
-    """A :class:`~xbackprop.MultiLayerNet` rebuilt from a saved file (its sizes and activation), and the file's contents."""
-    saved = read_saved(path)
-    if saved.architecture is None:
-        raise ValueError(f"{path}: does not say the network's layer sizes and activation")
-    expected = parameter_shapes(saved.architecture)
-    shapes = {key: tuple(value.shape) for key, value in saved.params.items()}
-    if shapes != expected:
-        net_name = f"a {'-'.join(map(str, saved.sizes))} network"
-        unknown, missing = sorted(set(shapes) - set(expected)), sorted(set(expected) - set(shapes))
-        wrong = [key for key in expected if key in shapes and shapes[key] != expected[key]]
-        if missing:
-            raise ValueError(f"{path}: lacks {', '.join(missing)}, which {net_name} needs")
-        if unknown:
-            raise ValueError(f"{path}: holds {', '.join(unknown)}, which {net_name} does not have")
-        raise ValueError(f"{path}: {wrong[0]} has shape {shapes[wrong[0]]}, {net_name} needs {expected[wrong[0]]}")
-    itemsize = 4 if dtype in ("float32", getattr(xp, "float32", None)) else 8  # unknown: count float64
-    check_fits(3 * itemsize * sum(math.prod(shape) for shape in expected.values()), f"{path}'s network")
-    net = MultiLayerNet.from_architecture(saved.architecture, xp=xp, device=device, dtype=dtype)
-    load_params(path, net, saved=saved)
-    return net, saved
 
 
 def parameter_shapes(architecture: Architecture) -> dict[str, tuple[int, ...]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from array_api_compat import device, is_lazy_array
 
-from ._namespace import namespace_of
+from .functions import namespace_of
 
 __all__ = ["Optimizer", "SGD", "Momentum", "AdaGrad", "Adam", "OPTIMIZERS"]
 

@@ -34,7 +34,7 @@ from .datasets import (
 )
 from .files import plan_outputs
 from .functions import softmax
-from .multi_layer_net import load_net
+from .nets import load_net
 from .show.evaluation import scores_text
 from .show.report_folder import report_paths, write_report
 

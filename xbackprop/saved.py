@@ -75,7 +75,9 @@ def save_params(path: str | os.PathLike[str], net: Any, *, dataset: str | None =
     architecture = getattr(net, "architecture", None)
     for member, name in _SAVED_OPTIONS.items() if architecture is not None else ():
         value = getattr(architecture, name)
-        if value is not None and value is not False:  # an option left off is not written
+        if value is None or value is False:  # an option left off is not written
+            continue
+        if value != option_default(name) or OPTIONS[name].saved_when_default:
             described[member] = np.asarray(int(value) if isinstance(value, bool) else value)
     with replace_atomically(path) as temporary, open(temporary, "wb") as f:
         np.savez(f, **described, **arrays)
@@ -196,7 +198,11 @@ def read_saved(path: str | os.PathLike[str], expected: dict[str, tuple[int, ...]
     options = {name: _option_value(name, described[member]) for member, name in _SAVED_OPTIONS.items()
                if described[member] is not None and described[member].size == 1}
     try:
-        Architecture((1, 1), **options)  # each option's own check (an activation xbackprop has, a ratio in [0, 1))
+        # each option's own check (an activation xbackprop has, a ratio in [0, 1), a conv net's sizes)
+        if sizes is not None:
+            Architecture(tuple(sizes), **options)
+        else:
+            Architecture((1, 1), **{name: value for name, value in options.items() if name != "net"})
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     for key, value in buffers.items():

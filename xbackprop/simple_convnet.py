@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from .architecture import Architecture
 from .backend import get_namespace, resolve_device, resolve_dtype
-from .convolution import Convolution, Pooling
 from .initialization import HostDraws
 from .layer_net import LayerNet
-from .layers import Affine, Relu
+from .layers import Affine, Convolution, Pooling, Relu
 from .saved import SavesParams
 from .util import conv_output_size
 
-__all__ = ["SimpleConvNet"]
+__all__ = ["SimpleConvNet", "BOOK_CONV_PARAM"]
+
+#: The book's convolution: 30 filters of 5x5, no padding, stride 1.
+BOOK_CONV_PARAM = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
 
 
 class SimpleConvNet(LayerNet, SavesParams):
@@ -41,7 +44,7 @@ class SimpleConvNet(LayerNet, SavesParams):
         dtype: Any = None,
         seed: int | None = None,
     ) -> None:
-        conv_param = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1, **(conv_param or {})}
+        conv_param = self.conv_param = {**BOOK_CONV_PARAM, **(conv_param or {})}
         filter_num, filter_size = conv_param["filter_num"], conv_param["filter_size"]
         pad, stride = conv_param["pad"], conv_param["stride"]
         channels, height, width = input_dim
@@ -64,3 +67,12 @@ class SimpleConvNet(LayerNet, SavesParams):
         ])
         super().__init__(layers)
         self.sizes = [channels * height * width, hidden_size, output_size]
+
+    @property
+    def architecture(self) -> Architecture | None:
+        """This net as an :class:`~xbackprop.architecture.Architecture` record (what a saved file says of it), for
+        square grey images; ``None`` for others, whose files are loaded into a net built first."""
+        channels, height, width = self.input_dim
+        if channels != 1 or height != width or self.conv_param != BOOK_CONV_PARAM:
+            return None
+        return Architecture(tuple(self.sizes), net="simple-convnet")

@@ -18,8 +18,7 @@ from typing import Any
 
 from array_api_compat import device
 
-from ._namespace import namespace_of
-from .functions import log_softmax, one_hot, relu, sigmoid
+from .functions import log_softmax, namespace_of, one_hot, relu, sigmoid
 from .gradient import central_differences, stacked_central_differences
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 

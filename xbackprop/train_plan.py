@@ -4,7 +4,6 @@ flags give, and the run's plan (data, net, namespace, device, steps) with every 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 import sys
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .architecture import Architecture
+from .architecture import NETS, Architecture, option_default
 from .backend import (
     BackendUnavailableError,
     enable_float64,
@@ -213,9 +212,8 @@ def _check_data_size(dataset: Dataset, dtype: Any, xp: Any) -> None:
 
 def _architecture(config: TrainConfig, dataset: Dataset) -> Architecture:
     """The net: hidden widths and every option from the flags, else from what ``--load``'s file says, else the
-    defaults (50 hidden units, relu, no batch normalization or dropout)."""
-    hidden = config.hidden
-    architecture = Architecture((1, 1))
+    defaults (the fully connected net, 50 hidden units, relu; a conv net's hidden width is the book's)."""
+    hidden, options = config.hidden, {}
     if config.load:
         try:
             saved = read_saved(config.load)
@@ -223,9 +221,14 @@ def _architecture(config: TrainConfig, dataset: Dataset) -> Architecture:
             raise UsageError(str(exc)) from None
         if hidden is None and saved.sizes is not None:
             hidden = saved.sizes[1:-1]
-        architecture = architecture.merged(saved.options)
-    sizes = (dataset.num_features, *(hidden or [50]), dataset.num_classes)
-    return dataclasses.replace(architecture.merged(config.options), sizes=sizes)
+        options.update(saved.options)
+    options.update({name: value for name, value in config.options.items() if value is not None})
+    net = options.get("net", option_default("net"))
+    sizes = (dataset.num_features, *(hidden or [NETS[net]]), dataset.num_classes)
+    try:
+        return Architecture(sizes, **options)
+    except ValueError as exc:  # a conv net's own rules: the flag that broke one is in the message
+        raise UsageError(f"--net {net}: {exc}") from None
 
 
 def _load_data(config: TrainConfig, print_root: Callable[..., None]) -> Dataset:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ._version import __version__
 from .backend import (
     backend_name,
@@ -22,7 +24,8 @@ from .cli import (
 from .datasets import (
     CLASS_NAMES,
 )
-from .multi_layer_net import MultiLayerNet
+from .memory import check_fits, measured_peak
+from .nets import build_net
 from .optimizers import OPTIMIZERS
 from .saved import load_params, save_params
 from .show.report_folder import write_report
@@ -68,11 +71,13 @@ def train_runs(
 ) -> list[tuple[float, TrainResult]]:
     """Train one fresh (or ``--load``-ed) net per learning rate; print each run's summary; ``--save`` the net.
     The trained nets are appended to ``nets`` when given."""
+    if plan.architecture.net != "multi-layer-net":  # the fully connected net's need is estimated in the plan
+        _check_step_memory(plan, config.batch_size)
     runs = []
     for lr in plan.rates:
         try:
-            net = MultiLayerNet.from_architecture(plan.architecture, config.weight_init_std, xp=plan.xp,
-                                                  device=plan.device, dtype=plan.dtype, seed=config.seed)
+            net = build_net(plan.architecture, config.weight_init_std, xp=plan.xp, device=plan.device,
+                            dtype=plan.dtype, seed=config.seed)
         except ValueError as exc:  # the library names its argument; the command names the flag
             raise UsageError(str(exc).replace("weight_init_std", "--weight-init-std", 1)) from None
         if config.load:
@@ -98,10 +103,25 @@ def train_runs(
         if config.save and (context is None or context.is_root):
             with _writing("--save", config.save):
                 save_params(config.save, net, dataset=plan.dataset.name)
-            print(one_line(f"wrote {config.save}: the {'-'.join(map(str, plan.sizes))} {plan.architecture.activation} "
-                           f"net "
+            print(one_line(f"wrote {config.save}: the {plan.architecture.describe()} net "
                            f"trained on {plan.dataset.name}"), file=sys.stderr)
     return runs
+
+
+def _check_step_memory(plan: RunPlan, batch_size: int) -> None:
+    """A conv net's training step, measured on the host at one and two images and scaled to the batch (its
+    im2col copies dominate), against the memory this process may use, before any training."""
+    twin = build_net(plan.architecture, xp="numpy", dtype="float32", seed=0)
+
+    def step(rows: int) -> None:
+        twin.loss_and_gradient(np.zeros((rows, plan.sizes[0]), np.float32), np.zeros(rows, np.int64))
+
+    itemsize = 8 if str(plan.dtype).endswith("float64") else 4
+    try:
+        check_fits(measured_peak(step, batch_size) * itemsize // 4,
+                   f"a {plan.architecture.describe()} step at --batch-size {batch_size}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _train_net(
@@ -155,8 +175,8 @@ def write_reports(config: TrainConfig, plan: RunPlan, runs: list[tuple[float, Tr
     if config.plot:
         from .show.curves import plot_results
 
-        title = (f"Accuracy and loss while training: {plan.dataset.name}, {'-'.join(map(str, plan.sizes))} "
-                 f"{plan.architecture.activation}, {config.optimizer}, batch {config.batch_size}, "
+        title = (f"Accuracy and loss while training: {plan.dataset.name}, {plan.architecture.describe()}, "
+                 f"{config.optimizer}, batch {config.batch_size}, "
                  f"{runs[0][1].steps_done} "
                  f"iterations, {config.dtype}, {backend_name(plan.xp)}")
         with _writing("--plot", config.plot):
@@ -165,8 +185,7 @@ def write_reports(config: TrainConfig, plan: RunPlan, runs: list[tuple[float, Tr
 
 def _write_learned(config: TrainConfig, plan: RunPlan, result: TrainResult, net: Any) -> None:
     """``--report DIR``: what the trained net learned, on the test set."""
-    title = (f"{plan.dataset.name}, {'-'.join(map(str, plan.sizes))} {plan.architecture.activation}, "
-             f"{config.optimizer} lr "
+    title = (f"{plan.dataset.name}, {plan.architecture.describe()}, {config.optimizer} lr "
              f"{plan.rates[-1]:g}, batch {config.batch_size}, {result.steps_done} iterations, {config.dtype}")
     with _writing("--report", config.report):
         evaluation = write_report(config.report, net, plan.data.x_test, plan.data.t_test,

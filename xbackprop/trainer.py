@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import device as array_device
 
-from ._namespace import namespace_of
 from .backend import host_rng
+from .functions import namespace_of
 from .optimizers import OPTIMIZERS
 
 __all__ = ["Trainer"]

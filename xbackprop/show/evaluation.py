@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._namespace import namespace_of
 from ..backend import to_numpy
-from ..functions import softmax
+from ..functions import namespace_of, softmax
 
 #: Mistakes in the grid, the most confident first.
 MISTAKES_SHOWN = 24

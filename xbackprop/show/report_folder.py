@@ -11,9 +11,9 @@ from typing import Any
 
 from array_api_compat import device
 
-from .._namespace import namespace_of
 from ..backend import to_numpy
 from ..files import plan_outputs, replace_folder_atomically
+from ..functions import namespace_of
 from .evaluation import Evaluation, evaluate
 
 #: The files of a report folder (``curves.png`` only when there were runs to draw).

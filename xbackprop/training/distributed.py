@@ -24,8 +24,8 @@ from typing import Any, NoReturn
 
 from array_api_compat import device
 
-from .._namespace import namespace_of
 from ..backend import is_cuda_namespace, is_host_namespace, synchronize, to_numpy
+from ..functions import namespace_of
 
 __all__ = ["MPIContext", "launched_by_mpi", "launcher_rank", "first_to_say", "mpi_context", "Staging", "staging_of", "DistributedSync"]
 

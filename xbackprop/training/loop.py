@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import device
 
-from .._namespace import namespace_of
 from ..backend import host_rng, to_numpy
+from ..functions import namespace_of
 from .device_data import DeviceData, _check_labels, training_targets
 from .result import TrainResult
 from .steps import GRADIENT_METHODS, _closing, _shard, make_steps
