@@ -40,8 +40,8 @@ def worker(batch: int, steps: int) -> dict:
     x_all = rng.random((60_000, 784), dtype=np.float32)
     t_all = rng.integers(0, 10, 60_000).astype(np.uint8)
     net = TwoLayerNet(784, 50, 10, xp=xp, dtype="float32", seed=0)
-    sync = DistributedSync(context, net.params)
-    train_step = EagerSteps(net, SGD(lr=0.1), xp, batch_size=batch, sync=sync)  # the trainer's own step
+    ranks = DistributedSync(context, net.params)
+    train_step = EagerSteps(net, SGD(lr=0.1), xp, batch_size=batch, ranks=ranks)  # the trainer's own step
 
     def step():
         train_step(x_all, t_all, rng.integers(0, 60_000, batch))
@@ -49,7 +49,7 @@ def worker(batch: int, steps: int) -> dict:
     loss, grads, _ = net.loss_and_gradient(x_all[:batch], t_all[:batch])
 
     def allreduce_only():
-        sync.allreduce(grads, loss, train_step.weight)
+        ranks.allreduce(grads, loss, train_step.weight)
 
     timings = {}
     for name, fn in (("step", step), ("allreduce", allreduce_only)):

@@ -124,7 +124,9 @@ def test_training_captures_64_step_blocks_under_the_gpu_rules_on_devices_that_ca
         data = to_device(toy_dataset(), xp, device=device, dtype=xp.float64)
         with warnings.catch_warnings(), (unhashable_devices() if name == "array_api_strict" else _nothing()):
             warnings.simplefilter("error")  # no fallback
-            result = train(net, OPTIMIZERS[optimizer](lr=0.05), data, Schedule(iters=150, batch_size=10, seed=2, log_interval=100), compile=capturer is not None, capturer=capturer)
+            result = train(net, OPTIMIZERS[optimizer](lr=0.05), data,
+                           Schedule(iters=150, batch_size=10, seed=2, log_interval=100),
+                           compile=capturer is not None, capturer=capturer)
         results.append((result, to_numpy(net.params["W1"])))
         if capturer is not None:
             assert capturer.captures >= 2 and capturer.closed
@@ -210,7 +212,8 @@ def test_the_mpi_all_reduce_on_devices_that_cannot_be_hashed():
     with unhashable_devices():
         net = toy_net(xp, device, chapter6=True)
         data = to_device(toy_dataset(), xp, device=device)
-        result = train(net, OPTIMIZERS["sgd"](), data, Schedule(iters=20, batch_size=10, seed=0), sync=DistributedSync(OneRank(), net.params))
+        result = train(net, OPTIMIZERS["sgd"](), data, Schedule(iters=20, batch_size=10, seed=0),
+                       ranks=DistributedSync(OneRank(), net.params))
     assert len(result.losses) == 20 and np.isfinite(result.losses).all()
 
 

@@ -357,7 +357,8 @@ def test_accuracy_refuses_labels_it_cannot_score(xp):
     """(N, 1) labels, labels outside the classes and float labels were a silent 0.0."""
     net = TwoLayerNet(4, 3, 2, xp=xp, dtype="float64", seed=0)
     x = asarray(xp, np.random.default_rng(0).random((5, 4)))
-    with pytest.raises(ValueError, match=r"labels of shape \(5, 1\) .* fit neither integer class indices \(5,\) nor one-hot rows \(5, 2\)"):
+    with pytest.raises(ValueError,
+                       match=r"labels of shape \(5, 1\) .* fit neither integer class indices \(5,\) nor one-hot rows \(5, 2\)"):
         net.accuracy(x, xp.zeros((5, 1), dtype=xp.int64))
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), got values from 0 to 7"):
         net.accuracy(x, xp.asarray([0, 1, 7, 0, 1]))

@@ -1,4 +1,5 @@
-"""Saved networks: hostile or mistaken files refused before anything large is read; a save replaces the old file whole."""
+"""Saved networks: hostile or mistaken files refused before anything large is read; a save replaces the old file
+whole."""
 
 from __future__ import annotations
 

@@ -308,7 +308,8 @@ def synthetic_data(synthetic_dir, xp=None):
 
 def test_eval_interval_and_minibatch_accuracy(xp, synthetic_dir):
     net = MultiLayerNet(784, [40], 10, xp=xp, dtype="float32", seed=0)
-    result = train(net, SGD(lr=0.1), synthetic_data(synthetic_dir, xp), Schedule(iters=95, batch_size=20, seed=0, eval_interval=10, train_acc_source="batch"))
+    result = train(net, SGD(lr=0.1), synthetic_data(synthetic_dir, xp),
+                   Schedule(iters=95, batch_size=20, seed=0, eval_interval=10, train_acc_source="batch"))
     assert [row["iter"] for row in result.history] == [*range(1, 92, 10), 95]
     assert result.train_acc_source == "batch"
     # A minibatch of 20 scores in steps of 1/20; the full 600-image set would not.
@@ -320,7 +321,8 @@ def test_eval_interval_and_minibatch_accuracy(xp, synthetic_dir):
 def test_divergence_continue_trains_on_and_marks_the_iteration(synthetic_dir):
     net = MultiLayerNet(784, [50], 10, xp="numpy", weight_init_std=1.0, dtype="float32", seed=0)
     with np.errstate(all="ignore"):
-        result = train(net, SGD(lr=1e6), synthetic_data(synthetic_dir), Schedule(iters=60, batch_size=50, seed=0, divergence="continue"))
+        result = train(net, SGD(lr=1e6), synthetic_data(synthetic_dir),
+                       Schedule(iters=60, batch_size=50, seed=0, divergence="continue"))
     assert result.diverged_at is not None and result.diverged_at < 60
     assert result.steps_done == 60 and result.history[-1]["iter"] == 60
 
@@ -493,7 +495,8 @@ def test_compiled_training_ends_where_eager_training_does(xp, synthetic_dir, opt
     for compile in (True, False):
         net = MultiLayerNet(784, [20], 10, xp=xp, dtype=dtype, seed=3)
         optimizer = OPTIMIZERS[optimizer_name](lr=0.05 if optimizer_name != "adam" else 0.002)
-        result = train(net, optimizer, data, Schedule(iters=100, batch_size=30, seed=1, eval_interval=30), compile=compile)
+        result = train(net, optimizer, data, Schedule(iters=100, batch_size=30, seed=1, eval_interval=30),
+                       compile=compile)
         runs[compile] = (net.params, result)
     (compiled, fast), (eager, slow) = runs[True], runs[False]
     if optimizer_name == "adagrad" and dtype == "float32":

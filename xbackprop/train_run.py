@@ -87,10 +87,10 @@ def train_runs(
                 raise UsageError(str(exc)) from None
         # the running statistics of batch normalization are averaged with the gradients (see EagerSteps)
         averaged = {key: value for key, value in net.buffers.items() if value.dtype == net.dtype}
-        sync = None if context is None else DistributedSync(context, {**net.params, **averaged})
+        ranks = None if context is None else DistributedSync(context, {**net.params, **averaged})
         label = f"lr {lr:g}" if config.lr_sweep else None
         try:
-            result = _train_net(net, OPTIMIZERS[config.optimizer](lr=lr), config, plan, label, sync,
+            result = _train_net(net, OPTIMIZERS[config.optimizer](lr=lr), config, plan, label, ranks,
                                 show=context is None or context.is_root)
         except Exception as exc:
             if context is None:
@@ -125,7 +125,7 @@ def _check_step_memory(plan: RunPlan, batch_size: int) -> None:
 
 
 def _train_net(
-    net: Any, optimizer: Any, config: TrainConfig, plan: RunPlan, label: str | None, sync: Any, show: bool
+    net: Any, optimizer: Any, config: TrainConfig, plan: RunPlan, label: str | None, ranks: Any, show: bool
 ) -> TrainResult:
     """One call of :func:`~xbackprop.training.train` with a progress bar and the evaluation lines, as asked."""
     quiet = config.quiet or not show
@@ -145,7 +145,7 @@ def _train_net(
                             eval_interval=plan.eval_interval, train_acc_source=config.train_acc,
                             divergence=config.divergence)
         return train(net, optimizer, plan.data, schedule, on_evaluation=None if quiet else printer, progress=progress,
-                     sync=sync, compile=config.compile, gradient=config.gradient)
+                     ranks=ranks, compile=config.compile, gradient=config.gradient)
     finally:
         if progress is not None:
             progress.close()

@@ -23,7 +23,7 @@ def printed_every(iters: int, eval_interval: int) -> int:
 
 
 class EvaluationPrinter:
-    """The trainer's ``on_epoch`` callback that prints about :data:`PRINTED_EVALUATIONS` evaluations and the last.
+    """The trainer's ``on_evaluation`` callback that prints about :data:`PRINTED_EVALUATIONS` evaluations and the last.
 
     ``book_style`` prints the book's ``train acc, test acc | 0.1047, 0.1028``; otherwise each
     line names its iteration and where the training accuracy comes from (``"full"`` or

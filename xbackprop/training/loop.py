@@ -76,7 +76,7 @@ class Schedule:
 
 def train(
     net: Any, optimizer: Any, data: DeviceData, schedule: Schedule = Schedule(), *,
-    on_evaluation: Callable[[dict[str, float]], None] | None = None, progress: Any = None, sync: Any = None,
+    on_evaluation: Callable[[dict[str, float]], None] | None = None, progress: Any = None, ranks: Any = None,
     compile: bool = True, gradient: str = "backprop", capturer: Any = None,
 ) -> TrainResult:
     """Train ``net`` with ``optimizer`` on ``data`` as ``schedule`` says (see :class:`Schedule`).
@@ -85,7 +85,7 @@ def train(
     last; each evaluation is appended to ``history`` and passed to ``on_evaluation``; both are taken with the
     parameters after the step. ``progress`` is a tqdm-like bar (``update``, ``set_postfix``) or ``None``.
 
-    ``sync`` (a :class:`xbackprop.training.distributed.DistributedSync`) makes this one rank of
+    ``ranks`` (a :class:`xbackprop.training.distributed.DistributedSync`, the MPI all-reduce) makes this one rank of
     synchronous data-parallel training (see :class:`~xbackprop.training.steps.EagerSteps`). ``compile=True``
     runs blocks of whole steps compiled where the backend can (JAX) or replayed from captured graphs
     (:class:`~xbackprop.training.captured.CapturedSteps`, CuPy and torch on CUDA, or ``capturer``), else step by step;
@@ -100,7 +100,7 @@ def train(
     eval_interval = schedule.eval_interval or default_eval_interval(iters, n_train, batch_size)
     rng = host_rng(schedule.seed)
     _check_labels(data, net.sizes[-1])  # once here, so the steps skip it
-    steps = make_steps(net, optimizer, xp, batch_size=batch_size, sync=sync, compile=compile, gradient=gradient,
+    steps = make_steps(net, optimizer, xp, batch_size=batch_size, ranks=ranks, compile=compile, gradient=gradient,
                        capturer=capturer)
     targets = training_targets(data, net.sizes[-1])
     result = TrainResult(batch_size=batch_size, train_acc_source=schedule.train_acc_source)
@@ -108,7 +108,7 @@ def train(
 
     def evaluate(step: int, batch: Any) -> None:
         train_rows = batch if schedule.train_acc_source == "batch" else None
-        _evaluate(net, data, result, step, schedule.eval_batch_size, on_evaluation, sync, train_rows)
+        _evaluate(net, data, result, step, schedule.eval_batch_size, on_evaluation, ranks, train_rows)
 
     i = 0  # steps taken
     start = time.perf_counter()
@@ -177,27 +177,27 @@ class _UnreadLosses:
         return not (self.stop and bad.size)
 
 
-def _accuracies(net: Any, pairs: list[tuple[Any, Any]], eval_batch_size: int, sync: Any) -> list[float]:
+def _accuracies(net: Any, pairs: list[tuple[Any, Any]], eval_batch_size: int, ranks: Any) -> list[float]:
     """Accuracy on each ``(x, t)``, with one read-back for all of them.
 
-    With ``sync``, each rank scores its shard of every pair and the counts are summed.
+    With ``ranks``, each rank scores its shard of every pair and the counts are summed.
     """
     xp = namespace_of(pairs[0][0])
     counts = []
     for x, t in pairs:
-        if sync is not None:
-            rows = _shard(x.shape[0], sync.context.rank, sync.context.size)
+        if ranks is not None:
+            rows = _shard(x.shape[0], ranks.context.rank, ranks.context.size)
             x, t = x[rows, ...], t[rows]
         counts.append(net.count_correct(x, t, batch_size=eval_batch_size, check_labels=False))  # checked once
     correct = [int(c) for c in to_numpy(xp.stack(counts))]
-    if sync is not None:
-        correct = [sync.sum_int(c) for c in correct]
+    if ranks is not None:
+        correct = [ranks.sum_int(c) for c in correct]
     return [c / x.shape[0] for c, (x, _) in zip(correct, pairs)]
 
 
 def _evaluate(
     net: Any, data: DeviceData, result: TrainResult, step: int, eval_batch_size: int,
-    on_evaluation: Callable[[dict[str, float]], None] | None, sync: Any = None, train_rows: Any = None,
+    on_evaluation: Callable[[dict[str, float]], None] | None, ranks: Any = None, train_rows: Any = None,
 ) -> None:
     """Append an evaluation at ``step``; ``train_rows`` (device indices) limits the training accuracy to them."""
     since = result.history[-1]["iter"] if result.history else 0
@@ -214,7 +214,7 @@ def _evaluate(
         "loss": mean_loss,
     }
     row["train_acc"], row["test_acc"] = _accuracies(
-        net, [(x_train, t_train), (data.x_test, data.t_test)], eval_batch_size, sync
+        net, [(x_train, t_train), (data.x_test, data.t_test)], eval_batch_size, ranks
     )
     result.history.append(row)
     if on_evaluation is not None:

@@ -30,7 +30,7 @@ class EagerSteps:
     """One training step per call: gradients (:func:`make_gradient_step`), then the optimizer's in-place ``update``.
 
     Call with the device data and the minibatch's row ``index`` ``(batch,)``; returns the step's loss.
-    With ``sync`` this is one rank of synchronous data-parallel training: every rank
+    With ``ranks`` this is one rank of synchronous data-parallel training: every rank
     draws the same global batch, computes gradients on its shard of it, and applies the
     summed update; batch normalization uses each shard's own statistics, and the running
     statistics are averaged over the ranks at every step, so all ranks keep the same.
@@ -39,19 +39,19 @@ class EagerSteps:
     runs_blocks = False
     kind = "eager"
 
-    def __init__(self, net: Any, optimizer: Any, xp: Any, *, batch_size: int, sync: Any = None,
+    def __init__(self, net: Any, optimizer: Any, xp: Any, *, batch_size: int, ranks: Any = None,
                  compile: bool = True, gradient: str = "backprop") -> None:
-        self.net, self.optimizer, self.sync = net, optimizer, sync
+        self.net, self.optimizer, self.ranks = net, optimizer, ranks
         self.gradient_step = make_gradient_step(net, xp, compile=compile, method=gradient)
-        self.shard = None if sync is None else _shard(batch_size, sync.context.rank, sync.context.size)
-        self.weight = 1.0 if sync is None else (self.shard.stop - self.shard.start) / batch_size
+        self.shard = None if ranks is None else _shard(batch_size, ranks.context.rank, ranks.context.size)
+        self.weight = 1.0 if ranks is None else (self.shard.stop - self.shard.start) / batch_size
 
     def __call__(self, x_all: Any, t_all: Any, index: Any) -> Any:
         if self.shard is not None:
             index = index[self.shard]
         grads, loss, buffers = self.gradient_step(self.net.params, self.net.buffers, x_all, t_all, index)
-        if self.sync is not None:  # the floating buffers (running statistics) are averaged with the gradients
-            reduced, loss = self.sync.allreduce({**grads, **buffers}, loss, weight=self.weight)
+        if self.ranks is not None:  # the floating buffers (running statistics) are averaged with the gradients
+            reduced, loss = self.ranks.allreduce({**grads, **buffers}, loss, weight=self.weight)
             grads = {key: reduced[key] for key in grads}
             buffers = {key: reduced.get(key, value) for key, value in buffers.items()}
         self.net.buffers.update(buffers)
@@ -88,17 +88,17 @@ class CompiledSteps:
         self.optimizer.state = self.state
 
 
-def make_steps(net: Any, optimizer: Any, xp: Any, *, batch_size: int, sync: Any = None, compile: bool = True,
+def make_steps(net: Any, optimizer: Any, xp: Any, *, batch_size: int, ranks: Any = None, compile: bool = True,
                gradient: str = "backprop", capturer: Any = None) -> EagerSteps | CompiledSteps | CapturedSteps:
-    """How the run steps, when nothing prevents compiling (``compile``, no ``sync``, backprop gradients):
+    """How the run steps, when nothing prevents compiling (``compile``, no ``ranks``, backprop gradients):
     :class:`CompiledSteps` where the backend compiles loops (JAX), :class:`~xbackprop.training.captured.CapturedSteps`
     where it captures graphs (CuPy, torch on CUDA; ``capturer`` overrides, see ``backend.capturer_for``);
     otherwise, and always with ``compile=False``, :class:`EagerSteps`."""
 
     def eager() -> EagerSteps:
-        return EagerSteps(net, optimizer, xp, batch_size=batch_size, sync=sync, compile=compile, gradient=gradient)
+        return EagerSteps(net, optimizer, xp, batch_size=batch_size, ranks=ranks, compile=compile, gradient=gradient)
 
-    if compile and sync is None and gradient == "backprop":
+    if compile and ranks is None and gradient == "backprop":
         run = compile_steps(make_train_step(net, optimizer, xp), xp)
         if run is not None:
             return CompiledSteps(net, optimizer, run)
