@@ -153,10 +153,10 @@ def test_labels_must_fit_the_declared_classes(tmp_path):
     images = np.zeros((5, 4, 4), np.uint8)
     write_split(tmp_path, "train", images, np.array([0, 1, 2, 3, 200], np.uint8))
     write_split(tmp_path, "test", images, np.zeros(5, np.uint8))
-    with pytest.raises(DataError, match=r"training labels run from 0 to 200, outside the 10 classes"):
+    with pytest.raises(DataError, match=r"training: labels must lie in \[0, 10\), got values from 0 to 200"):
         load_dataset("mnist", data_dir=tmp_path)
     assert load_dataset("mine", data_dir=tmp_path).num_classes == 201  # undeclared: from the labels
-    with pytest.raises(DataError, match=r"outside the 50 classes"):
+    with pytest.raises(DataError, match=r"labels must lie in \[0, 50\)"):
         load_dataset("mine", data_dir=tmp_path, classes=50)
 
 

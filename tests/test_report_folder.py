@@ -95,8 +95,8 @@ def test_predict_needs_labels_for_a_report(synthetic_dir, tmp_path, capsys):
 @pytest.mark.parametrize(("change", "message"), [
     (lambda x, t: (x[:0], t[:0]), "x: no images"),
     (lambda x, t: (x, t[:-1]), "t: labels of shape"),
-    (lambda x, t: (x, t + 10), r"t: labels must be integer classes in \[0, 10\)"),
-    (lambda x, t: (x, t.astype(np.float32)), "t: labels must be integer classes"),
+    (lambda x, t: (x, t + 10), r"t: labels must lie in \[0, 10\)"),
+    (lambda x, t: (x, t.astype(np.float32)), "t: labels of shape .* dtype float32 fit neither integer class indices"),
     (lambda x, t: (x * np.nan, t), "outputs are not finite"),
 ])
 def test_an_evaluation_of_what_does_not_fit_names_the_argument(trained, change, message):

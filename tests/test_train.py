@@ -196,7 +196,7 @@ def corrupt_dir(tmp_path):
         (["--data-dir", "{synthetic}", "--hidden", "1000000000"], "GiB, more than the"),
         (["--data-dir", "{synthetic}", "--batch-size", "2000000000"], "exceeds the 600 training images"),
         (["--data-dir", "{deflate}"], "train-images-idx3-ubyte.gz: cannot read"),
-        (["--data-dir", "{labels200}", "--dataset", "mnist"], "labels run from 0 to 200, outside the 10 classes"),
+        (["--data-dir", "{labels200}", "--dataset", "mnist"], "training: labels must lie in [0, 10), got values from 0 to 200"),
         (["--data-dir", "{labels200}", "--classes", "1"], "at least 2 classes"),
         (["--data-dir", "{newline}"], "two\\nlines: no such folder"),
         (["--data-dir", "{synthetic}", "--json", "{tmp}/no/such/folder/x.json"], "does not exist"),

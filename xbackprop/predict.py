@@ -33,7 +33,7 @@ from .datasets import (
     save_grey_png,
 )
 from .files import plan_outputs
-from .functions import softmax
+from .functions import checked_labels, softmax
 from .nets import load_net
 from .show.evaluation import scores_text
 from .show.report_folder import report_paths, write_report
@@ -196,9 +196,10 @@ def _read_labels(path: str, count: int, classes: int) -> list[int]:
     labels = read_idx(path, ndim=1, first=count)
     if len(labels) < count:
         raise UsageError(f"{path}: {len(labels)} labels for {count} images")
-    if labels.dtype.kind not in "iu" or (len(labels) and (labels.min() < 0 or labels.max() >= classes)):
-        raise UsageError(f"{path}: labels must be integers in [0, {classes}) for this network")
-    return [int(label) for label in labels.tolist()]
+    try:
+        return [int(label) for label in checked_labels(labels[:count], count, classes, who=path).tolist()]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 if __name__ == "__main__":

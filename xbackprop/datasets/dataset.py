@@ -50,10 +50,3 @@ class Dataset:
             raise DataError(f"{self.name}: labels go up to {largest}; if the data really has {largest + 1} "
                             "classes, declare them (--classes)")
         return largest + 1
-
-    def check_labels(self) -> None:
-        """Raise :class:`DataError` unless every label lies in ``[0, num_classes)``."""
-        for split, labels in (("training", self.t_train), ("test", self.t_test)):
-            if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-                raise DataError(f"{self.name}: {split} labels run from {int(labels.min())} to {int(labels.max())}, "
-                                f"outside the {self.num_classes} classes [0, {self.num_classes})")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..functions import checked_labels
 from .catalog import CATALOG, CHECKSUMS, DATASETS, IDX_FILES
 from .dataset import DataError, Dataset, DataUnavailableError
 from .download import _mirrors, _verify, download_idx
@@ -48,7 +49,7 @@ def _with_classes(dataset: Dataset, classes: int | None) -> Dataset:
     if classes is None:
         return dataset
     dataset = dataclasses.replace(dataset, classes=classes)
-    dataset.check_labels()
+    _check_labels(dataset)
     return dataset
 
 
@@ -60,8 +61,17 @@ def _load_idx_dataset(name: str, folder: Path, source: str, classes: int | None 
                         f"test images {x_test.shape[1]}x{x_test.shape[2]}")
     declared = CATALOG[name].classes if classes is None and name in CATALOG else classes
     dataset = Dataset(name, x_train, t_train, x_test, t_test, 255, source, declared)
-    dataset.check_labels()
+    _check_labels(dataset)
     return dataset
+
+
+def _check_labels(dataset: Dataset) -> None:
+    """:class:`DataError` unless every label lies in ``[0, num_classes)``."""
+    for split, labels in (("training", dataset.t_train), ("test", dataset.t_test)):
+        try:
+            checked_labels(labels, labels.shape[0], dataset.num_classes, who=f"{dataset.name}: {split}")
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
 
 
 def load_dataset(

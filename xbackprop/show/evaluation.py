@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..backend import to_numpy
-from ..functions import namespace_of, softmax
+from ..functions import checked_labels, namespace_of, softmax
 
 #: Mistakes in the grid, the most confident first.
 MISTAKES_SHOWN = 24
@@ -48,6 +48,7 @@ def evaluate(net: Any, x: Any, t: Any, *, batch_size: int = 10_000) -> Evaluatio
     if x.ndim != 2:
         raise ValueError(f"x: images must be rows (N, D), got shape {tuple(x.shape)}")
     truth = _labels(to_numpy(t), x.shape[0], net.sizes[-1])
+    batch_size = min(batch_size, getattr(net, "evaluation_batch_size", None) or batch_size)  # a conv net's 100
     predicted: list[int] = []
     confidence: list[float] = []
     for start in range(0, x.shape[0], batch_size):
@@ -65,17 +66,11 @@ def evaluate(net: Any, x: Any, t: Any, *, batch_size: int = 10_000) -> Evaluatio
 
 
 def _labels(t: Any, n: int, classes: int) -> list[int]:
-    """``t`` (host NumPy) as a list of class indices, or ``ValueError`` naming ``x`` or ``t``."""
+    """``t`` (host NumPy) as a list of class indices (read by :func:`~xbackprop.functions.checked_labels`), or
+    ``ValueError`` naming ``x`` or ``t``."""
     if n == 0:
         raise ValueError("x: no images to evaluate")
-    if t.ndim == 2 and t.shape[1] == classes:
-        t = t.argmax(axis=1)
-    if t.ndim != 1 or t.shape[0] != n:
-        raise ValueError(f"t: labels of shape {t.shape} for {n} images; give ({n},) classes or ({n}, {classes}) "
-                         "one-hot rows")
-    if t.dtype.kind not in "iu" or t.min() < 0 or t.max() >= classes:
-        raise ValueError(f"t: labels must be integer classes in [0, {classes}) for this net")
-    return [int(k) for k in t.tolist()]
+    return [int(k) for k in checked_labels(t, n, classes, who="t").tolist()]
 
 
 def confusion_matrix(truth: Sequence[int], predicted: Sequence[int], classes: int) -> list[list[int]]:
