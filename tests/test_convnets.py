@@ -158,3 +158,25 @@ def test_a_conv_nets_step_is_measured_against_the_memory_before_training(synthet
     assert train(["--net", "deep-convnet", "--data-dir", str(synthetic_dir), "--iters", "1"]) == 2
     err = capsys.readouterr().err
     assert "a deep-convnet 784-50-10 step at --batch-size 100 needs about" in err
+
+
+def test_a_conv_nets_report_shows_its_first_filters_before_and_after_training(synthetic_dir, tmp_path, monkeypatch):
+    """The book's visualize_filter.py, in the report: the filters drawn from the starting and the trained weights."""
+    pytest.importorskip("matplotlib", reason="reports need matplotlib: pip install 'xbackprop[plot]'")
+    from xbackprop.show import filters as module
+    from xbackprop.train import main as train
+
+    drawn = []
+    figure = module.filters_figure
+    monkeypatch.setattr(module, "filters_figure", lambda after, before=None, *args, **kwargs: drawn.append(
+        (after, before)) or figure(after, before, *args, **kwargs))
+    import xbackprop.show.report_folder as report_folder
+
+    monkeypatch.setattr(report_folder, "filters_figure", module.filters_figure)
+    folder = tmp_path / "report"
+    assert train(["--net", "simple-convnet", "--data-dir", str(synthetic_dir), "--iters", "20", "--optimizer", "adam",
+                  "--lr", "0.001", "--quiet", "--report", str(folder)]) == 0
+    assert (folder / "filters.png").stat().st_size > 0
+    assert "![the first layer's filters](filters.png)" in (folder / "summary.md").read_text()
+    (after, before), = drawn
+    assert after.shape == before.shape == (30, 1, 5, 5) and not np.array_equal(after, before)

@@ -227,7 +227,7 @@ def _run(config: TrainConfig, context: MPIContext | None) -> int:
             return 0
         write_reports(config, plan, runs)
         if config.report is not None:
-            _write_learned(config, plan, runs[-1][1], nets[-1])
+            _write_learned(config, plan, runs[-1][1], *nets[-1])
     return 1 if (not config.lr_sweep and runs[0][1].diverged_at) else 0
 
 

@@ -28,6 +28,7 @@ from .memory import check_fits, measured_peak
 from .nets import build_net
 from .optimizers import OPTIMIZERS
 from .saved import load_params, save_params
+from .show.filters import first_filters
 from .show.report_folder import write_report
 from .train_plan import PROG, RunPlan, TrainConfig, _interactive
 from .training import (
@@ -70,7 +71,8 @@ def train_runs(
     nets: list[Any] | None = None,
 ) -> list[tuple[float, TrainResult]]:
     """Train one fresh (or ``--load``-ed) net per learning rate; print each run's summary; ``--save`` the net.
-    The trained nets are appended to ``nets`` when given."""
+    The trained nets are appended to ``nets`` when given, each with its first-layer filters before training (a
+    conv net's, for the report; ``None`` for others)."""
     if plan.architecture.net != "multi-layer-net":  # the fully connected net's need is estimated in the plan
         _check_step_memory(plan, config.batch_size)
     runs = []
@@ -85,6 +87,7 @@ def train_runs(
                 load_params(config.load, net)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
+        filters_before = first_filters(net)
         # the running statistics of batch normalization are averaged with the gradients (see EagerSteps)
         averaged = {key: value for key, value in net.buffers.items() if value.dtype == net.dtype}
         ranks = None if context is None else DistributedSync(context, {**net.params, **averaged})
@@ -98,7 +101,7 @@ def train_runs(
             context.abort(f"{PROG}: error on rank {context.rank}: {type(exc).__name__}: {exc}")
         runs.append((lr, result))
         if nets is not None:
-            nets.append(net)
+            nets.append((net, filters_before))
         print_root(("" if not config.lr_sweep else f"lr {lr:g}: ") + summary_line(result), flush=True)
         if config.save and (context is None or context.is_root):
             with _writing("--save", config.save):
@@ -183,14 +186,14 @@ def write_reports(config: TrainConfig, plan: RunPlan, runs: list[tuple[float, Tr
             plot_results(config.plot, [(f"lr {lr:g}", result) for lr, result in runs], title=title)
 
 
-def _write_learned(config: TrainConfig, plan: RunPlan, result: TrainResult, net: Any) -> None:
-    """``--report DIR``: what the trained net learned, on the test set."""
+def _write_learned(config: TrainConfig, plan: RunPlan, result: TrainResult, net: Any, filters_before: Any) -> None:
+    """``--report DIR``: what the trained net learned, on the test set (a conv net's filters before and after)."""
     title = (f"{plan.dataset.name}, {plan.architecture.describe()}, {config.optimizer} lr "
              f"{plan.rates[-1]:g}, batch {config.batch_size}, {result.steps_done} iterations, {config.dtype}")
     with _writing("--report", config.report):
         evaluation = write_report(config.report, net, plan.data.x_test, plan.data.t_test,
                                   names=CLASS_NAMES.get(plan.dataset.name), runs=[("", result)], title=title,
-                                  source=f"{plan.dataset.name}'s test set")
+                                  source=f"{plan.dataset.name}'s test set", filters_before=filters_before)
     mistakes = len(evaluation.truth) - round(evaluation.accuracy * len(evaluation.truth))
     print(one_line(f"wrote {Path(config.report) / 'summary.md'}: test accuracy {evaluation.accuracy:.4f}, "
                    f"{mistakes} mistakes"), file=sys.stderr)

@@ -15,13 +15,15 @@ from ..backend import to_numpy
 from ..files import plan_outputs, replace_folder_atomically
 from ..functions import namespace_of
 from .evaluation import Evaluation, evaluate
+from .filters import filters_figure, first_filters
 
-#: The files of a report folder (``curves.png`` only when there were runs to draw).
-REPORT_FILES = ("summary.md", "confusion.png", "mistakes.png", "curves.png")
+#: The files of a report folder (``curves.png`` only when there were runs to draw, ``filters.png`` for a net whose
+#: first layer is a convolution).
+REPORT_FILES = ("summary.md", "confusion.png", "mistakes.png", "curves.png", "filters.png")
 
 
-def report_paths(folder: str | os.PathLike[str], *, curves: bool,
-                 inputs: Sequence[tuple[str, Any]] = ()) -> dict[str, Path]:
+def report_paths(folder: str | os.PathLike[str], *, curves: bool, inputs: Sequence[tuple[str, Any]] = (),
+                 filters: bool = False) -> dict[str, Path]:
     """The report's files in ``folder`` (made if missing; its parent must exist), planned together and against
     ``inputs`` before any work (see :func:`xbackprop.files.plan_outputs`)."""
     if not os.fspath(folder).strip():
@@ -37,7 +39,7 @@ def report_paths(folder: str | os.PathLike[str], *, curves: bool,
         if place == target or target in place.parents:
             raise ValueError(f"--report {folder}: {flag} {path} is in it, and the report replaces the folder "
                              "whole: give a folder of its own")
-    names = [name for name in REPORT_FILES if curves or name != "curves.png"]
+    names = [name for name in REPORT_FILES if (curves or name != "curves.png") and (filters or name != "filters.png")]
     others = sorted(entry.name for entry in folder.iterdir() if entry.name not in REPORT_FILES) \
         if folder.is_dir() else []
     if others:
@@ -53,17 +55,19 @@ def report_paths(folder: str | os.PathLike[str], *, curves: bool,
 
 def write_report(folder: str | os.PathLike[str], net: Any, x: Any, t: Any, *, names: Sequence[str] | None = None,
                  runs: Sequence[tuple[str, Any]] = (), title: str = "", source: str = "the test set",
-                 paths: dict[str, Path] | None = None) -> Evaluation:
+                 paths: dict[str, Path] | None = None, filters_before: Any = None) -> Evaluation:
     """Write the report of ``net`` on labelled images ``x``, ``t`` into ``folder`` and return the evaluation.
 
     ``names`` are the class names (digits by default), ``runs`` ``(label, TrainResult)``
-    pairs whose curves are drawn, ``title`` the run's settings (every figure carries it).
+    pairs whose curves are drawn, ``title`` the run's settings (every figure carries it). A conv net's
+    first-layer filters are drawn too, below ``filters_before`` (a host copy taken before training) if given.
     """
     from .curves import results_figure
     from .evaluation import confusion_figure, mistakes_figure
     from .figures import save_figure
 
-    paths = paths or report_paths(folder, curves=bool(runs))
+    filters = first_filters(net)
+    paths = paths or report_paths(folder, curves=bool(runs), filters=filters is not None)
     evaluation = evaluate(net, x, t)
     classes = len(evaluation.matrix)
     names = list(names) if names else [str(k) for k in range(classes)]
@@ -88,11 +92,16 @@ def write_report(folder: str | os.PathLike[str], net: Any, x: Any, t: Any, *, na
         if runs:
             save_figure(results_figure(runs, f"Accuracy and loss while training{setting}"), staging / "curves.png",
                         dpi=100)
-        (staging / "summary.md").write_text(_summary(evaluation, names, source, title, bool(runs)))
+        if filters is not None and "filters.png" in paths:
+            save_figure(filters_figure(filters, filters_before, f"The first layer's filters{setting}"),
+                        staging / "filters.png")
+        (staging / "summary.md").write_text(_summary(evaluation, names, source, title, bool(runs),
+                                                     "filters.png" in paths))
     return evaluation
 
 
-def _summary(evaluation: Evaluation, names: Sequence[str], source: str, title: str, curves: bool) -> str:
+def _summary(evaluation: Evaluation, names: Sequence[str], source: str, title: str, curves: bool,
+             filters: bool = False) -> str:
     lines = [f"# What the net learned{': ' + title if title else ''}", "",
              f"Accuracy on {source}: **{evaluation.accuracy:.4f}** ({len(evaluation.truth)} images).", ""]
     if curves:
@@ -106,4 +115,6 @@ def _summary(evaluation: Evaluation, names: Sequence[str], source: str, title: s
     lines += ["", "## Confusion matrix", "", "Rows: the true class; columns: the class the net chose.", "",
               "![confusion matrix](confusion.png)", "", "## The most confident mistakes", "",
               "![the most confident mistakes](mistakes.png)", ""]
+    if filters:
+        lines += ["## The first layer's filters", "", "![the first layer's filters](filters.png)", ""]
     return "\n".join(lines)
