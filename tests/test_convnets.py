@@ -180,3 +180,13 @@ def test_a_conv_nets_report_shows_its_first_filters_before_and_after_training(sy
     assert "![the first layer's filters](filters.png)" in (folder / "summary.md").read_text()
     (after, before), = drawn
     assert after.shape == before.shape == (30, 1, 5, 5) and not np.array_equal(after, before)
+
+
+def test_load_mnist_without_flattening_gives_the_images_the_conv_nets_take(synthetic_dir):
+    """The book's ch07/train_convnet.py: load_mnist(flatten=False) is (N, 1, 28, 28), which SimpleConvNet takes."""
+    from xbackprop import load_mnist
+
+    (x_train, t_train), (x_test, _) = load_mnist(flatten=False, data_dir=synthetic_dir)
+    assert x_train.shape == (600, 1, 28, 28) and x_test.shape == (200, 1, 28, 28) and x_train.dtype == np.float32
+    net = SimpleConvNet(xp="numpy", dtype="float32", seed=0)
+    assert net.predict(x_train[:3]).shape == (3, 10) and 0.0 <= net.accuracy(x_train[:10], t_train[:10]) <= 1.0
