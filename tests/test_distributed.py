@@ -170,3 +170,17 @@ def test_a_signal_to_the_launcher_ends_every_rank_promptly(synthetic_dir, signum
         assert child.returncode == 128 + signum
         assert err.count("terminated by SIGTERM" if signum == signal.SIGTERM else "interrupted") <= 1
         assert "Traceback" not in err and "Abort(" not in err
+
+
+def test_two_ranks_train_a_conv_net_as_one_process_does(synthetic_dir, tmp_path, capsys):
+    """SimpleConvNet's parameters are whatever its layers declare: the same all-reduce carries them."""
+    common = ["--net", "simple-convnet", "--data-dir", str(synthetic_dir), "--iters", "6", "--dtype", "float64",
+              "--optimizer", "adam", "--lr", "0.001", "--quiet"]
+    assert main([*common, "--save", str(tmp_path / "one.npz")]) == 0
+    single = capsys.readouterr().out.splitlines()[-1].split(" after")[0]
+    completed, _ = mpirun(2, *common, "--save", str(tmp_path / "two.npz"))
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines()[-1].split(" after")[0] == single
+    one, two = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    for key in ("W1", "b1", "W2", "b2", "W3", "b3"):
+        assert np.abs(one[key] - two[key]).max() <= 1e-12 * np.abs(one[key]).max(), key
