@@ -226,3 +226,24 @@ def test_a_python_number_that_a_wrapper_copies_to_the_device_is_refused():
         xp.maximum(x, 0.0)
     if isinstance(caught.value, GpuRuleBroken):
         assert "host data float" in str(caught.value) and "test_gpu_rules.py" in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["torch", "array_api_strict"])
+def test_a_conv_net_trains_in_captured_blocks_under_the_gpu_rules(name):
+    """im2col's windows, pooling's slices and col2im's sums under a capture's rules: no host transfer, no stack of
+    many arrays (each window is written into its place instead), and the run equals the eager one."""
+    from xbackprop import SimpleConvNet
+
+    xp = namespace(name)
+    results = []
+    for capturer in (GuardedReplayCapturer(xp), None):
+        net = SimpleConvNet((1, 4, 4), {"filter_num": 2, "filter_size": 3, "pad": 1}, hidden_size=5, output_size=2,
+                            xp=xp, dtype="float64", seed=0)
+        data = to_device(toy_dataset(), xp, dtype=xp.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no fallback
+            result = train(net, OPTIMIZERS["adam"](lr=0.01), data, Schedule(iters=80, batch_size=10, seed=2),
+                           compile=capturer is not None, capturer=capturer)
+        results.append((result.losses, to_numpy(net.params["W1"])))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12, atol=1e-15)

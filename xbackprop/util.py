@@ -1,8 +1,8 @@
 """The book's ``common/util.py`` for chapter 7: ``im2col`` and ``col2im``, in the Array API standard only.
 
 A convolution becomes one matrix product once every window of the input is a row: ``im2col``
-pads the images (array-api-extra's ``pad``) and stacks the ``filter_h * filter_w`` strided slices
-of the padded images, with no loop over output pixels and no NumPy-only stride tricks.
+pads the images (array-api-extra's ``pad``) and writes the ``filter_h * filter_w`` strided slices
+of the padded images into place, with no loop over output pixels and no NumPy-only stride tricks.
 ``col2im`` is its adjoint, not its inverse: it adds each window's values back where they came
 from, so a pixel covered by several windows receives their sum. The additions go slice by slice
 (``filter_h * filter_w`` strided slices, each touching distinct pixels): never an integer-array
@@ -43,8 +43,12 @@ def im2col(input_data: Any, filter_h: int, filter_w: int, stride: int = 1, pad: 
     n, c, h, w = input_data.shape
     out_h, out_w = conv_output_size(h, filter_h, stride, pad), conv_output_size(w, filter_w, stride, pad)
     img = xpx.pad(input_data, ((0, 0), (0, 0), (pad, pad), (pad, pad)), xp=xp) if pad else input_data
-    views = [img[:, :, rows, columns] for rows, columns in windows(filter_h, filter_w, stride, out_h, out_w)]
-    col = xp.reshape(xp.stack(views, axis=2), (n, c, filter_h, filter_w, out_h, out_w))
+    # each window position written into its place (a stack of them would be one array per position: a captured
+    # CUDA graph cannot take a stack of more than eight)
+    col = xp.empty((n, c, filter_h * filter_w, out_h, out_w), dtype=input_data.dtype, device=device(input_data))
+    for k, (rows, columns) in enumerate(windows(filter_h, filter_w, stride, out_h, out_w)):
+        col = xpx.at(col, (slice(None), slice(None), k, ...)).set(img[:, :, rows, columns], copy=None, xp=xp)
+    col = xp.reshape(col, (n, c, filter_h, filter_w, out_h, out_w))
     return xp.reshape(xp.permute_dims(col, (0, 4, 5, 1, 2, 3)), (n * out_h * out_w, c * filter_h * filter_w))
 
 
