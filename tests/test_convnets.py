@@ -142,6 +142,7 @@ def test_a_fully_connected_nets_file_is_as_it_was(synthetic_dir, tmp_path):
 @pytest.mark.parametrize(("flags", "message"), [
     (["--batchnorm"], "--net deep-convnet: deep-convnet has the book's layers: batchnorm does not apply to it"),
     (["--hidden", "50,50"], "--net deep-convnet: deep-convnet takes square grey images and one hidden layer"),
+    (["--weight-init-std", "0.1"], "DeepConvNet is He-initialised, as the book's: --weight-init-std 0.1 does not apply"),
 ])
 def test_a_conv_net_refuses_what_does_not_apply_to_it(synthetic_dir, capsys, flags, message):
     from xbackprop.train import main as train

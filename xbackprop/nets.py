@@ -30,6 +30,9 @@ def build_net(architecture: Architecture, weight_init_std: float | str = 0.01, *
         return SimpleConvNet(architecture.input_dim, hidden_size=hidden, output_size=classes,
                              weight_init_std=weight_init_std, **settings)
     if architecture.net == "deep-convnet":
+        if weight_init_std not in (0.01, "he", "relu"):  # 0.01: nothing asked for but the common default
+            raise ValueError(f"DeepConvNet is He-initialised, as the book's: weight_init_std {weight_init_std!r} "
+                             "does not apply to it")
         return DeepConvNet(architecture.input_dim, hidden_size=hidden, output_size=classes, **settings)
     return MultiLayerNet.from_architecture(architecture, weight_init_std, **settings)
 
