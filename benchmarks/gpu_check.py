@@ -19,7 +19,8 @@ JAX; with ``--smoke``, NumPy ``replayed`` through the stand-in capturer instead)
    holds Fashion-MNIST (synthetic data otherwise); the timed run captures or compiles its
    own graphs, as a user's run does, and the seconds that took are given beside it;
 4. the crossover: ms per step from 784-50-10 at batch 100 to 784-1000-1000-10 at batch 1000,
-   beside host NumPy.
+   beside host NumPy;
+5. the book's SimpleConvNet, one epoch (Adam 0.001, batch 100), each way beside host NumPy eager.
 
 Every row names the stepper that actually ran (``eager``, ``captured``, ``compiled``,
 ``replayed``) and the fallback that made it eager, if any: a number is never labelled
@@ -40,6 +41,7 @@ import numpy as np
 
 from benchmarks.gpu_preflight import preflight, versions
 from xbackprop import MultiLayerNet, get_namespace, to_numpy
+from xbackprop.architecture import NETS, Architecture
 from xbackprop.backend import (
     BackendUnavailableError,
     backend_name,
@@ -51,7 +53,8 @@ from xbackprop.backend import (
 from xbackprop.cli import Parser, UsageError, run_command
 from xbackprop.datasets import Dataset, load_split
 from xbackprop.files import plan_outputs, replace_atomically
-from xbackprop.optimizers import SGD
+from xbackprop.nets import build_net
+from xbackprop.optimizers import SGD, Adam
 from xbackprop.training import Schedule, make_steps, to_device, train, training_targets
 from xbackprop.training.captured import ReplayCapturer
 
@@ -224,18 +227,24 @@ def _elapsed(xp: Any, fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def whole_run(backend: str, device: str | None, mode: str, data: Dataset, iters: int, warm_iters: int) -> dict:
+def whole_run(backend: str, device: str | None, mode: str, data: Dataset, iters: int, warm_iters: int,
+              net_name: str = "multi-layer-net") -> dict:
     """Seconds of training for ``iters`` iterations at batch 100 (after an untimed run of ``warm_iters``), the
-    seconds its own graph captures took, the stepper that ran, and the final test accuracy."""
+    seconds its own graph captures took, the stepper that ran, and the final test accuracy; ``net_name`` one of
+    :data:`xbackprop.architecture.NETS` (the 784-50-10 net, or the book's SimpleConvNet with Adam 0.001)."""
     xp = get_namespace(backend, strict=True)
     dev = resolve_device(xp, device)
     device_data = to_device(data, xp, device=dev, dtype=xp.float32)
+    hidden = NETS[net_name]
+    optimizer = (lambda: SGD(lr=0.1)) if net_name == "multi-layer-net" else (lambda: Adam(lr=0.001))
     for n in (warm_iters, iters):
-        net = MultiLayerNet(data.num_features, [50], data.num_classes, xp=xp, device=dev, dtype="float32", seed=0)
+        net = build_net(Architecture((data.num_features, hidden, data.num_classes), net=net_name), xp=xp,
+                        device=dev, dtype="float32", seed=0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             capturer, unavailable = capturer_of(mode, xp, net.params["W1"])
-            result = train(net, SGD(lr=0.1), device_data, Schedule(iters=n, batch_size=100, seed=0), compile=mode != "eager" and unavailable is None, capturer=capturer)
+            result = train(net, optimizer(), device_data, Schedule(iters=n, batch_size=100, seed=0),
+                           compile=mode != "eager" and unavailable is None, capturer=capturer)
         how = ran(mode, None, capturer, caught, unavailable)
     return {"iters": iters, "seconds": result.seconds, "capture_seconds": capturer.seconds if capturer else None,
             "test_acc": result.final_test_acc, **how}
@@ -303,6 +312,14 @@ def markdown(record: dict) -> str:
         lines.append(f"| {row['backend']} | {row['mode']} | {row['stepper']} | {row['iters']} | {row['seconds']:.2f} "
                      f"| {_cell(row['capture_seconds'], '.2f')} | {_cell(row['test_acc'], '.4f')} | "
                      f"{row['fallback'] or 'none'} |")
+    host = next(row["seconds"] for row in record["convnet_epoch"] if row["backend"] == "numpy")
+    lines += ["", "## SimpleConvNet, one epoch (batch 100, Adam 0.001, float32; an untimed 5 steps first)", "",
+              "| backend | asked | ran | iterations | seconds | host NumPy / it | test acc | fallback |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for row in record["convnet_epoch"]:
+        lines.append(f"| {row['backend']} | {row['mode']} | {row['stepper']} | {row['iters']} | {row['seconds']:.2f} "
+                     f"| {host / row['seconds']:.1f}x | {_cell(row['test_acc'], '.4f')} | "
+                     f"{row['fallback'] or 'none'} |")
     lines += ["", f"## ms per step (median of {record['repeats']} blocks of {record['block']} steps; host NumPy's "
               "1000-wide nets: a tenth of that) and host NumPy / it; a cell that ran otherwise than asked says so",
               "", "| net | batch | " + " | ".join(f"{b} {m}" for b, _, m in record["modes"]) + " |",
@@ -353,8 +370,11 @@ def proof(record: dict[str, Any], data: Dataset, smoke: bool) -> None:
                            for b, d, m in rows if m != "eager"]
     iters, warm = (100, 20) if smoke else (10_000, 500)
     record["whole_run"] = [{"backend": b, "mode": m, **whole_run(b, d, m, data, iters, warm)} for b, d, m in rows]
+    epoch = 20 if smoke else data.x_train.shape[0] // 100  # SimpleConvNet: one epoch, after an untimed 20 steps
+    record["convnet_epoch"] = [{"backend": b, "mode": m, **whole_run(b, d, m, data, epoch, 5, "simple-convnet")}
+                               for b, d, m in rows]
     if data.name == "synthetic":
-        for row in record["whole_run"]:
+        for row in record["whole_run"] + record["convnet_epoch"]:
             row["test_acc"] = None  # synthetic labels: an accuracy would mean nothing
     record["sweep"] = []
     for hidden, batch in (SMOKE_SWEEP if smoke else SWEEP):

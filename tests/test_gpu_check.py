@@ -33,6 +33,8 @@ def test_the_gpu_check_smoke_run_writes_its_tables_into_a_new_folder(tmp_path):
                                                                               ("replayed", "replayed")]
     assert all(len(row["ms"]) == 2 and all(cell["fallback"] is None for cell in row["ms"].values())
                for row in record["sweep"])
+    assert [(row["mode"], row["stepper"], row["fallback"]) for row in record["convnet_epoch"]] == [
+        ("eager", "eager", None), ("replayed", "replayed", None)]  # the SimpleConvNet epoch captures too
     steps_rows = record["preflight"]["captured_steps"]
     assert steps_rows[0]["backend"] == "numpy" and steps_rows[0]["replays_bit_equal"] is True
     assert steps_rows[0]["fallback"] is None and steps_rows[0]["stepper"] == "replayed"
