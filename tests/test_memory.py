@@ -44,3 +44,21 @@ def test_an_address_space_limit_refuses_a_net_in_one_line_before_allocating():
     assert completed.stderr.count("\n") == 1
     assert "--hidden, --batch-size: a 64-20000-20000-10 net" in completed.stderr
     assert "more than the 3.0 GiB this process may use" in completed.stderr
+
+
+def test_a_step_is_measured_without_touching_a_callers_own_tracing():
+    import tracemalloc
+
+    import numpy as np
+
+    from xbackprop.memory import measured_peak
+
+    def step(rows):
+        np.ones((rows, 1000))  # 8 kB a row
+
+    assert 8 * 1000 * 100 <= measured_peak(step, 100) < 8 * 1000 * 100 + 100_000
+    tracemalloc.start()
+    try:
+        assert measured_peak(step, 100) is None and tracemalloc.is_tracing()  # never stopped behind its back
+    finally:
+        tracemalloc.stop()

@@ -69,10 +69,13 @@ def check_fits(needed: int, what: str) -> None:
                          f"{limit / 2**30:,.1f} GiB this process may use")
 
 
-def measured_peak(run: Callable[[int], object], batch: int) -> int:
+def measured_peak(run: Callable[[int], object], batch: int) -> int | None:
     """Bytes a step of ``batch`` rows takes at its peak, from two small ones measured on the host:
     ``run(rows)`` runs one step of ``rows`` rows on NumPy (whose arrays ``tracemalloc`` sees), and the peak grows
-    with the rows, so two points give what is fixed and what each row adds."""
+    with the rows, so two points give what is fixed and what each row adds. ``None`` while the caller traces
+    memory itself: ``tracemalloc`` cannot nest, and a caller's tracing is never stopped or reset."""
+    if tracemalloc.is_tracing():
+        return None
     peaks = []
     for rows in (1, 2):
         run(rows)  # caches and first-call allocations out of the way

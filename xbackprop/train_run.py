@@ -120,9 +120,11 @@ def _check_step_memory(plan: RunPlan, batch_size: int) -> None:
         twin.loss_and_gradient(np.zeros((rows, plan.sizes[0]), np.float32), np.zeros(rows, np.int64))
 
     itemsize = 8 if str(plan.dtype).endswith("float64") else 4
+    peak = measured_peak(step, batch_size)
+    if peak is None:  # the caller traces memory itself: its tracing is left alone, the step unmeasured
+        return
     try:
-        check_fits(measured_peak(step, batch_size) * itemsize // 4,
-                   f"a {plan.architecture.describe()} step at --batch-size {batch_size}")
+        check_fits(peak * itemsize // 4, f"a {plan.architecture.describe()} step at --batch-size {batch_size}")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
