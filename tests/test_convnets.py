@@ -118,8 +118,8 @@ def test_the_trainer_refuses_an_optimizer_it_does_not_have():
 
 
 def test_the_command_trains_saves_and_predicts_with_a_conv_net(synthetic_dir, tmp_path, capsys):
+    from xbackprop.io import read_saved
     from xbackprop.predict import main as predict
-    from xbackprop.saved import read_saved
     from xbackprop.train import main as train
 
     model = tmp_path / "convnet.npz"

@@ -169,8 +169,8 @@ def test_every_optimizer_on_devices_that_cannot_be_hashed(optimizer):
 
 
 def test_saving_loading_and_evaluating_on_devices_that_cannot_be_hashed(tmp_path):
+    from xbackprop.io import save_params
     from xbackprop.nets import load_net
-    from xbackprop.saved import save_params
     from xbackprop.show.evaluation import evaluate
 
     xp = namespace("array_api_strict")

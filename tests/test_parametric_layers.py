@@ -11,10 +11,10 @@ from xbackprop import Affine, LayerNet, MultiLayerNet, Relu, to_numpy
 from xbackprop.functions import random_bits
 from xbackprop.gradient import numerical_gradient
 from xbackprop.gradient_check import gradient_check
+from xbackprop.io import save_params
 from xbackprop.layers import BatchNormalization, Dropout
 from xbackprop.nets import load_net
 from xbackprop.optimizers import OPTIMIZERS
-from xbackprop.saved import save_params
 
 
 class Scale:
@@ -249,7 +249,7 @@ def test_a_compiled_jax_block_with_batchnorm_and_dropout_equals_eager_steps(rng)
 
 def test_a_learners_own_layer_is_saved_loaded_and_compiled(tmp_path, rng):
     """s1 goes wherever W1 goes: into the file and back, and through JAX's compiled block of steps."""
-    from xbackprop.saved import load_params
+    from xbackprop.io import load_params
 
     net, x, t = scaled_net(np, rng)
     net.params["s1"] = net.params["s1"] * 3.0

@@ -18,8 +18,8 @@ from xbackprop import (
     TwoLayerNet,
 )
 from xbackprop.backend import to_numpy
+from xbackprop.io import load_params, save_params
 from xbackprop.nets import load_net
-from xbackprop.saved import load_params, save_params
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -103,7 +103,7 @@ def test_killing_a_save_never_destroys_the_previous_model(net, tmp_path):
     path = tmp_path / "model.npz"
     save_params(path, net)
     script = (
-        "import sys; from xbackprop import TwoLayerNet; from xbackprop.saved import save_params\n"
+        "import sys; from xbackprop import TwoLayerNet; from xbackprop.io import save_params\n"
         "net = TwoLayerNet(784, 300, 10, xp='numpy', dtype='float32', seed=1)\n"
         "print('ready', flush=True)\n"
         "while True: save_params(sys.argv[1], net)\n"
@@ -184,7 +184,7 @@ def test_a_saved_net_whose_numbers_are_legal_but_poisonous_is_refused(tmp_path, 
 
 
 def test_a_saved_net_with_nan_is_refused(tmp_path):
-    from xbackprop.saved import load_params, save_params
+    from xbackprop.io import load_params, save_params
 
     net = TwoLayerNet(4, 3, 2, xp="numpy", seed=0)
     net.params["W2"] = net.params["W2"] * np.nan

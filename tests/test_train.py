@@ -133,7 +133,7 @@ def test_save_then_load_gives_the_same_net(synthetic_dir, tmp_path, capsys):
 
 
 def test_load_into_another_backend(xp, tmp_path):
-    from xbackprop.saved import load_params, save_params
+    from xbackprop.io import load_params, save_params
 
     source = MultiLayerNet(6, [4], 3, xp="numpy", dtype="float32", seed=1)
     save_params(tmp_path / "n.npz", source)

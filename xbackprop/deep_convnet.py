@@ -10,9 +10,9 @@ from typing import Any
 from .architecture import Architecture
 from .backend import get_namespace, resolve_device, resolve_dtype
 from .initialization import HostDraws
+from .io import SavesParams
 from .layer_net import LayerNet
 from .layers import Affine, Convolution, Dropout, Pooling, Relu
-from .saved import SavesParams
 from .util import conv_output_size
 
 __all__ = ["DeepConvNet", "BOOK_CONV_PARAMS"]

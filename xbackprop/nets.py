@@ -9,10 +9,10 @@ from typing import Any
 
 from .architecture import Architecture
 from .deep_convnet import DeepConvNet
+from .io import SavedNet, load_params, read_saved
 from .layer_net import LayerNet
 from .memory import check_fits
 from .multi_layer_net import MultiLayerNet, parameter_shapes
-from .saved import SavedNet, load_params, read_saved
 from .simple_convnet import SimpleConvNet
 
 __all__ = ["build_net", "load_net", "net_parameter_shapes"]

@@ -8,9 +8,9 @@ from typing import Any
 from .architecture import Architecture
 from .backend import get_namespace, resolve_device, resolve_dtype
 from .initialization import HostDraws
+from .io import SavesParams
 from .layer_net import LayerNet
 from .layers import Affine, Convolution, Pooling, Relu
-from .saved import SavesParams
 from .util import conv_output_size
 
 __all__ = ["SimpleConvNet", "BOOK_CONV_PARAM"]

@@ -30,9 +30,9 @@ from .datasets.load import load_dataset
 from .datasets.locate import dataset_files, default_cache_dir, identify_dataset
 from .files import plan_outputs
 from .initialization import parameter_count
+from .io import read_saved
 from .memory import check_fits
 from .optimizers import OPTIMIZERS
-from .saved import read_saved
 from .show.report_folder import report_paths
 from .training.device_data import DeviceData, to_device
 from .training.distributed import (

@@ -24,10 +24,10 @@ from .cli import (
 from .datasets import (
     CLASS_NAMES,
 )
+from .io import load_params, save_params
 from .memory import check_fits, measured_peak
 from .nets import build_net
 from .optimizers import OPTIMIZERS
-from .saved import load_params, save_params
 from .show.filters import first_filters
 from .show.report_folder import write_report
 from .train_plan import PROG, RunPlan, TrainConfig, _interactive

@@ -5,21 +5,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 __all__ = ["first_filters", "filters_figure"]
 
 
-def first_filters(net: Any) -> np.ndarray | None:
-    """A host copy of the net's first parameter when it is a convolution's filters ``(FN, C, FH, FW)``, else
+def first_filters(net: Any) -> Any:
+    """A host NumPy copy of the net's first parameter when it is a convolution's filters ``(FN, C, FH, FW)``, else
     ``None`` (a fully connected net has no filters to show)."""
     from ..backend import to_numpy
 
     first = next(iter(net.params.values()), None)
-    return None if first is None or first.ndim != 4 else np.array(to_numpy(first), copy=True)
+    return None if first is None or first.ndim != 4 else to_numpy(first).copy()
 
 
-def filters_figure(after: np.ndarray, before: np.ndarray | None = None, title: str = "", columns: int = 10) -> Any:
+def filters_figure(after: Any, before: Any = None, title: str = "", columns: int = 10) -> Any:
     """Each filter's first channel as a grey image (dark: large weights, as the book's ``cmap=gray_r``), after
     training and, given ``before``, before it above them; each filter scaled to its own range."""
     from matplotlib.figure import Figure
