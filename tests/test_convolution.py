@@ -76,6 +76,24 @@ def test_a_tied_window_gives_its_gradient_to_the_first_of_its_maxima(xp):
     np.testing.assert_array_equal(to_numpy(dx), [[[[3.0, 0.0], [0.0, 0.0]]]])
 
 
+def test_arg_max_is_the_books_argmax_of_the_im2col_rows_with_ties_and_overlaps(xp, rng):
+    x = np.maximum(rng.standard_normal((2, 3, 7, 8)), 0.0)  # ReLU's zeros: many tied windows
+    x[0, 0, :3, :3] = 1.0
+    for window, stride in ((2, 2), (3, 1), (2, 3)):
+        layer = Pooling(window, window, stride=stride)
+        layer.forward(asarray(xp, x))
+        rows = im2col(x, window, window, stride).reshape(-1, window * window)  # the book's Pooling.forward
+        np.testing.assert_array_equal(to_numpy(layer.arg_max), np.argmax(rows, axis=1))
+
+
+def test_a_window_holding_a_nan_passes_nan_forward_and_its_gradient_to_its_first_position(xp):
+    layer = Pooling(2, 2, stride=2)
+    out = layer.forward(asarray(xp, np.array([[[[1.0, np.nan], [np.nan, 2.0]]]])))
+    assert np.isnan(to_numpy(out)).all()
+    dx = layer.backward(asarray(xp, np.array([[[[3.0]]]])))
+    np.testing.assert_array_equal(to_numpy(dx), [[[[3.0, 0.0], [0.0, 0.0]]]])
+
+
 def test_check_layer_passes_convolution_and_pooling(xp, rng):
     x = asarray(xp, rng.standard_normal((2, 2, 6, 5)))
     conv = Convolution(asarray(xp, rng.standard_normal((3, 2, 3, 2))), asarray(xp, rng.standard_normal(3)),

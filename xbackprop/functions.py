@@ -69,7 +69,9 @@ def is_integral(xp: Any, dtype: Any) -> bool:
 def relu(x: Any, *, xp: Any = None) -> Any:
     """``max(x, 0)`` elementwise, in ``x``'s dtype."""
     xp = namespace_of(x) if xp is None else xp
-    return xp.where(x < 0, 0.0, x)  # NaN passes; maximum(x, 0.0) would copy 0.0 to the device first (torch)
+    # NaN passes. The zero is made on x's device: array-api-compat's torch maximum would copy a Python 0.0 there
+    # from the host; and where(x < 0, 0.0, x) mispredicts a branch an element on NumPy
+    return xp.maximum(x, xp.zeros((), dtype=x.dtype, device=device(x)))
 
 
 def d_relu(x: Any, *, xp: Any = None) -> Any:

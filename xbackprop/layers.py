@@ -21,9 +21,9 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import device
 
-from .functions import checked_labels, log_softmax, namespace_of, random_bits, sigmoid
+from .functions import checked_labels, log_softmax, namespace_of, random_bits, relu, sigmoid
 from .hooks import Layer, dot, entries
-from .util import col2im, conv_output_size, im2col, windows
+from .util import col2im, conv_output_size, first_maxima, im2col, window_slices, windows
 
 __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
            "Convolution", "Pooling"]
@@ -79,7 +79,7 @@ class Relu(Layer):
 
     def forward(self, x: Any) -> Any:
         xp = namespace_of(x)
-        out = xp.where(x < 0, 0.0, x)  # maximum(x, 0.0) would copy 0.0 to the device first (torch)
+        out = relu(x, xp=xp)
         self.passed = xp.astype(xp.astype(out, xp.bool), x.dtype)
         return out
 
@@ -363,39 +363,51 @@ class Convolution(Layer):
         out_h, out_w = conv_output_size(h, fh, self.stride, self.pad), conv_output_size(w, fw, self.stride, self.pad)
         self.x, self.col = x, im2col(x, fh, fw, self.stride, self.pad)
         self.col_W = xp.reshape(self.W, (fn, -1)).T
-        out = dot(self.col, self.col_W) + self.b
-        out = xp.permute_dims(xp.reshape(out, (n, out_h, out_w, fn)), (0, 3, 1, 2))
-        return out
+        # the book's col @ col_W + b, computed transposed (a filter a row): there the bias is added and summed
+        # along rows, which NumPy does several times faster than down the columns of the book's layout
+        out = dot(self.col_W.T, self.col.T)
+        out += xp.expand_dims(self.b, axis=1)  # into the product's own new array
+        return xp.permute_dims(xp.reshape(out, (fn, n, out_h, out_w)), (1, 0, 2, 3))
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
         fn, c, fh, fw = self.W.shape
-        dout = xp.reshape(xp.permute_dims(dout, (0, 2, 3, 1)), (-1, fn))
-        self.db = xp.sum(dout, axis=0)
-        self.dW = xp.reshape(dot(self.col.T, dout).T, (fn, c, fh, fw))
+        dout = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (fn, -1))  # the book's dout, transposed
+        self.db = xp.sum(dout, axis=1)
+        self.dW = xp.reshape(dot(dout, self.col), (fn, c, fh, fw))
         if not self.input_grad:
             return None
-        return col2im(dot(dout, self.col_W.T), tuple(self.x.shape), fh, fw, self.stride, self.pad)
+        return col2im(dot(dout.T, self.col_W.T), tuple(self.x.shape), fh, fw, self.stride, self.pad)
 
 
 class Pooling(Layer):
     """Max pooling over ``pool_h`` x ``pool_w`` windows: ``x`` ``(N, C, H, W)`` to ``(N, C, OH, OW)``.
 
-    Caches ``x`` and each window's ``winner`` (``arg_max`` in the book's layout, ``(N*OH*OW*C,)``). A tied
-    maximum sends the whole gradient to the first of the tied inputs (row by row), as the book's ``np.argmax``.
-    Both passes go window position by position over strided slices: the maximum is an elementwise maximum, and
-    ``backward`` adds each slice's share of ``dout`` back where it came from (nothing is assigned by index).
+    Caches ``x`` and ``out``; which position of each window won (``arg_max`` in the book's layout,
+    ``(N*OH*OW*C,)``) is worked out from them when asked, so a forward pass alone (evaluation) computes only the
+    maxima. A tied maximum sends the whole gradient to the first of the tied inputs (row by row), as the book's
+    ``np.argmax``; a window holding a NaN sends it to its first position. Both passes go window position by
+    position over strided slices: the maximum is an elementwise maximum, and ``backward`` adds each slice's share
+    of ``dout`` (``dout`` times 0 or 1, so a non-finite ``dout`` makes NaN beside its winner, as in
+    :class:`Relu`) back where it came from (nothing is assigned by index).
     """
 
     def __init__(self, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0) -> None:
         self.pool_h, self.pool_w, self.stride, self.pad = pool_h, pool_w, stride, pad
-        self.x = self.winner = None
+        self.x = self.out = None
+
+    @property
+    def winner(self) -> Any:
+        """Each window's winning position, ``(N, C, OH, OW)`` int32 (``None`` before a pass)."""
+        xp = None if self.x is None else namespace_of(self.x)
+        return None if xp is None else sum(xp.astype(won, xp.int32) * k for k, won in enumerate(self._won()))
 
     @property
     def arg_max(self) -> Any:
         """The book's ``arg_max``: each window's winning position, ``(N*OH*OW*C,)`` (``None`` before a pass)."""
-        xp = None if self.winner is None else namespace_of(self.winner)
-        return None if xp is None else xp.reshape(xp.permute_dims(self.winner, (0, 2, 3, 1)), (-1,))
+        winner = self.winner
+        xp = None if winner is None else namespace_of(winner)
+        return None if xp is None else xp.reshape(xp.permute_dims(winner, (0, 2, 3, 1)), (-1,))
 
     @property
     def mask(self) -> Any:
@@ -406,24 +418,22 @@ class Pooling(Layer):
         xp = namespace_of(x)
         if x.ndim != 4:
             raise ValueError(f"Pooling: input must be (N, C, H, W), got {tuple(x.shape)}")
-        slices = self._slices(x)
+        slices = window_slices(x, self.pool_h, self.pool_w, self.stride, self.pad)
         out = slices[0]
         for piece in slices[1:]:
             out = xp.maximum(out, piece)
-        winner = xp.full(out.shape, len(slices) - 1, dtype=xp.int32, device=device(x))
-        for k in range(len(slices) - 2, -1, -1):  # from the last position down: the first maximum wins
-            winner = xp.where(slices[k] == out, k, winner)
-        self.x, self.winner = x, winner
+        self.x, self.out = x, out
         return out
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
         n, c, h, w = self.x.shape
         pad = self.pad
-        dx = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=dout.dtype, device=device(dout))
-        for k, (rows, columns) in enumerate(self._windows(h, w)):  # each slice's pixels are distinct
-            share = xp.where(self.winner == k, dout, 0.0)
-            dx = xpx.at(dx, (slice(None), slice(None), rows, columns)).add(share, copy=None, xp=xp)
+        dx = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=dout.dtype, device=device(dout)) if pad \
+            else xp.zeros_like(self.x)  # in x's memory layout, which the convolution before it reads back
+        for (rows, columns), won in zip(self._windows(h, w), self._won()):  # each slice's pixels are distinct
+            dx = xpx.at(dx, (slice(None), slice(None), rows, columns)).add(dout * xp.astype(won, dout.dtype),
+                                                                          copy=None, xp=xp)
         return dx[:, :, pad : pad + h, pad : pad + w] if pad else dx
 
     def _windows(self, h: int, w: int) -> list[tuple[slice, slice]]:
@@ -431,11 +441,8 @@ class Pooling(Layer):
         out_w = conv_output_size(w, self.pool_w, self.stride, self.pad)
         return windows(self.pool_h, self.pool_w, self.stride, out_h, out_w)
 
-    def _slices(self, x: Any) -> list[Any]:
-        """Position ``k`` of every window, for each ``k`` in the window (row by row): ``(N, C, OH, OW)`` each."""
-        padded = xpx.pad(x, ((0, 0), (0, 0), (self.pad, self.pad), (self.pad, self.pad)), xp=namespace_of(x)) \
-            if self.pad else x
-        return [padded[:, :, rows, columns] for rows, columns in self._windows(x.shape[2], x.shape[3])]
+    def _won(self) -> list[Any]:
+        return first_maxima(window_slices(self.x, self.pool_h, self.pool_w, self.stride, self.pad), self.out)
 
 
 #: Hidden-layer activations of :class:`~xbackprop.multi_layer_net.MultiLayerNet`, by name.

@@ -16,7 +16,7 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import array_namespace, device
 
-__all__ = ["im2col", "col2im", "conv_output_size", "windows"]
+__all__ = ["im2col", "col2im", "conv_output_size", "windows", "window_slices", "first_maxima"]
 
 
 def conv_output_size(size: int, filter_size: int, stride: int = 1, pad: int = 0) -> int:
@@ -35,6 +35,29 @@ def windows(filter_h: int, filter_w: int, stride: int, out_h: int, out_w: int) -
             for y in range(filter_h) for x in range(filter_w)]
 
 
+def window_slices(x: Any, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0) -> list[Any]:
+    """For each position ``k`` in a window (row by row), that position of every window of ``x`` ``(N, C, H, W)``
+    padded by ``pad`` zeros: views ``(N, C, out_h, out_w)``, one per position."""
+    xp = array_namespace(x)
+    out_h = conv_output_size(x.shape[2], filter_h, stride, pad)
+    out_w = conv_output_size(x.shape[3], filter_w, stride, pad)
+    padded = xpx.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), xp=xp) if pad else x
+    return [padded[:, :, rows, columns] for rows, columns in windows(filter_h, filter_w, stride, out_h, out_w)]
+
+
+def first_maxima(pieces: list[Any], maximum: Any) -> list[Any]:
+    """Where each of ``pieces`` (the window positions of :func:`window_slices`) holds its window's ``maximum``
+    first: bool arrays shaped like ``maximum``, exactly one true per window. Where a window holds a NaN
+    (``maximum`` NaN), its first position. Counted with masks, not ``where()``, which mispredicts a branch an
+    element on NumPy."""
+    unclaimed, won = None, []
+    for piece in pieces:
+        reaches = ~(piece < maximum)  # equal to the maximum (no piece is above it), or the maximum is NaN
+        won.append(reaches if unclaimed is None else reaches & unclaimed)
+        unclaimed = ~reaches if unclaimed is None else unclaimed & ~reaches
+    return won
+
+
 def im2col(input_data: Any, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0) -> Any:
     """Every ``filter_h`` x ``filter_w`` window of ``input_data`` ``(N, C, H, W)`` as a row of
     ``(N * out_h * out_w, C * filter_h * filter_w)``, in the book's order (rows by image, then output row and
@@ -44,12 +67,13 @@ def im2col(input_data: Any, filter_h: int, filter_w: int, stride: int = 1, pad: 
     out_h, out_w = conv_output_size(h, filter_h, stride, pad), conv_output_size(w, filter_w, stride, pad)
     img = xpx.pad(input_data, ((0, 0), (0, 0), (pad, pad), (pad, pad)), xp=xp) if pad else input_data
     # each window position written into its place (a stack of them would be one array per position: a captured
-    # CUDA graph cannot take a stack of more than eight)
-    col = xp.empty((n, c, filter_h * filter_w, out_h, out_w), dtype=input_data.dtype, device=device(input_data))
+    # CUDA graph cannot take a stack of more than eight), images inside channels and positions, so that the
+    # book's rows are a transposed view: no copy, and the product with them needs none either
+    col = xp.empty((c, filter_h * filter_w, n, out_h, out_w), dtype=input_data.dtype, device=device(input_data))
     for k, (rows, columns) in enumerate(windows(filter_h, filter_w, stride, out_h, out_w)):
-        col = xpx.at(col, (slice(None), slice(None), k, ...)).set(img[:, :, rows, columns], copy=None, xp=xp)
-    col = xp.reshape(col, (n, c, filter_h, filter_w, out_h, out_w))
-    return xp.reshape(xp.permute_dims(col, (0, 4, 5, 1, 2, 3)), (n * out_h * out_w, c * filter_h * filter_w))
+        col = xpx.at(col, (slice(None), k, ...)).set(xp.permute_dims(img[:, :, rows, columns], (1, 0, 2, 3)),
+                                                      copy=None, xp=xp)
+    return xp.reshape(col, (c * filter_h * filter_w, n * out_h * out_w)).T
 
 
 def col2im(col: Any, input_shape: tuple[int, int, int, int], filter_h: int, filter_w: int, stride: int = 1,
