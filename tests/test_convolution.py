@@ -10,7 +10,7 @@ from conftest import asarray
 from xbackprop.backend import to_numpy
 from xbackprop.layercheck import check_layer
 from xbackprop.layers import Convolution, Pooling
-from xbackprop.util import col2im, im2col
+from xbackprop.util import col2im, im2col, window_slices, windows_added_back
 
 #: (N, C, H, W), (FN, FH, FW), stride, pad: square and not, odd sizes, several channels, stride 1 and 2, pad 0-2.
 CASES = [((2, 3, 7, 6), (4, 3, 2), 1, 0), ((1, 1, 10, 10), (10, 3, 3), 1, 0), ((2, 2, 9, 7), (3, 3, 3), 2, 1),
@@ -26,6 +26,22 @@ def test_col2im_is_the_adjoint_of_im2col(xp, rng, x_shape, filters, stride, pad)
     left = float(xp.sum(col * y))
     right = float(xp.sum(x * col2im(y, x_shape, fh, fw, stride, pad)))
     assert abs(left - right) <= 1e-12 * max(abs(left), 1.0)
+
+
+@pytest.mark.parametrize(("x_shape", "window", "stride", "pad"),
+                         [((2, 3, 8, 6), 2, 2, 0), ((2, 3, 7, 6), 2, 2, 0), ((1, 2, 6, 6), 3, 1, 0),
+                          ((2, 1, 6, 8), 2, 2, 1), ((1, 2, 9, 9), 3, 3, 0)])
+def test_windows_added_back_is_the_adjoint_of_window_slices_tiled_or_not(xp, rng, x_shape, window, stride, pad):
+    x = asarray(xp, rng.standard_normal(x_shape))
+    pieces = window_slices(x, window, window, stride, pad)
+    ys = [asarray(xp, rng.standard_normal(tuple(piece.shape))) for piece in pieces]
+    left = sum(float(xp.sum(piece * y)) for piece, y in zip(pieces, ys))
+    channels_first = xp.permute_dims(xp.asarray(xp.permute_dims(x, (1, 0, 2, 3)), copy=True), (1, 0, 2, 3))
+    for like in (None, channels_first):  # a layout lent, and none
+        back = windows_added_back(ys, x_shape, window, window, stride, pad, like=like)
+        assert tuple(back.shape) == x_shape
+        right = float(xp.sum(x * back))
+        assert abs(left - right) <= 1e-12 * max(abs(left), 1.0)
 
 
 def torch_reference(x, W, b, stride, pad, dout):

@@ -18,12 +18,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import array_api_extra as xpx
 from array_api_compat import device
 
 from .functions import checked_labels, log_softmax, namespace_of, random_bits, relu, sigmoid
 from .hooks import Layer, dot, entries
-from .util import col2im, conv_output_size, first_maxima, im2col, window_slices, windows
+from .util import col2im, conv_output_size, first_maxima, im2col, window_slices, windows_added_back
 
 __all__ = ["MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
            "Convolution", "Pooling"]
@@ -427,19 +426,10 @@ class Pooling(Layer):
 
     def backward(self, dout: Any) -> Any:
         xp = namespace_of(dout)
-        n, c, h, w = self.x.shape
-        pad = self.pad
-        dx = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=dout.dtype, device=device(dout)) if pad \
-            else xp.zeros_like(self.x)  # in x's memory layout, which the convolution before it reads back
-        for (rows, columns), won in zip(self._windows(h, w), self._won()):  # each slice's pixels are distinct
-            dx = xpx.at(dx, (slice(None), slice(None), rows, columns)).add(dout * xp.astype(won, dout.dtype),
-                                                                          copy=None, xp=xp)
-        return dx[:, :, pad : pad + h, pad : pad + w] if pad else dx
-
-    def _windows(self, h: int, w: int) -> list[tuple[slice, slice]]:
-        out_h = conv_output_size(h, self.pool_h, self.stride, self.pad)
-        out_w = conv_output_size(w, self.pool_w, self.stride, self.pad)
-        return windows(self.pool_h, self.pool_w, self.stride, out_h, out_w)
+        shares = [dout * xp.astype(won, dout.dtype) for won in self._won()]
+        # in x's memory layout, which the convolution before it reads back
+        return windows_added_back(shares, tuple(self.x.shape), self.pool_h, self.pool_w, self.stride, self.pad,
+                                  like=self.x)
 
     def _won(self) -> list[Any]:
         return first_maxima(window_slices(self.x, self.pool_h, self.pool_w, self.stride, self.pad), self.out)

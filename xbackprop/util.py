@@ -16,7 +16,7 @@ from typing import Any
 import array_api_extra as xpx
 from array_api_compat import array_namespace, device
 
-__all__ = ["im2col", "col2im", "conv_output_size", "windows", "window_slices", "first_maxima"]
+__all__ = ["im2col", "col2im", "conv_output_size", "windows", "window_slices", "windows_added_back", "first_maxima"]
 
 
 def conv_output_size(size: int, filter_size: int, stride: int = 1, pad: int = 0) -> int:
@@ -86,10 +86,26 @@ def col2im(col: Any, input_shape: tuple[int, int, int, int], filter_h: int, filt
     n, c, h, w = (int(size) for size in input_shape)
     out_h, out_w = conv_output_size(h, filter_h, stride, pad), conv_output_size(w, filter_w, stride, pad)
     parts = xp.permute_dims(xp.reshape(col, (n, out_h, out_w, c, filter_h, filter_w)), (0, 3, 4, 5, 1, 2))
-    img = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=col.dtype, device=device(col))
-    positions = windows(filter_h, filter_w, stride, out_h, out_w)
-    for k, (rows, columns) in enumerate(positions):  # each slice touches distinct pixels: no repeated index
-        img = xpx.at(img, (slice(None), slice(None), rows, columns)).add(
-            parts[:, :, k // filter_w, k % filter_w, :, :], copy=None, xp=xp)
-    return img[:, :, pad : pad + h, pad : pad + w]
+    pieces = [parts[:, :, k // filter_w, k % filter_w, :, :] for k in range(filter_h * filter_w)]
+    return windows_added_back(pieces, (n, c, h, w), filter_h, filter_w, stride, pad)
 
+
+def windows_added_back(pieces: list[Any], input_shape: tuple[int, int, int, int], filter_h: int, filter_w: int,
+                       stride: int = 1, pad: int = 0, *, like: Any = None) -> Any:
+    """The adjoint of :func:`window_slices`: images ``input_shape`` ``(N, C, H, W)`` in which each pixel is the sum
+    of the values that ``pieces`` (one ``(N, C, out_h, out_w)`` array per window position) hold for it. ``like``,
+    an array of that shape, lends its memory layout where nothing is padded. Piece by piece over strided slices,
+    each touching distinct pixels: never an integer-array assignment, never a scatter with repeated indices.
+    Where the windows tile the images exactly, each piece is written rather than added."""
+    xp = array_namespace(pieces[0])
+    n, c, h, w = input_shape
+    out_h, out_w = conv_output_size(h, filter_h, stride, pad), conv_output_size(w, filter_w, stride, pad)
+    tiled = not pad and filter_h == filter_w == stride and h % stride == 0 and w % stride == 0
+    if like is not None and not pad:
+        img = xp.empty_like(like) if tiled else xp.zeros_like(like)
+    else:
+        img = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=pieces[0].dtype, device=device(pieces[0]))
+    for piece, (rows, columns) in zip(pieces, windows(filter_h, filter_w, stride, out_h, out_w)):
+        at = xpx.at(img, (slice(None), slice(None), rows, columns))
+        img = at.set(piece, copy=None, xp=xp) if tiled else at.add(piece, copy=None, xp=xp)
+    return img[:, :, pad : pad + h, pad : pad + w] if pad else img
