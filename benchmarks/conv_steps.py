@@ -60,21 +60,30 @@ def make_xbackprop(backend: str, x_host: np.ndarray, t_host: np.ndarray, *,
     return step
 
 
-def make_torch_eager(x_host: np.ndarray, t_host: np.ndarray, device: str = "cpu") -> Callable[[], None]:
-    """The same net in PyTorch (``nn.Conv2d``, ``nn.MaxPool2d``, ``nn.Linear``, autograd), float32, plain SGD."""
+def torch_simple_convnet(seed: int = 0, device: str = "cpu") -> object:
+    """xbackprop's SimpleConvNet (seed ``seed``) as a PyTorch ``nn.Sequential`` of ``nn.Conv2d``, ``nn.MaxPool2d``
+    and ``nn.Linear``, float32, holding the same weights: the same function from the same initialisation."""
     import torch
 
-    init = _net("numpy").params
+    init = SimpleConvNet(xp="numpy", dtype="float32", seed=seed).params
     model = torch.nn.Sequential(
         torch.nn.Conv2d(1, 30, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
         torch.nn.Linear(4320, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10)).to(device)
     with torch.no_grad():
         model[0].weight.copy_(torch.from_numpy(init["W1"])), model[0].bias.copy_(torch.from_numpy(init["b1"]))
-        # pooling gives (N, C, H, W), flattened in that order by both: the same function from the same weights
+        # pooling gives (N, C, H, W), flattened in that order by both
         model[4].weight.copy_(torch.from_numpy(np.ascontiguousarray(init["W2"].T)))
         model[4].bias.copy_(torch.from_numpy(init["b2"]))
         model[6].weight.copy_(torch.from_numpy(np.ascontiguousarray(init["W3"].T)))
         model[6].bias.copy_(torch.from_numpy(init["b3"]))
+    return model
+
+
+def make_torch_eager(x_host: np.ndarray, t_host: np.ndarray, device: str = "cpu") -> Callable[[], None]:
+    """The same net in PyTorch (``nn.Conv2d``, ``nn.MaxPool2d``, ``nn.Linear``, autograd), float32, plain SGD."""
+    import torch
+
+    model = torch_simple_convnet(0, device)
     x_all = torch.from_numpy(x_host).to(device)
     t_all = torch.from_numpy(t_host.astype(np.int64)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)

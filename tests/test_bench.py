@@ -58,3 +58,20 @@ def test_step_sweep_runs_and_writes_its_files(tmp_path):
     record = json.loads((tmp_path / "sweep.json").read_text())
     assert {row["backend"] for row in record["rows"]} >= {"numpy"}
     assert all(row["seconds_per_step"] > 0 for row in record["rows"])
+
+
+def test_convnet_accuracy_runs_xbackprop_and_the_same_net_in_pytorch_from_the_same_rows(synthetic_dir, tmp_path):
+    """python -m benchmarks.convnet_accuracy on a small set: one epoch each, the table and the JSON."""
+    import importlib.util
+
+    implementations = ["xbackprop"] + (["torch"] if importlib.util.find_spec("torch") else [])
+    for implementation in implementations:
+        out = tmp_path / f"{implementation}.json"
+        done = subprocess.run([sys.executable, "-m", "benchmarks.convnet_accuracy", "--dataset", "mnist", "--data-dir",
+                               str(synthetic_dir), "--epochs", "1", "--sampling", "shuffle", "--implementation",
+                               implementation, "--json", str(out)],
+                              capture_output=True, text=True, timeout=300, check=False, cwd=REPO)
+        assert done.returncode == 0, done.stderr
+        assert "minibatches shuffled each epoch" in done.stdout and "\n| 1 | " in done.stdout
+        (row,) = json.loads(out.read_text())["rows"]
+        assert 0.0 <= row["test_acc"] <= 1.0 and row["seconds_training"] > 0

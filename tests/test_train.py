@@ -327,6 +327,28 @@ def test_divergence_continue_trains_on_and_marks_the_iteration(synthetic_dir):
     assert result.steps_done == 60 and result.history[-1]["iter"] == 60
 
 
+def test_a_shuffled_epoch_takes_every_row_once_and_replacement_draws_the_books_way():
+    from xbackprop.training.loop import epoch_rows
+
+    rows = epoch_rows(np.random.default_rng(0), 600, 6, 100, "shuffle")
+    assert rows.shape == (6, 100) and sorted(rows.ravel().tolist()) == list(range(600))
+    rows = epoch_rows(np.random.default_rng(0), 650, 6, 100, "shuffle")  # 50 rows left out of this epoch
+    assert len(set(rows.ravel().tolist())) == 600
+    rows = epoch_rows(np.random.default_rng(0), 30, 1, 100, "shuffle")  # a set smaller than a batch
+    assert sorted(rows.ravel().tolist()[:30]) == list(range(30)) and rows.max() < 30
+    drawn = epoch_rows(np.random.default_rng(0), 600, 6, 100, "replacement")
+    np.testing.assert_array_equal(drawn, np.random.default_rng(0).integers(0, 600, size=(6, 100)))
+
+
+def test_training_on_shuffled_epochs_from_the_command_line(synthetic_dir, tmp_path, capsys):
+    path = tmp_path / "run.json"
+    assert main(["--data-dir", str(synthetic_dir), "--epochs", "2", "--sampling", "shuffle", "--json", str(path),
+                 "--quiet"]) == 0
+    assert "batch 100 (each epoch a shuffle), 12 iterations" in capsys.readouterr().out
+    record = json.loads(path.read_text())
+    assert record["sampling"] == "shuffle" and record["final_test_acc"] > 0.3
+
+
 def test_trainer_rejects_unknown_choices(synthetic_dir):
     net = MultiLayerNet(784, [5], 10, xp="numpy", seed=0)
     data = synthetic_data(synthetic_dir)
@@ -336,6 +358,8 @@ def test_trainer_rejects_unknown_choices(synthetic_dir):
         train(net, SGD(), data, Schedule(iters=1, divergence="ignore"))
     with pytest.raises(ValueError, match="eval_interval"):
         train(net, SGD(), data, Schedule(iters=1, eval_interval=0))
+    with pytest.raises(ValueError, match="sampling"):
+        train(net, SGD(), data, Schedule(iters=1, sampling="sequential"))
 
 
 def test_course_exercise_runs_every_rate_to_the_end(synthetic_dir, tmp_path, capsys):

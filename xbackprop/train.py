@@ -42,6 +42,7 @@ from .train_run import _write_learned, header, train_runs, write_reports
 from .training import (
     DIVERGENCE_POLICIES,
     GRADIENT_METHODS,
+    SAMPLINGS,
     TRAIN_ACCURACY_SOURCES,
 )
 from .training.distributed import (
@@ -109,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch-size", type=positive_int, help="minibatch size (default %(default)s)")
     add("--eval-interval", type=positive_int, metavar="N",
         help="evaluate accuracies every N iterations (default: every epoch, or about 20 times a run at most)")
+    add("--sampling", choices=SAMPLINGS,
+        help="minibatch rows drawn with replacement, as the book does, or a fresh shuffle of the training set each "
+             "epoch (default %(default)s)")
     add("--train-acc", choices=TRAIN_ACCURACY_SOURCES,
         help="training accuracy over the full training set or the current minibatch (default %(default)s)")
     add("--divergence", choices=DIVERGENCE_POLICIES,

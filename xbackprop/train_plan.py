@@ -69,6 +69,7 @@ class TrainConfig:
     epochs: float | None = None
     batch_size: int = 100
     eval_interval: int | None = None
+    sampling: str = "replacement"
     train_acc: str = "full"
     divergence: str = "stop"
     course_exercise: bool = False

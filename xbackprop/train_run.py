@@ -54,7 +54,8 @@ def header(config: TrainConfig, plan: RunPlan, context: MPIContext | None) -> st
         f"{config.dtype}, dataset {dataset.name} ({data.x_train.shape[0]} train / {data.x_test.shape[0]} test, "
         f"{dataset.num_features} features, {dataset.num_classes} classes, from {dataset.source}), "
         f"net {plan.architecture.describe()}, {config.optimizer} lr "
-        f"{', '.join(f'{r:g}' for r in plan.rates)}, batch {config.batch_size}, {plan.iters} iterations, "
+        f"{', '.join(f'{r:g}' for r in plan.rates)}, batch {config.batch_size}"
+        f"{' (each epoch a shuffle)' if config.sampling == 'shuffle' else ''}, {plan.iters} iterations, "
         f"accuracies every {plan.eval_interval}"
         f"{' on the minibatch and test set' if config.train_acc == 'batch' else ''}{_printed(plan)}{parallel}"
     )
@@ -148,7 +149,7 @@ def _train_net(
         log_interval = 1 if config.gradient != "backprop" else 100
         schedule = Schedule(iters=plan.iters, batch_size=config.batch_size, seed=config.seed, log_interval=log_interval,
                             eval_interval=plan.eval_interval, train_acc_source=config.train_acc,
-                            divergence=config.divergence)
+                            divergence=config.divergence, sampling=config.sampling)
         return train(net, optimizer, plan.data, schedule, on_evaluation=None if quiet else printer, progress=progress,
                      ranks=ranks, compile=config.compile, gradient=config.gradient)
     finally:
@@ -171,6 +172,7 @@ def write_reports(config: TrainConfig, plan: RunPlan, runs: list[tuple[float, Tr
             "batch_size": config.batch_size,
             "eval_interval": plan.eval_interval,
             "train_acc": config.train_acc,
+            "sampling": config.sampling,
             "divergence": config.divergence,
             "gradient": config.gradient,
             "seed": config.seed,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .device_data import DeviceData, to_device, training_targets
 from .loop import (
     DIVERGENCE_POLICIES,
+    SAMPLINGS,
     TRAIN_ACCURACY_SOURCES,
     Schedule,
     default_eval_interval,
@@ -35,4 +36,5 @@ __all__ = [
     "TRAIN_ACCURACY_SOURCES",
     "GRADIENT_METHODS",
     "DIVERGENCE_POLICIES",
+    "SAMPLINGS",
 ]

@@ -26,6 +26,9 @@ from .steps import GRADIENT_METHODS, _closing, _shard, make_steps
 
 #: Where the training accuracy of an evaluation comes from: the whole training set, or the current minibatch.
 TRAIN_ACCURACY_SOURCES = ("full", "batch")
+#: How an epoch's minibatch rows are drawn: independently with replacement (the book's ``np.random.choice``), or
+#: a fresh shuffle of the training set each epoch, every row once (PyTorch's ``DataLoader(shuffle=True)``).
+SAMPLINGS = ("replacement", "shuffle")
 
 
 #: What a diverging run does: stop at the first bad loss, or go on so the whole curve can be seen.
@@ -37,7 +40,7 @@ DEFAULT_EVALUATIONS = 20
 
 
 def _check_choices(**chosen: str) -> None:
-    choices = {"train_acc_source": TRAIN_ACCURACY_SOURCES, "divergence": DIVERGENCE_POLICIES,
+    choices = {"train_acc_source": TRAIN_ACCURACY_SOURCES, "divergence": DIVERGENCE_POLICIES, "sampling": SAMPLINGS,
                "gradient": GRADIENT_METHODS}
     for name, value in chosen.items():
         if value not in choices[name]:
@@ -47,10 +50,11 @@ def _check_choices(**chosen: str) -> None:
 @dataclass(frozen=True)
 class Schedule:
     """How long a run trains and how often it looks: ``iters`` minibatch steps of ``batch_size`` rows drawn
-    from ``seed``; losses read back every ``log_interval`` steps; accuracies evaluated every ``eval_interval``
-    steps (``None``: :func:`default_eval_interval`, every epoch as the book does unless that makes more than
-    about 20 evaluations), ``eval_batch_size`` rows at a time, the training accuracy over the whole training
-    set (``train_acc_source="full"``) or the current minibatch (``"batch"``, as courses plot it).
+    from ``seed`` as ``sampling`` says (:data:`SAMPLINGS`; the book's ``"replacement"`` by default); losses
+    read back every ``log_interval`` steps; accuracies evaluated every ``eval_interval`` steps (``None``:
+    :func:`default_eval_interval`, every epoch as the book does unless that makes more than about 20
+    evaluations), ``eval_batch_size`` rows at a time, the training accuracy over the whole training set
+    (``train_acc_source="full"``) or the current minibatch (``"batch"``, as courses plot it).
 
     A loss that is not finite or exceeds ``divergence_factor`` times the first step's marks the run diverged
     (with the exact log-softmax a too-large learning rate shows as a blow-up, not the NaN of the book's
@@ -67,9 +71,10 @@ class Schedule:
     train_acc_source: str = "full"
     divergence_factor: float = 10.0
     divergence: str = "stop"
+    sampling: str = "replacement"
 
     def __post_init__(self) -> None:
-        _check_choices(train_acc_source=self.train_acc_source, divergence=self.divergence)
+        _check_choices(train_acc_source=self.train_acc_source, divergence=self.divergence, sampling=self.sampling)
         if self.eval_interval is not None and self.eval_interval < 1:
             raise ValueError(f"eval_interval must be a positive number of steps, got {self.eval_interval}")
 
@@ -116,7 +121,7 @@ def train(
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), _closing(steps):
         while i < iters:
             if i % iter_per_epoch == 0:  # one host draw and one copy per epoch
-                epoch = xp.asarray(rng.integers(0, n_train, size=(iter_per_epoch, batch_size)),
+                epoch = xp.asarray(epoch_rows(rng, n_train, iter_per_epoch, batch_size, schedule.sampling),
                                    device=device(data.x_train))
             row = i % iter_per_epoch
             n = _steps_until_event(i, iters, iter_per_epoch, eval_interval, schedule.log_interval - unread.count) \
@@ -135,6 +140,16 @@ def train(
     return result
 
 
+
+
+def epoch_rows(rng: np.random.Generator, n_train: int, iters: int, batch_size: int, sampling: str) -> np.ndarray:
+    """An epoch's minibatch rows ``(iters, batch_size)``, int64, drawn on the host from ``rng`` as ``sampling`` says
+    (:data:`SAMPLINGS`). A shuffle shorter than the epoch (a set smaller than a batch) is followed by more."""
+    if sampling == "replacement":
+        return rng.integers(0, n_train, size=(iters, batch_size))
+    needed = iters * batch_size
+    shuffles = [rng.permutation(n_train) for _ in range(-(-needed // n_train))]
+    return np.concatenate(shuffles)[:needed].reshape(iters, batch_size)
 
 
 def _steps_until_event(i: int, iters: int, iter_per_epoch: int, eval_interval: int, room: int) -> int:
