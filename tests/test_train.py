@@ -620,3 +620,35 @@ def test_the_first_line_says_how_often_accuracies_are_printed_and_save_confirms(
     first = captured.out.splitlines()[0]
     assert "accuracies every 2 (printed every 16; --json and --plot keep them all)" in first
     assert f"wrote {tmp_path / 'm.npz'}: the 784-50-10 relu net trained on" in captured.err
+
+
+def _tracers_left_on(net):
+    """``layer.attribute`` of every JAX tracer a layer of ``net`` holds, directly or in one of its dicts."""
+    jax = pytest.importorskip("jax", reason="the tracers are JAX's: pip install 'jax[cpu]'")
+    found = []
+    for name, layer in [*net.layers.items(), ("last_layer", net.last_layer)]:
+        for attribute, value in vars(layer).items():
+            for item in value.values() if isinstance(value, dict) else [value]:
+                if isinstance(item, jax.core.Tracer):
+                    found.append(f"{name}.{attribute}")
+    return found
+
+
+def test_compiled_jax_training_leaves_no_tracer_on_the_layers(synthetic_dir):
+    import copy
+
+    from xbackprop import SimpleConvNet
+    from xbackprop.optimizers import Adam
+    from xbackprop.training import make_gradient_step
+
+    jax_xp = get_namespace("jax", strict=True) if importlib.util.find_spec("jax") else pytest.skip("pip install jax")
+    data = synthetic_data(synthetic_dir, jax_xp)
+    for net in (MultiLayerNet(784, [20], 10, xp=jax_xp, dtype="float32", seed=0),
+                SimpleConvNet(xp=jax_xp, dtype="float32", seed=0)):
+        train(net, Adam(lr=1e-3), data, Schedule(iters=4, batch_size=50, seed=0))  # blocks of steps, one lax.scan
+        make_gradient_step(net, jax_xp)(net.params, net.buffers, data.x_train, data.t_train,
+                                        jax_xp.asarray(np.arange(50)))  # one jitted step
+        assert _tracers_left_on(net) == []
+        copy.deepcopy(net)  # failed on the tracers a traced backward left in the layers' grads
+        grads = net.gradient(data.x_train[:20, ...], data.t_train[:20])  # and the book's eager pass still works
+        assert set(grads) == set(net.params)

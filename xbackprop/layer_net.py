@@ -11,7 +11,8 @@ from __future__ import annotations
 import inspect
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from array_api_compat import device as device_of
@@ -155,6 +156,24 @@ class LayerNet:
     def param_slots(self) -> list[tuple[str, Any, str, str]]:
         """Where each parameter lives: ``(layer name, layer, name in the layer, key in params)``, in order."""
         return list(self._param_slots)
+
+    @contextmanager
+    def layers_kept(self) -> Iterator[None]:
+        """Within the block, passes run as usual; after it, every layer holds what it held before (its attributes
+        and the contents of its ``params``, ``grads`` and ``buffers``). A compiled function traces the layers once:
+        what the trace leaves on them (JAX's tracers) must not outlive it."""
+        kept = [(layer, dict(vars(layer)), {name: dict(value) for name, value in vars(layer).items()
+                                            if isinstance(value, dict)})
+                for layer in (*self.layers.values(), self.last_layer)]
+        try:
+            yield
+        finally:
+            for layer, attributes, tables in kept:
+                vars(layer).clear()
+                vars(layer).update(attributes)
+                for name, table in tables.items():
+                    attributes[name].clear()
+                    attributes[name].update(table)
 
     def forward_until(self, layer_name: str, x: Any, params: Mapping[str, Any] | None = None, *,
                       train_flg: bool = False, buffers: Mapping[str, Any] | None = None) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -99,7 +100,7 @@ def make_steps(net: Any, optimizer: Any, xp: Any, *, batch_size: int, ranks: Any
         return EagerSteps(net, optimizer, xp, batch_size=batch_size, ranks=ranks, compile=compile, gradient=gradient)
 
     if compile and ranks is None and gradient == "backprop":
-        run = compile_steps(make_train_step(net, optimizer, xp), xp)
+        run = compile_steps(leaving_layers_as_found(make_train_step(net, optimizer, xp), net), xp)
         if run is not None:
             return CompiledSteps(net, optimizer, run)
         if capturer is None:
@@ -164,7 +165,23 @@ def make_gradient_step(
 
     if method != "backprop":
         return numerical_gradient
-    return compile_function(batch_gradient, xp) if compile else batch_gradient
+    if not compile:
+        return batch_gradient
+    kept = leaving_layers_as_found(batch_gradient, net)
+    compiled = compile_function(kept, xp)
+    return batch_gradient if compiled is kept else compiled  # eager backends keep the book's layer state
+
+
+def leaving_layers_as_found(fn: Callable[..., Any], net: Any) -> Callable[..., Any]:
+    """``fn``, a function of ``net``'s passes to be compiled, run inside :meth:`~xbackprop.layer_net.LayerNet.
+    layers_kept`: tracing it leaves no tracer on the layers (a net without that method is run as it is)."""
+
+    @functools.wraps(fn)
+    def kept(*args: Any) -> Any:
+        with getattr(net, "layers_kept", contextlib.nullcontext)():
+            return fn(*args)
+
+    return kept
 
 
 def _shard(n: int, rank: int, size: int) -> slice:
