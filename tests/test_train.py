@@ -652,3 +652,20 @@ def test_compiled_jax_training_leaves_no_tracer_on_the_layers(synthetic_dir):
         copy.deepcopy(net)  # failed on the tracers a traced backward left in the layers' grads
         grads = net.gradient(data.x_train[:20, ...], data.t_train[:20])  # and the book's eager pass still works
         assert set(grads) == set(net.params)
+
+
+def test_the_compiled_evaluation_counts_as_the_eager_one_with_the_buffers_of_the_moment(synthetic_dir):
+    """JAX evaluates through one compiled program per chunk size; the net's buffers (batch normalization's running
+    statistics) are its arguments, never constants baked in when it was first compiled."""
+    from xbackprop.training import make_count
+
+    jax_xp = get_namespace("jax", strict=True) if importlib.util.find_spec("jax") else pytest.skip("pip install jax")
+    data = synthetic_data(synthetic_dir, jax_xp)
+    net = MultiLayerNet(784, [30], 10, use_batchnorm=True, xp=jax_xp, dtype="float32", seed=0)
+    count = make_count(net, jax_xp)
+    assert count is not None and make_count(net, get_namespace("numpy")) is None
+    for _ in range(3):
+        eager = int(net.count_correct(data.x_test, data.t_test, batch_size=64))
+        assert int(net.count_correct(data.x_test, data.t_test, batch_size=64, count=count)) == eager
+        net.predict(data.x_train[:100, ...], train_flg=True)  # moves the running statistics
+    assert _tracers_left_on(net) == []

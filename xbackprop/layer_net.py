@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -272,32 +272,43 @@ class LayerNet:
 
     def count_correct(
         self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, batch_size: int | None = None,
-        check_labels: bool = True,
+        check_labels: bool = True, count: Callable[..., Any] | None = None,
     ) -> Any:
         """How many rows' highest score is the true class, as a 0-D integer array left on the device.
 
-        A row whose scores are not all finite (a diverged net's NaN) is never counted correct,
-        whatever ``argmax`` makes of it. Scores at most ``batch_size`` rows at a time, with ``train_flg=False``; nothing
-        is read back but the label check (``check_labels=False`` skips it, for labels
-        validated once), so a caller can gather several counts and read them in one go.
+        A row whose scores are not all finite (a diverged net's NaN) is never counted correct, whatever ``argmax``
+        makes of it. Scores at most ``batch_size`` rows at a time by :meth:`count_rows` (or ``count``, which the
+        trainer compiles), with ``train_flg=False``; nothing is read back but the label check (``check_labels=False``
+        skips it, for labels validated once), so a caller can gather several counts and read them in one go.
         """
         xp = namespace_of(x)
         n = x.shape[0]
         step = max(n, 1) if batch_size is None else max(int(batch_size), 1)
         if self.evaluation_batch_size is not None:  # a net whose passes are large scores a few rows at a time
             step = min(step, self.evaluation_batch_size)
+        if n and (check_labels or t.ndim != 1):  # read against the number of scores (one row tells, if need be)
+            classes = self.sizes[-1] if self.sizes else self.predict(x[:1, ...], params).shape[1]
+            t = checked_labels(t, n, classes, who="accuracy", check=check_labels)
+        params = self.params if params is None else params
+        count = self.count_rows if count is None else count
         # the default integer (int32 on JAX without x64, which would truncate an int64 with a warning)
         counting = xp.__array_namespace_info__().default_dtypes(device=device_of(x))["integral"]
         correct = xp.zeros((), dtype=counting, device=device_of(x))
         for start in range(0, n, step):
             stop = min(start + step, n)
-            scores = self.predict(x[start:stop, ...], params)
-            if start == 0:  # the labels are read against the number of scores
-                t = checked_labels(t, n, scores.shape[1], who="accuracy", check=check_labels)
-            predicted = xp.argmax(scores, axis=1)
-            hits = (predicted == xp.astype(t[start:stop], predicted.dtype)) & xp.all(xp.isfinite(scores), axis=1)
-            correct = correct + xp.sum(xp.astype(hits, counting))
+            correct = correct + xp.astype(count(params, self.buffers, x[start:stop, ...], t[start:stop]), counting)
         return correct
+
+    def count_rows(self, params: Mapping[str, Any], buffers: Mapping[str, Any], x: Any, t: Any) -> Any:
+        """How many of the rows ``x`` (scored at once, ``train_flg=False``) have their highest score at the class
+        ``t`` gives (integer labels ``(N,)``, checked before), as a 0-D integer array; a pure function of its
+        arguments, so a backend that compiles whole functions can trace it."""
+        xp = namespace_of(x)
+        scores = self.predict(x, params, buffers=buffers)
+        predicted = xp.argmax(scores, axis=1)
+        hits = (predicted == xp.astype(t, predicted.dtype)) & xp.all(xp.isfinite(scores), axis=1)
+        counting = xp.__array_namespace_info__().default_dtypes(device=device_of(x))["integral"]
+        return xp.sum(xp.astype(hits, counting))
 
     def numerical_gradient(
         self, x: Any, t: Any, params: Mapping[str, Any] | None = None, *, batch: int | str | None = None,

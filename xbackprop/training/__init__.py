@@ -17,7 +17,15 @@ from .loop import (
     train,
 )
 from .result import TrainResult
-from .steps import GRADIENT_METHODS, CompiledSteps, EagerSteps, make_gradient_step, make_steps, make_train_step
+from .steps import (
+    GRADIENT_METHODS,
+    CompiledSteps,
+    EagerSteps,
+    make_count,
+    make_gradient_step,
+    make_steps,
+    make_train_step,
+)
 
 __all__ = [
     "DeviceData",
@@ -27,6 +35,7 @@ __all__ = [
     "training_targets",
     "train",
     "make_gradient_step",
+    "make_count",
     "make_steps",
     "EagerSteps",
     "CompiledSteps",

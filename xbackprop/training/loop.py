@@ -22,7 +22,7 @@ from ..backend import host_rng, to_numpy
 from ..functions import namespace_of
 from .device_data import DeviceData, _check_labels, training_targets
 from .result import TrainResult
-from .steps import GRADIENT_METHODS, _closing, _shard, make_steps
+from .steps import GRADIENT_METHODS, _closing, _shard, make_count, make_steps
 
 #: Where the training accuracy of an evaluation comes from: the whole training set, or the current minibatch.
 TRAIN_ACCURACY_SOURCES = ("full", "batch")
@@ -111,12 +111,13 @@ def train(
     result = TrainResult(batch_size=batch_size, train_acc_source=schedule.train_acc_source)
     unread = _UnreadLosses(xp, schedule.divergence_factor, stop=schedule.divergence == "stop")
 
+    count = make_count(net, xp) if compile else None  # JAX: every chunk of an evaluation one compiled program
+
     def evaluate(step: int, batch: Any) -> None:
         train_rows = batch if schedule.train_acc_source == "batch" else None
-        _evaluate(net, data, result, step, schedule.eval_batch_size, on_evaluation, ranks, train_rows)
+        _evaluate(net, data, result, step, schedule.eval_batch_size, on_evaluation, ranks, train_rows, count)
 
-    i = 0  # steps taken
-    start = time.perf_counter()
+    i, start = 0, time.perf_counter()  # steps taken, and since when
     # The losses are checked for overflow here; NumPy's own warnings would only repeat it, once per operation.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), _closing(steps):
         while i < iters:
@@ -192,7 +193,8 @@ class _UnreadLosses:
         return not (self.stop and bad.size)
 
 
-def _accuracies(net: Any, pairs: list[tuple[Any, Any]], eval_batch_size: int, ranks: Any) -> list[float]:
+def _accuracies(net: Any, pairs: list[tuple[Any, Any]], eval_batch_size: int, ranks: Any,
+                count: Callable[..., Any] | None = None) -> list[float]:
     """Accuracy on each ``(x, t)``, with one read-back for all of them.
 
     With ``ranks``, each rank scores its shard of every pair and the counts are summed.
@@ -203,7 +205,8 @@ def _accuracies(net: Any, pairs: list[tuple[Any, Any]], eval_batch_size: int, ra
         if ranks is not None:
             rows = _shard(x.shape[0], ranks.context.rank, ranks.context.size)
             x, t = x[rows, ...], t[rows]
-        counts.append(net.count_correct(x, t, batch_size=eval_batch_size, check_labels=False))  # checked once
+        compiled = {} if count is None else {"count": count}  # labels checked once, before training
+        counts.append(net.count_correct(x, t, batch_size=eval_batch_size, check_labels=False, **compiled))
     correct = [int(c) for c in to_numpy(xp.stack(counts))]
     if ranks is not None:
         correct = [ranks.sum_int(c) for c in correct]
@@ -213,6 +216,7 @@ def _accuracies(net: Any, pairs: list[tuple[Any, Any]], eval_batch_size: int, ra
 def _evaluate(
     net: Any, data: DeviceData, result: TrainResult, step: int, eval_batch_size: int,
     on_evaluation: Callable[[dict[str, float]], None] | None, ranks: Any = None, train_rows: Any = None,
+    count: Callable[..., Any] | None = None,
 ) -> None:
     """Append an evaluation at ``step``; ``train_rows`` (device indices) limits the training accuracy to them."""
     since = result.history[-1]["iter"] if result.history else 0
@@ -229,7 +233,7 @@ def _evaluate(
         "loss": mean_loss,
     }
     row["train_acc"], row["test_acc"] = _accuracies(
-        net, [(x_train, t_train), (data.x_test, data.t_test)], eval_batch_size, ranks
+        net, [(x_train, t_train), (data.x_test, data.t_test)], eval_batch_size, ranks, count
     )
     result.history.append(row)
     if on_evaluation is not None:

@@ -172,6 +172,16 @@ def make_gradient_step(
     return batch_gradient if compiled is kept else compiled  # eager backends keep the book's layer state
 
 
+def make_count(net: Any, xp: Any) -> Callable[..., Any] | None:
+    """``net.count_rows`` compiled where the backend compiles whole functions (JAX), for ``net.count_correct(...,
+    count=)``; ``None`` elsewhere (and for a net without ``count_rows``), where the net counts eagerly."""
+    if not hasattr(net, "count_rows"):
+        return None
+    kept = leaving_layers_as_found(net.count_rows, net)
+    compiled = compile_function(kept, xp)
+    return None if compiled is kept else compiled
+
+
 def leaving_layers_as_found(fn: Callable[..., Any], net: Any) -> Callable[..., Any]:
     """``fn``, a function of ``net``'s passes to be compiled, run inside :meth:`~xbackprop.layer_net.LayerNet.
     layers_kept`: tracing it leaves no tracer on the layers (a net without that method is run as it is)."""
