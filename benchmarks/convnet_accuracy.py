@@ -77,7 +77,7 @@ def _xbackprop(args: argparse.Namespace, dataset: object) -> tuple:
     from xbackprop import DeepConvNet, SimpleConvNet, get_namespace
     from xbackprop.backend import describe_device
     from xbackprop.optimizers import Adam
-    from xbackprop.training import DeviceData, Schedule, to_device, train
+    from xbackprop.training import DeviceData, Schedule, make_count, to_device, train
 
     xp = get_namespace(args.backend, strict=True)
     data = to_device(dataset, xp, dtype="float32")
@@ -92,9 +92,12 @@ def _xbackprop(args: argparse.Namespace, dataset: object) -> tuple:
                                               seed=args.seed + epoch, eval_interval=data.x_train.shape[0] // BATCH,
                                               train_acc_source="batch", sampling=args.sampling))
 
+    count = make_count(net, xp)  # as train() evaluates: compiled where the backend compiles (JAX)
+
     def accuracies() -> tuple[float, float]:
-        return (net.accuracy(data.x_train, data.t_train, batch_size=1000),
-                net.accuracy(data.x_test, data.t_test, batch_size=1000))
+        compiled = {} if count is None else {"count": count}
+        return tuple(int(net.count_correct(x, t, batch_size=1000, **compiled)) / x.shape[0]
+                     for x, t in ((data.x_train, data.t_train), (data.x_test, data.t_test)))
 
     return run_epoch, accuracies, f"on {args.backend} ({describe_device(xp)})"
 
