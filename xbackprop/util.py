@@ -7,6 +7,11 @@ of the padded images into place, with no loop over output pixels and no NumPy-on
 from, so a pixel covered by several windows receives their sum. The additions go slice by slice
 (``filter_h * filter_w`` strided slices, each touching distinct pixels): never an integer-array
 assignment, never a scatter with repeated indices, so every backend gives the same sums.
+
+Max pooling uses the same windows: :func:`window_slices` gives each window position's view,
+:func:`first_maxima` tells which position holds each window's first maximum, and
+:func:`windows_added_back` (the adjoint of ``window_slices``, which ``col2im`` also uses) adds the
+gradient's shares back.
 """
 
 from __future__ import annotations
@@ -61,7 +66,9 @@ def first_maxima(pieces: list[Any], maximum: Any) -> list[Any]:
 def im2col(input_data: Any, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0) -> Any:
     """Every ``filter_h`` x ``filter_w`` window of ``input_data`` ``(N, C, H, W)`` as a row of
     ``(N * out_h * out_w, C * filter_h * filter_w)``, in the book's order (rows by image, then output row and
-    column; columns by channel, then filter row and column). Same dtype and device as the input."""
+    column; columns by channel, then filter row and column). Same dtype and device as the input. The rows are
+    the transpose of a ``(C * filter_h * filter_w, N * out_h * out_w)`` array that is contiguous where the backend
+    has layouts: ``.T`` gives it back without a copy, and a matrix product takes either as they are."""
     xp = array_namespace(input_data)
     n, c, h, w = input_data.shape
     out_h, out_w = conv_output_size(h, filter_h, stride, pad), conv_output_size(w, filter_w, stride, pad)
