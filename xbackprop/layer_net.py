@@ -163,7 +163,7 @@ class LayerNet:
         and the contents of its ``params``, ``grads`` and ``buffers``). A compiled function traces the layers once:
         what the trace leaves on them (JAX's tracers) must not outlive it."""
         kept = [(layer, dict(vars(layer)), {name: dict(value) for name, value in vars(layer).items()
-                                            if isinstance(value, dict)})
+                                            if isinstance(value, MutableMapping)})
                 for layer in (*self.layers.values(), self.last_layer)]
         try:
             yield
@@ -286,9 +286,8 @@ class LayerNet:
         step = max(n, 1) if batch_size is None else max(int(batch_size), 1)
         if self.evaluation_batch_size is not None:  # a net whose passes are large scores a few rows at a time
             step = min(step, self.evaluation_batch_size)
-        if n and (check_labels or t.ndim != 1):  # read against the number of scores (one row tells, if need be)
-            classes = self.sizes[-1] if self.sizes else self.predict(x[:1, ...], params).shape[1]
-            t = checked_labels(t, n, classes, who="accuracy", check=check_labels)
+        if n:  # the labels are read against the number of scores, which one row tells
+            t = checked_labels(t, n, self.predict(x[:1, ...], params).shape[1], who="accuracy", check=check_labels)
         params = self.params if params is None else params
         count = self.count_rows if count is None else count
         # the default integer (int32 on JAX without x64, which would truncate an int64 with a warning)
