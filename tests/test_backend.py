@@ -119,3 +119,11 @@ def test_get_namespace_of_a_non_name():
         get_namespace(123)
     with pytest.raises(ValueError, match="unknown backend 'nonsense'"):
         get_namespace("nonsense")
+
+
+def test_rows_and_joined_are_slicing_and_concat_on_every_backend(xp):
+    x = xp.asarray(np.arange(12.0).reshape(6, 2))
+    np.testing.assert_array_equal(to_numpy(backend.rows(x, 1, 4)), np.arange(12.0).reshape(6, 2)[1:4])
+    assert backend.rows(x, 0, 6) is x  # all of it: nothing copied or viewed
+    pieces = [xp.asarray(1.0), xp.asarray([2.0, 3.0]), xp.asarray(4.0)]  # 0-D and 1-D, as losses come
+    np.testing.assert_array_equal(to_numpy(backend.joined(pieces)), [1.0, 2.0, 3.0, 4.0])

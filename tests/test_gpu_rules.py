@@ -3,6 +3,8 @@ synchronisation in a steady-state training step, none in a captured block, and b
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -166,6 +168,37 @@ def test_every_optimizer_on_devices_that_cannot_be_hashed(optimizer):
         data = to_device(toy_dataset(), xp, device=device)
         result = train(net, OPTIMIZERS[optimizer](lr=0.05), data, Schedule(iters=30, batch_size=10, seed=0))
     assert len(result.losses) == 30 and np.isfinite(result.losses).all()
+
+
+@pytest.mark.parametrize("chapter6", [False, True], ids=["mlp", "batchnorm-dropout-decay"])
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_training_hashes_no_device_even_inside_array_api_strict(optimizer, chapter6):
+    """The trainer reads minibatch rows, evaluation chunks and losses without indexing, concat or stack, which
+    hash the device inside array-api-strict: so it trains where no code at all may hash one."""
+    xp = namespace("array_api_strict")
+    device = other_device(xp)
+    with unhashable_devices(anywhere=True):
+        net = toy_net(xp, device, chapter6=chapter6)
+        data = to_device(toy_dataset(), xp, device=device)
+        for source in ("full", "batch"):
+            result = train(net, OPTIMIZERS[optimizer](lr=0.05), data,
+                           Schedule(iters=30, batch_size=10, seed=0, eval_interval=7, eval_batch_size=16,
+                                    train_acc_source=source))
+            assert len(result.losses) == 30 and np.isfinite(result.losses).all()
+            assert [row["iter"] for row in result.history] == [1, 8, 15, 22, 29, 30]
+
+
+def test_the_command_trains_where_no_code_may_hash_a_device(tmp_path):
+    """``python -m xbackprop.train`` on array-api-strict's second device, its devices unhashable everywhere."""
+
+    code = ("import runpy, sys; import array_api_strict._devices as d; d.Device.__hash__ = None; "
+            "sys.argv = ['xbackprop.train', '--backend', 'array_api_strict', '--device', 'device1', '--dataset', "
+            "'digits', '--iters', '60', '--optimizer', 'adam', '--quiet']; "
+            "runpy.run_module('xbackprop.train', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "after 60 iterations" in done.stdout
 
 
 def test_saving_loading_and_evaluating_on_devices_that_cannot_be_hashed(tmp_path):

@@ -203,6 +203,36 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x) if record is None else record.to_numpy(x)
 
 
+def rows(x: Any, start: int, stop: int, *, xp: ModuleType | None = None) -> Any:
+    """``x[start:stop]`` along the first axis (``x`` itself where that is all of it). Where the library's own
+    indexing hashes the array's device (array-api-strict's does, which the CPU check of the GPU's rules runs on
+    devices that cannot be hashed), a copy gathered by ``take`` at positions made on the device."""
+    if start == 0 and stop == x.shape[0]:
+        return x
+    xp = array_api_compat.array_namespace(x) if xp is None else xp
+    record = record_of(xp)
+    if record is None or not record.indexing_hashes_devices:
+        return x[start:stop, ...]
+    return xp.take(x, xp.arange(start, stop, device=array_api_compat.device(x)), axis=0)
+
+
+def joined(pieces: list[Any], *, xp: ModuleType | None = None) -> Any:
+    """The 0-D or 1-D ``pieces`` one after another in one 1-D array (their ``concat``); where the library's own
+    ``concat`` hashes the device (see :func:`rows`), written into place piece by piece."""
+    xp = array_api_compat.array_namespace(*pieces) if xp is None else xp
+    flat = [xp.reshape(piece, (-1,)) for piece in pieces]
+    record = record_of(xp)
+    if record is None or not record.indexing_hashes_devices:
+        return xp.concat(flat)
+    out = xp.empty((sum(piece.shape[0] for piece in flat),), dtype=flat[0].dtype,
+                   device=array_api_compat.device(flat[0]))
+    start = 0
+    for piece in flat:
+        out[start : start + piece.shape[0]] = piece  # array-api-strict's arrays are writable
+        start += piece.shape[0]
+    return out
+
+
 def host_rng(seed: int | None = None) -> np.random.Generator:
     """NumPy's ``Generator`` on the host: the standard has no random numbers."""
     return np.random.default_rng(seed)

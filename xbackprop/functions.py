@@ -140,7 +140,7 @@ def one_hot(labels: Any, num_classes: int, *, dtype: Any, xp: Any = None) -> Any
     xp = namespace_of(labels) if xp is None else xp
     # Classes in the labels' own dtype spare casting every label (any integer dtype holds 0..127).
     classes = xp.arange(num_classes, dtype=labels.dtype if num_classes <= 128 else None, device=device(labels))
-    return xp.astype(labels[:, None] == classes, dtype)
+    return xp.astype(xp.expand_dims(labels, axis=1) == classes, dtype)  # no indexing: see backend.rows
 
 
 #: The book's names (``common/functions.py``) for the same derivatives, so its chapter 4 code runs unchanged.

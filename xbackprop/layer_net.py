@@ -19,7 +19,7 @@ from array_api_compat import device as device_of
 from array_api_compat import is_array_api_obj
 
 from . import hooks
-from .backend import backend_name, get_namespace
+from .backend import backend_name, get_namespace, rows
 from .functions import checked_labels, namespace_of
 from .gradient import central_differences
 from .layers import Affine, SoftmaxWithLoss
@@ -287,15 +287,15 @@ class LayerNet:
         if self.evaluation_batch_size is not None:  # a net whose passes are large scores a few rows at a time
             step = min(step, self.evaluation_batch_size)
         if n:  # the labels are read against the number of scores, which one row tells
-            t = checked_labels(t, n, self.predict(x[:1, ...], params).shape[1], who="accuracy", check=check_labels)
+            t = checked_labels(t, n, self.predict(rows(x, 0, 1), params).shape[1], who="accuracy", check=check_labels)
         params = self.params if params is None else params
         count = self.count_rows if count is None else count
         # the default integer (int32 on JAX without x64, which would truncate an int64 with a warning)
         counting = xp.__array_namespace_info__().default_dtypes(device=device_of(x))["integral"]
         correct = xp.zeros((), dtype=counting, device=device_of(x))
         for start in range(0, n, step):
-            stop = min(start + step, n)
-            correct = correct + xp.astype(count(params, self.buffers, x[start:stop, ...], t[start:stop]), counting)
+            chunk = rows(x, start, min(start + step, n), xp=xp), rows(t, start, min(start + step, n), xp=xp)
+            correct = correct + xp.astype(count(params, self.buffers, *chunk), counting)
         return correct
 
     def count_rows(self, params: Mapping[str, Any], buffers: Mapping[str, Any], x: Any, t: Any) -> Any:

@@ -67,8 +67,8 @@ class Optimizer:
         """
         kept = self.__dict__.setdefault("_constants", {})  # also for subclasses that skip __init__
         kind = ("lazy", type(like))  # a tracer's type differs from a concrete array's; asked once per type
-        if kind not in kept:
-            kept[kind] = is_lazy_array(like)
+        if kind not in kept:  # asked of a 0-D array, which array-api-compat reads without indexing (see backend.rows)
+            kept[kind] = is_lazy_array(namespace_of(like).sum(like))
         if kept[kind]:
             return value
         where = getattr(like, "device", None)  # the standard's attribute: cheaper than asking array-api-compat

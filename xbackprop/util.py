@@ -116,3 +116,4 @@ def windows_added_back(pieces: list[Any], input_shape: tuple[int, int, int, int]
         at = xpx.at(img, (slice(None), slice(None), rows, columns))
         img = at.set(piece, copy=None, xp=xp) if tiled else at.add(piece, copy=None, xp=xp)
     return img[:, :, pad : pad + h, pad : pad + w] if pad else img
+

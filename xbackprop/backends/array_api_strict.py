@@ -21,4 +21,5 @@ ARRAY_API_STRICT = Backend(
     owns=array_api_compat.is_array_api_strict_namespace,
     parse_device=_parse_device,
     to_numpy=np.from_dlpack,
+    indexing_hashes_devices=True,
 )

@@ -32,7 +32,9 @@ class Backend:
     ``compile_steps(step)`` compile where the library traces functions (else ``None``); ``capturer(like)``
     gives a CUDA-graph capturer for arrays like ``like`` (else ``None``). ``host``: its arrays are NumPy's;
     ``cuda_buffers``: its arrays are CUDA buffers MPI can take; ``falls_back``: when it cannot run, commands
-    warn and use NumPy instead.
+    warn and use NumPy instead; ``indexing_hashes_devices``: its own indexing, ``concat`` and ``stack`` put the
+    arrays' devices in a set, which fails where devices cannot be hashed (as CuPy's cannot), so the trainer reads
+    and joins rows another way there (:func:`xbackprop.backend.rows`, :func:`xbackprop.backend.joined`).
     """
 
     name: str
@@ -49,6 +51,7 @@ class Backend:
     host: bool = False
     cuda_buffers: bool = False
     falls_back: bool = False
+    indexing_hashes_devices: bool = False
 
 
 def import_namespace(library: str, namespace: str, install_hint: str) -> ModuleType:

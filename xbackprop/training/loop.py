@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import device
 
-from ..backend import host_rng, to_numpy
+from ..backend import host_rng, joined, rows, to_numpy
 from ..functions import namespace_of
 from .device_data import DeviceData, _check_labels, training_targets
 from .result import TrainResult
@@ -99,22 +99,22 @@ def train(
     gradients cost 2P forward passes a step (small nets only).
     """
     _check_choices(gradient=gradient)
-    xp, n_train = namespace_of(data.x_train), data.x_train.shape[0]
+    xp, n_train, rng = namespace_of(data.x_train), data.x_train.shape[0], host_rng(schedule.seed)
     batch_size, iters = schedule.batch_size, schedule.iters
     iter_per_epoch = max(n_train // batch_size, 1)
     eval_interval = schedule.eval_interval or default_eval_interval(iters, n_train, batch_size)
-    rng = host_rng(schedule.seed)
     _check_labels(data, net.sizes[-1])  # once here, so the steps skip it
     steps = make_steps(net, optimizer, xp, batch_size=batch_size, ranks=ranks, compile=compile, gradient=gradient,
                        capturer=capturer)
     targets = training_targets(data, net.sizes[-1])
     result = TrainResult(batch_size=batch_size, train_acc_source=schedule.train_acc_source)
-    unread = _UnreadLosses(xp, schedule.divergence_factor, stop=schedule.divergence == "stop")
+    unread = _UnreadLosses(schedule.divergence_factor, stop=schedule.divergence == "stop")
 
     count = make_count(net, xp) if compile else None  # JAX: every chunk of an evaluation one compiled program
 
-    def evaluate(step: int, batch: Any) -> None:
-        train_rows = batch if schedule.train_acc_source == "batch" else None
+    def evaluate(step: int) -> None:  # after step `step`; "batch" scores that step's minibatch
+        batch = schedule.train_acc_source == "batch" and step > 0
+        train_rows = _minibatches(epoch, (step - 1) % iter_per_epoch, 1, block=False) if batch else None
         _evaluate(net, data, result, step, schedule.eval_batch_size, on_evaluation, ranks, train_rows, count)
 
     i, start = 0, time.perf_counter()  # steps taken, and since when
@@ -127,16 +127,16 @@ def train(
             row = i % iter_per_epoch
             n = _steps_until_event(i, iters, iter_per_epoch, eval_interval, schedule.log_interval - unread.count) \
                 if steps.runs_blocks else 1
-            unread.add(steps(data.x_train, targets, epoch[row : row + n, :] if steps.runs_blocks else epoch[row, :]), n)
+            unread.add(steps(data.x_train, targets, _minibatches(epoch, row, n, block=steps.runs_blocks)), n)
             i += n
             evaluating = (i - 1) % eval_interval == 0 or i == iters
             if (unread.count >= schedule.log_interval or evaluating) and not unread.read_into(result, progress):
                 break
             if evaluating:
-                evaluate(i, epoch[(i - 1) % iter_per_epoch, :])
+                evaluate(i)
         steps.finish()
     if not result.history or result.history[-1]["iter"] != result.steps_done:  # stopped early, or iters=0
-        evaluate(result.steps_done, epoch[(result.steps_done - 1) % iter_per_epoch, :] if iters else None)
+        evaluate(result.steps_done)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -153,6 +153,14 @@ def epoch_rows(rng: np.random.Generator, n_train: int, iters: int, batch_size: i
     return np.concatenate(shuffles)[:needed].reshape(iters, batch_size)
 
 
+def _minibatches(epoch: Any, row: int, n: int, *, block: bool) -> Any:
+    """Rows ``row`` to ``row + n`` of an epoch's table of minibatch rows ``(iters, batch)`` (read with
+    :func:`~xbackprop.backend.rows`): ``(n, batch)`` for a block of steps, else one step's ``(batch,)``."""
+    xp = namespace_of(epoch)
+    taken = rows(epoch, row, row + n, xp=xp)
+    return taken if block else xp.reshape(taken, (-1,))
+
+
 def _steps_until_event(i: int, iters: int, iter_per_epoch: int, eval_interval: int, room: int) -> int:
     """Steps from step ``i`` up to the next evaluation, epoch end, loss read-back or the end of the run."""
     next_eval = -(-i // eval_interval) * eval_interval  # the first evaluated step at or after i
@@ -163,8 +171,8 @@ def _steps_until_event(i: int, iters: int, iter_per_epoch: int, eval_interval: i
 class _UnreadLosses:
     """Losses still on the device (0-D per eager step, 1-D per compiled block), read back together."""
 
-    def __init__(self, xp: Any, divergence_factor: float, *, stop: bool) -> None:
-        self.xp, self.divergence_factor, self.stop = xp, divergence_factor, stop
+    def __init__(self, divergence_factor: float, *, stop: bool) -> None:
+        self.divergence_factor, self.stop = divergence_factor, stop
         self.arrays: list[Any] = []
         self.count = 0  # steps whose losses are in arrays
 
@@ -174,8 +182,7 @@ class _UnreadLosses:
 
     def read_into(self, result: TrainResult, progress: Any) -> bool:
         """Move the losses to ``result``; record the first divergence. Returns False when training must stop."""
-        xp = self.xp
-        losses = to_numpy(xp.concat([xp.reshape(loss, (-1,)) for loss in self.arrays])).astype(float)
+        losses = to_numpy(joined(self.arrays)).astype(float)
         self.arrays.clear()
         self.count = 0
         limit = self.divergence_factor * (result.losses[0] if result.losses else losses[0])
@@ -199,15 +206,14 @@ def _accuracies(net: Any, pairs: list[tuple[Any, Any]], eval_batch_size: int, ra
 
     With ``ranks``, each rank scores its shard of every pair and the counts are summed.
     """
-    xp = namespace_of(pairs[0][0])
     counts = []
     for x, t in pairs:
         if ranks is not None:
-            rows = _shard(x.shape[0], ranks.context.rank, ranks.context.size)
-            x, t = x[rows, ...], t[rows]
+            shard = _shard(x.shape[0], ranks.context.rank, ranks.context.size)
+            x, t = rows(x, shard.start, shard.stop), rows(t, shard.start, shard.stop)
         compiled = {} if count is None else {"count": count}  # labels checked once, before training
         counts.append(net.count_correct(x, t, batch_size=eval_batch_size, check_labels=False, **compiled))
-    correct = [int(c) for c in to_numpy(xp.stack(counts))]
+    correct = [int(c) for c in to_numpy(joined(counts))]
     if ranks is not None:
         correct = [ranks.sum_int(c) for c in correct]
     return [c / x.shape[0] for c, (x, _) in zip(correct, pairs)]
