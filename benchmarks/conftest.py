@@ -25,6 +25,15 @@ def backend(request) -> str:
         yield request.param
 
 
+@pytest.fixture(params=["cpu", "cuda"])
+def torch_device(request) -> str:
+    """A PyTorch device for the eager peers: the CPU, and CUDA where PyTorch sees a GPU (skipped otherwise)."""
+    torch = pytest.importorskip("torch", reason="PyTorch not installed")
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("PyTorch sees no CUDA device")
+    return request.param
+
+
 def pytest_addoption(parser):
     parser.addoption("--full", action="store_true",
                      help="also the largest gradient cases (the wide net, the book's net by the element loop): "

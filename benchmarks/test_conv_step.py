@@ -32,12 +32,9 @@ def test_xbackprop(benchmark, backend, data):
     _run(benchmark, conv_steps.make_xbackprop(backend, *data), f"xbackprop-{backend}", backend)
 
 
-@pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_torch_eager(benchmark, data, device):
-    torch = pytest.importorskip("torch", reason="PyTorch not installed")
-    if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("PyTorch sees no CUDA device")
-    _run(benchmark, conv_steps.make_torch_eager(*data, device=device), f"torch-eager-{device}", "torch", device)
+def test_torch_eager(benchmark, data, torch_device):
+    _run(benchmark, conv_steps.make_torch_eager(*data, device=torch_device), f"torch-eager-{torch_device}", "torch",
+         torch_device)
 
 
 def test_the_books_code(benchmark, data):

@@ -45,12 +45,9 @@ def test_matmul_floor(benchmark, data):
     _run(benchmark, steps.make_matmul_floor(data[0]), "matmul-floor", "numpy")
 
 
-@pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_torch_eager(benchmark, data, device):
-    torch = pytest.importorskip("torch", reason="PyTorch not installed")
-    if device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("PyTorch sees no CUDA device")
-    _run(benchmark, steps.make_torch_eager(*data, device=device), f"torch-eager-{device}", "torch", device)
+def test_torch_eager(benchmark, data, torch_device):
+    _run(benchmark, steps.make_torch_eager(*data, device=torch_device), f"torch-eager-{torch_device}", "torch",
+         torch_device)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX not installed")

@@ -180,6 +180,14 @@ def resolve_device(xp: ModuleType, device: Any = None) -> Any:
     return resolved
 
 
+def resolve_placement(xp: Any = None, device: Any = None, dtype: Any = None) -> tuple[ModuleType, Any, Any]:
+    """Where and in what a net's parameters are made: the namespace (:func:`get_namespace`), the device
+    (:func:`resolve_device`) and the dtype on it (:func:`resolve_dtype`), as every net's constructor takes them."""
+    xp = get_namespace(xp)
+    device = resolve_device(xp, device)
+    return xp, device, resolve_dtype(xp, dtype, device)
+
+
 def _parse_device(xp: ModuleType, device: str) -> Any:
     record = record_of(xp)
     if record is None:

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from typing import Any
 
 from .architecture import Architecture
-from .backend import get_namespace, resolve_device, resolve_dtype
+from .backend import resolve_placement
 from .initialization import HostDraws
 from .io import SavesParams
 from .layer_net import LayerNet
@@ -51,9 +51,7 @@ class DeepConvNet(LayerNet, SavesParams):
         dtype: Any = None,
         seed: int | None = None,
     ) -> None:
-        xp = get_namespace(xp)
-        device = resolve_device(xp, device)
-        draw = HostDraws(seed, xp, device, resolve_dtype(xp, dtype, device))
+        draw = HostDraws(seed, *resolve_placement(xp, device, dtype))
         channels, height, width = input_dim
         layers: OrderedDict[str, Any] = OrderedDict()
         convs = self.conv_params = (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6)

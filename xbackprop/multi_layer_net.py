@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .architecture import Architecture
-from .backend import get_namespace, host_rng, resolve_device, resolve_dtype
+from .backend import host_rng, resolve_placement
 from .initialization import init_params, layer_sizes
 from .layer_net import LayerNet
 from .layers import ACTIVATIONS, Affine, BatchNormalization, Dropout, SoftmaxWithLoss
@@ -86,9 +86,8 @@ class MultiLayerNet(LayerNet):
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; use one of {', '.join(ACTIVATIONS)}")
         sizes = layer_sizes(input_size, hidden_size_list, output_size)
-        xp = get_namespace(xp)
-        device = resolve_device(xp, device)
-        weights = init_params(sizes, weight_init_std, seed, xp, device, resolve_dtype(xp, dtype, device))
+        xp, device, dtype = resolve_placement(xp, device, dtype)
+        weights = init_params(sizes, weight_init_std, seed, xp, device, dtype)
 
         dropout_seed = host_rng(seed).integers(2**31) if use_dropout else 0
 

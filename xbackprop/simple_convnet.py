@@ -6,7 +6,7 @@ from collections import OrderedDict
 from typing import Any
 
 from .architecture import Architecture
-from .backend import get_namespace, resolve_device, resolve_dtype
+from .backend import resolve_placement
 from .initialization import HostDraws
 from .io import SavesParams
 from .layer_net import LayerNet
@@ -51,9 +51,7 @@ class SimpleConvNet(LayerNet, SavesParams):
         conv_h = conv_output_size(height, filter_size, stride, pad)
         conv_w = conv_output_size(width, filter_size, stride, pad)
         pool_output_size = filter_num * conv_output_size(conv_h, 2, 2) * conv_output_size(conv_w, 2, 2)
-        xp = get_namespace(xp)
-        device = resolve_device(xp, device)
-        draw = HostDraws(seed, xp, device, resolve_dtype(xp, dtype, device))
+        draw = HostDraws(seed, *resolve_placement(xp, device, dtype))
 
         self.input_dim = tuple(input_dim)
         layers = OrderedDict([

@@ -6,7 +6,7 @@ from collections import OrderedDict
 from typing import Any
 
 from .architecture import Architecture
-from .backend import get_namespace, resolve_device, resolve_dtype
+from .backend import resolve_placement
 from .initialization import init_params
 from .layer_net import LayerNet
 from .layers import Affine, Relu, SoftmaxWithLoss
@@ -31,10 +31,8 @@ class TwoLayerNet(LayerNet):
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, weight_init_std: float | str = 0.01,
                  *, xp: Any = None, device: Any = None, dtype: Any = None, seed: int | None = None) -> None:
-        xp = get_namespace(xp)
-        device = resolve_device(xp, device)
-        dtype = resolve_dtype(xp, dtype, device)
-        self.params = init_params([input_size, hidden_size, output_size], weight_init_std, seed, xp, device, dtype)
+        self.params = init_params([input_size, hidden_size, output_size], weight_init_std, seed,
+                                  *resolve_placement(xp, device, dtype))
 
         self.layers = OrderedDict()
         self.layers["Affine1"] = Affine(self.params["W1"], self.params["b1"], input_grad=False)  # x needs no dx
